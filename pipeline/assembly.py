@@ -1,0 +1,81 @@
+"""Builds the objects of one search from configuration (what the Hydra entry points call)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from pipeline.encoders.base import ImageEncoder, SemanticEncoder
+from pipeline.env import GridEnv, StateEvaluator
+from pipeline.errors import ConfigError
+from pipeline.generators.base import Generator
+from pipeline.grammar import Encoding, Grammar
+from pipeline.images import noise_image
+from pipeline.rewards import CompositeReward, build_reward
+from pipeline.seeding import derive_seed
+
+
+@dataclass
+class SearchStack:
+    """Everything that outlives one search: on a cluster, what a worker holds for its whole life."""
+
+    grammar: Grammar
+    generator: Generator
+    image_encoder: ImageEncoder
+    reward: CompositeReward
+    semantic_encoder: SemanticEncoder
+    search: Any
+    env_cfg: Mapping[str, Any]
+
+
+def build_stack(cfg: DictConfig) -> SearchStack:
+    """Instantiate grammar, model, reward, semantic encoder and search from a composed config."""
+    grammar = instantiate(cfg.grammar)
+    generator = instantiate(cfg.model)
+    rcfg = cfg.reward
+    encoder = instantiate(rcfg.image_encoder)
+    segmenter = instantiate(rcfg.segmenter) if rcfg.get("segmenter") is not None else None
+    reward = build_reward(
+        encoder,
+        segmenter,
+        OmegaConf.to_container(rcfg.weights),
+        OmegaConf.to_container(rcfg.get("segmentation") or {}),
+        OmegaConf.to_container(rcfg.get("features") or {}),
+    )
+    semantic = instantiate(rcfg.semantic_encoder)(grammar=grammar, generator=generator, image_encoder=encoder)
+    search = instantiate(cfg.search)
+    return SearchStack(grammar, generator, encoder, reward, semantic, search, OmegaConf.to_container(cfg.env, resolve=True))
+
+
+def make_env(stack: SearchStack, target: Image.Image, seed: int) -> GridEnv:
+    """The MDP for one input image: goal and start encodings from the semantic encoder, per-state seeds."""
+    e = stack.env_cfg
+    n_seeds = int(e.get("seeds_per_state", 1))
+    if n_seeds < 1:
+        raise ConfigError(f"env.seeds_per_state must be >= 1, got {n_seeds}")
+    seeds = [derive_seed("state-seed", seed, k) for k in range(n_seeds)]
+    evaluator = StateEvaluator(stack.generator, stack.reward, target, seeds, int(e.get("batch_size", 16)))
+    goal = stack.semantic_encoder.encode([target])[0]
+    start = _start_encoding(stack, e.get("start", "noise"), target.size[0], seed)
+    return GridEnv(
+        stack.grammar, evaluator, start, goal=goal, mode=e.get("mode", "reward_only"),
+        goal_weight=float(e.get("goal_weight", 1.0)), horizon=int(e.get("horizon", 30)),
+        reward_threshold=e.get("reward_threshold"),
+    )
+
+
+def _start_encoding(stack: SearchStack, spec: Any, size: int, seed: int) -> Encoding:
+    if spec == "noise":  # the paper's Y_0: the semantic encoding of a random-noise image
+        return stack.semantic_encoder.encode([noise_image(size, seed)])[0]
+    if isinstance(spec, Mapping):
+        partial = dict(spec)
+        for a in stack.grammar.axes:
+            partial.setdefault(a.name, a.choices[0])
+        return stack.grammar.encode(partial)
+    if isinstance(spec, (list, tuple)):
+        return stack.grammar.check(spec)
+    raise ConfigError(f"env.start must be 'noise', a list of indices or a mapping of attributes, got {spec!r}")

@@ -1,0 +1,41 @@
+"""Console entry points (Hydra apps). Each is thin: compose config, build objects, call the package."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from hydra.errors import HydraException, InstantiationException
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.errors import PipelineError
+
+#: the repository's Hydra config tree (the package is installed editable, next to it)
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        nxt = seen.__cause__ or seen.__context__
+        if isinstance(nxt, PipelineError):
+            return nxt
+        seen = nxt
+    return exc
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn configuration and input errors into one line on stderr and exit status 2."""
+    try:
+        yield
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (InstantiationException, HydraException, OmegaConfBaseException) as e:
+        cause = _root_cause(e)
+        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)

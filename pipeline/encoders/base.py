@@ -1,0 +1,50 @@
+"""Interfaces of the three kinds of encoder the rewards and the MDP use."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from pipeline.grammar import Encoding, Grammar
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """Images -> L2-normalised embeddings ``[N, D]`` and intermediate feature maps (coarse to fine)."""
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def feature_maps(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """One ``[N, C, h, w]`` array per level."""
+        ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Images -> per-pixel class probabilities ``[N, C, H, W]`` over ``class_names``."""
+
+    class_names: tuple[str, ...]
+
+    def segment(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class SemanticEncoder(Protocol):
+    """Images -> semantic encodings on ``grammar``'s grid (the input image gives the goal encoding)."""
+
+    grammar: Grammar
+
+    def encode(self, images: Sequence[Image.Image]) -> list[Encoding]: ...
+
+
+def to_array(images: Sequence[Image.Image], size: int | None = None) -> np.ndarray:
+    """Stack RGB images as float32 ``[N, H, W, 3]`` in [0, 1], optionally resized (bicubic) to ``size``."""
+    out = []
+    for im in images:
+        im = im.convert("RGB")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BICUBIC)
+        out.append(np.asarray(im, dtype=np.float32) / 255.0)
+    return np.stack(out) if out else np.zeros((0, size or 1, size or 1, 3), np.float32)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
+from pipeline.generators.procedural import ProceduralGenerator
+from pipeline.grammar import Grammar
+from pipeline.rewards import build_reward
+from pipeline.shapes.world import ShapesWorld
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def grammar() -> Grammar:
+    return Grammar.from_yaml(ROOT / "conf" / "grammar" / "shapes.yaml")
+
+
+@pytest.fixture(scope="session")
+def world(grammar) -> ShapesWorld:
+    return ShapesWorld(grammar, 32)
+
+
+@pytest.fixture(scope="session")
+def generator(grammar) -> ProceduralGenerator:
+    return ProceduralGenerator(grammar, 32)
+
+
+@pytest.fixture(scope="session")
+def encoder() -> PixelStatsEncoder:
+    return PixelStatsEncoder()
+
+
+@pytest.fixture(scope="session")
+def reward(encoder):
+    return build_reward(encoder, PaletteSegmenter(), {"segmentation": 1.0, "features": 1.0, "embedding": 1.0})
+
+
+class CountingGenerator:
+    """Wraps a generator and records every (prompt, seed) it is asked to render."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.model_id, self.calls = inner, inner.model_id, []
+
+    def generate(self, prompts, seeds):
+        self.calls.extend(zip(prompts, seeds))
+        return self.inner.generate(prompts, seeds)

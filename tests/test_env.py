@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from conftest import CountingGenerator
+from pipeline.env import GridEnv, StateEvaluator
+from pipeline.errors import ConfigError
+
+
+def make_env(grammar, generator, reward, target, **kw):
+    ev = StateEvaluator(generator, reward, target, seeds=kw.pop("seeds", [11, 12]), batch_size=kw.pop("batch_size", 5))
+    return GridEnv(grammar, ev, start=kw.pop("start", (0, 0, 0, 0, 0)), **kw)
+
+
+def test_actions_move_one_axis_and_clip(grammar, generator, reward, world):
+    env = make_env(grammar, generator, reward, world.sample(0).image)
+    assert env.n_actions == 10
+    assert env.move((0, 0, 0, 0, 0), 0) == (0, 0, 0, 0, 0)  # clipped at the lower border
+    assert env.move((0, 0, 0, 0, 0), 1) == (1, 0, 0, 0, 0)
+    assert env.move((0, 0, 0, 2, 0), 7) == (0, 0, 0, 2, 0)  # clipped at the upper border
+    assert env.move((0, 3, 0, 0, 0), 2) == (0, 2, 0, 0, 0)
+
+
+def test_cache_never_renders_a_state_seed_twice(grammar, generator, reward, world):
+    counting = CountingGenerator(generator)
+    env = make_env(grammar, counting, reward, world.sample(0).image)
+    states = [env.move(env.start, a) for a in range(env.n_actions)] * 3
+    first = env.reward_of(states)
+    again = env.reward_of(states[::-1])
+    assert len(counting.calls) == len(set(counting.calls)) == env.evaluator.renders
+    assert env.evaluator.renders == len(set(states)) * 2  # two seeds per state
+    np.testing.assert_allclose(again[::-1], first)
+
+
+def test_renders_are_batched(grammar, generator, reward, world):
+    sizes = []
+
+    class Recorder(CountingGenerator):
+        def generate(self, prompts, seeds):
+            sizes.append(len(prompts))
+            return super().generate(prompts, seeds)
+
+    env = make_env(grammar, Recorder(generator), reward, world.sample(0).image, batch_size=4)
+    env.reward_of([(i, 0, 0, 0, 0) for i in range(5)])
+    assert sizes == [4, 4, 2]
+
+
+def test_goal_mode_adds_closeness_and_ends_at_goal(grammar, generator, reward, world):
+    goal = (1, 0, 0, 0, 0)
+    env = make_env(grammar, generator, reward, world.sample(0).image, goal=goal, mode="goal", goal_weight=1.0)
+    img = env.image_rewards([goal])[0]
+    assert env.reward_of([goal])[0] == pytest.approx((img + 1.0) / 2)
+    nxt, _, done = env.step(env.start, 1, 0)
+    assert nxt == goal and done
+
+
+def test_horizon_and_threshold_end_episodes(grammar, generator, reward, world):
+    env = make_env(grammar, generator, reward, world.sample(0).image, horizon=3)
+    assert not env.step(env.start, 1, 0)[2] and env.step(env.start, 1, 2)[2]
+    env = make_env(grammar, generator, reward, world.sample(0).image, reward_threshold=0.0)
+    assert env.step(env.start, 1, 0)[2]
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [({"mode": "dream"}, "env.mode"), ({"mode": "goal"}, "needs a goal"), ({"horizon": 0}, "env.horizon")],
+)
+def test_invalid_env_config(grammar, generator, reward, world, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        make_env(grammar, generator, reward, world.sample(0).image, **kw)

@@ -1,0 +1,134 @@
+"""The searches on the procedural shapes world, against the exhaustive optimum of the same grid."""
+
+import pytest
+
+from conftest import CountingGenerator
+from pipeline.encoders.prototype import PrototypeSemanticEncoder
+from pipeline.env import GridEnv, StateEvaluator
+from pipeline.errors import ConfigError
+from pipeline.images import noise_image
+from pipeline.search import ClassNamePrompt, Exhaustive, NoisyGradient, QLearning, RandomSearch, SearchProblem, SearchResult
+
+TARGETS = [2000, 2001, 2002]  # shapes-world sample seeds of the input images
+SEEDS = [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def semantic(grammar, generator, encoder):
+    return PrototypeSemanticEncoder(grammar, generator, encoder, samples_per_choice=24)
+
+
+def make_env(grammar, generator, reward, target, start=(0, 0, 0, 0, 0), goal=None, mode="reward_only"):
+    ev = StateEvaluator(generator, reward, target, seeds=[123], batch_size=64)
+    return GridEnv(grammar, ev, start, goal=goal, mode=mode, horizon=30)
+
+
+def qlearning() -> QLearning:  # the defaults of conf/search/qlearning.yaml
+    return QLearning(episodes=300, q_init=10.0, restart_from_best=0.8)
+
+
+@pytest.fixture(scope="module")
+def optimum(grammar, generator, reward, world):
+    out = {}
+    for t in TARGETS:
+        res = Exhaustive().run(SearchProblem(make_env(grammar, generator, reward, world.sample(t).image)))
+        assert res.renders == grammar.size
+        out[t] = res
+    return out
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_exhaustive_optimum_is_the_input_caption(target, optimum, world):
+    assert optimum[target].best.prompt == world.sample(target).caption
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_qlearning_reaches_one_percent_of_the_optimum_with_fewer_renders(target, seed, optimum, grammar, generator, reward, world):
+    best = optimum[target].best.reward
+    res = qlearning().run(SearchProblem(make_env(grammar, generator, reward, world.sample(target).image), seed=seed))
+    assert res.best.reward >= 0.99 * best
+    assert res.renders < grammar.size
+    assert res.best_trajectory[0] == (0, 0, 0, 0, 0) and res.best_trajectory[-1] == res.best.encoding
+
+
+def test_qlearning_goal_mode_reaches_the_goal(semantic, grammar, generator, reward, world):
+    for target in TARGETS:
+        image = world.sample(target).image
+        goal = semantic.encode([image])[0]
+        start = semantic.encode([noise_image(32, target)])[0]
+        env = make_env(grammar, generator, reward, image, start=start, goal=goal, mode="goal")
+        res = qlearning().run(SearchProblem(env, seed=0))
+        assert res.best_trajectory[-1] == goal
+        assert res.renders < 300
+
+
+def test_semantic_encoder_mostly_recovers_the_caption(semantic, grammar, world):
+    hits = [semantic.encode([r.image])[0][0] == grammar.encode(r.attributes)[0] for r in map(world.sample, range(60))]
+    assert sum(hits) / len(hits) >= 0.6  # weightless, so far from perfect; the object axis is what matters
+
+
+def test_noisy_gradient_goal_mode_reaches_the_goal(grammar, generator, reward, world):
+    goal = (7, 5, 3, 2, 1)
+    env = make_env(grammar, generator, reward, world.sample(5).image, goal=goal, mode="goal")
+    res = NoisyGradient().run(SearchProblem(env, seed=3))
+    assert res.best_trajectory[-1] == goal
+    assert any(c.encoding == goal for c in res.candidates)
+
+
+def test_noisy_gradient_reward_only_improves_on_the_start(grammar, generator, reward, world):
+    env = make_env(grammar, generator, reward, world.sample(2000).image)
+    res = NoisyGradient().run(SearchProblem(env, seed=0))
+    start_reward = next(c.reward for c in res.candidates if c.encoding == (0, 0, 0, 0, 0))
+    assert res.best.reward > start_reward + 0.2
+    assert res.renders < grammar.size
+
+
+@pytest.mark.parametrize("make", [qlearning, NoisyGradient, lambda: RandomSearch(budget=200)])
+def test_identical_results_under_the_same_seed(make, grammar, generator, reward, world):
+    runs = []
+    for _ in range(2):
+        counting = CountingGenerator(generator)
+        res = make().run(SearchProblem(make_env(grammar, counting, reward, world.sample(9).image), seed=4))
+        runs.append((res.to_dict(), counting.calls))
+    assert runs[0] == runs[1]
+    other = make().run(SearchProblem(make_env(grammar, generator, reward, world.sample(9).image), seed=5))
+    assert other.to_dict()["candidates"] != runs[0][0]["candidates"]
+
+
+def test_no_search_renders_a_state_seed_twice(grammar, generator, reward, world):
+    for make in (qlearning, NoisyGradient, lambda: RandomSearch(budget=300)):
+        counting = CountingGenerator(generator)
+        make().run(SearchProblem(make_env(grammar, counting, reward, world.sample(1).image), seed=0))
+        assert len(counting.calls) == len(set(counting.calls))
+
+
+def test_random_search_respects_its_budget(grammar, generator, reward, world):
+    res = RandomSearch(budget=150).run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
+    assert res.renders == 150 and len({c.encoding for c in res.candidates}) == 150
+
+
+def test_class_name_baseline(grammar, generator, reward, world):
+    res = ClassNamePrompt().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image), class_name="star"))
+    assert [c.prompt for c in res.candidates] == ["a photo of a star"] and res.renders == 1
+    assert res.best.encoding is None
+    with pytest.raises(ConfigError, match="class name"):
+        ClassNamePrompt().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
+
+
+def test_result_sampling_and_serialisation(grammar, generator, reward, world):
+    res = RandomSearch(budget=300).run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
+    picks = res.sample(40, seed=1, margin=0.05)
+    assert len(picks) == 40 and all(p.reward >= 0.95 * res.best.reward for p in picks)
+    assert picks == res.sample(40, seed=1, margin=0.05)
+    back = SearchResult.from_dict(res.to_dict())
+    assert back.to_dict() == res.to_dict()
+
+
+def test_invalid_search_config():
+    with pytest.raises(ConfigError, match="alpha"):
+        QLearning(alpha=2.0)
+    with pytest.raises(ConfigError, match="budget"):
+        RandomSearch(budget=0)
+    with pytest.raises(ConfigError, match="template"):
+        ClassNamePrompt(template="a photo")
