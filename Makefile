@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: setup demo test search clean help
+.PHONY: setup demo demo-clean test search clone clean help
 
 help:
 	@echo "make setup   install into $(VENV) (TORCH='$(TORCH)')"
@@ -24,12 +24,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job on the embedded default: clone all 10 shapes-world classes on a local Ray.
+# Re-running resumes (nothing left to do finishes in seconds); `make demo-clean` starts over.
 demo: $(STAMP)
-	$(PY) scripts/search.py paths.output_dir=$(OUT)/search
-	@echo "demo outputs: $(OUT)"
+	$(PY) scripts/clone.py paths.output_dir=$(OUT) clone.images_per_class=40 clone.shard_size=20
+	@echo "demo shards: $(OUT)/shard-*.tar  (manifest: $(OUT)/manifest.json, log: $(OUT)/clone.log)"
+
+demo-clean:
+	rm -rf $(OUT)
 
 search: $(STAMP)
 	$(PY) scripts/search.py $(ARGS)
+
+clone: $(STAMP)
+	$(PY) scripts/clone.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -32,10 +32,15 @@ class SearchStack:
     env_cfg: Mapping[str, Any]
 
 
-def build_stack(cfg: DictConfig) -> SearchStack:
-    """Instantiate grammar, model, reward, semantic encoder and search from a composed config."""
+def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> SearchStack:
+    """Instantiate grammar, model, reward, semantic encoder and search from a composed config.
+
+    ``class_names`` (a dataset's classes) replace the grammar's class-axis choices when they differ.
+    """
     grammar = instantiate(cfg.grammar)
-    generator = instantiate(cfg.model)
+    if class_names is not None and grammar.class_axis and list(grammar.axis(grammar.class_axis).choices) != list(class_names):
+        grammar = grammar.with_choices(grammar.class_axis, class_names)
+    generator = instantiate(cfg.model, **({"grammar": grammar} if "grammar" in cfg.model else {}))
     rcfg = cfg.reward
     encoder = instantiate(rcfg.image_encoder)
     segmenter = instantiate(rcfg.segmenter) if rcfg.get("segmenter") is not None else None

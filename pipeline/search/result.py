@@ -69,12 +69,20 @@ class SearchResult:
         """Renders spent when the best reward first reached ``reward`` (None if never)."""
         return next((n for n, r in self.trace if r >= reward), None)
 
-    def sample(self, n: int, seed: int, margin: float = 0.05) -> list[Candidate]:
+    def sample(self, n: int, seed: int, margin: float = 0.05, keep_axes: Sequence[int] = ()) -> list[Candidate]:
         """``n`` diverse high-reward candidates: the pool is every state within ``margin`` (relative) of
-        the best reward; the pool is shuffled deterministically and cycled, so each member is used about
-        equally often."""
-        best = self.best.reward
-        pool = [c for c in self.candidates if c.reward >= best - margin * abs(best)]
+        the best reward that agrees with the best state on ``keep_axes`` (e.g. the class axis, so a
+        class's images keep its class while the other axes vary); the pool is shuffled
+        deterministically and cycled, so each member is used about equally often."""
+        best_c = self.best
+        best = best_c.reward
+
+        def agrees(c: Candidate) -> bool:
+            if not keep_axes or best_c.encoding is None:
+                return True
+            return c.encoding is not None and all(c.encoding[a] == best_c.encoding[a] for a in keep_axes)
+
+        pool = [c for c in self.candidates if c.reward >= best - margin * abs(best) and agrees(c)]
         rng = rng_for("sample-candidates", seed)
         order: list[Candidate] = []
         while len(order) < n:

@@ -1,0 +1,85 @@
+"""``rldf-clone``: clone every class of a dataset into resumable WebDataset shards on Ray."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.cli import CONF_DIR, user_errors
+from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
+from pipeline.clone.plan import ClonePlan
+from pipeline.errors import ConfigError
+
+log = logging.getLogger("rldf.clone")
+
+
+def _init_ray(cluster: DictConfig) -> int:
+    """Start or join Ray; return the number of workers to run."""
+    import ray
+
+    kwargs = {"include_dashboard": False, "log_to_driver": bool(cluster.log_to_driver), "logging_level": logging.WARNING}
+    if cluster.address:
+        ray.init(address=cluster.address, **kwargs)
+    else:
+        ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **kwargs)
+    if cluster.num_workers:
+        return int(cluster.num_workers)
+    res = ray.cluster_resources()
+    if cluster.gpus_per_worker:
+        n = int(res.get("GPU", 0) // cluster.gpus_per_worker)
+        if n < 1:
+            raise ConfigError(f"cluster.gpus_per_worker={cluster.gpus_per_worker} but the Ray cluster has {res.get('GPU', 0)} GPUs")
+        return n
+    return max(1, int(res.get("CPU", 1) // cluster.cpus_per_worker))
+
+
+def run(cfg: DictConfig) -> int:
+    dataset = instantiate(cfg.dataset)
+    c = cfg.clone
+    plan = ClonePlan(dataset.classes(), int(c.images_per_class), int(c.shard_size))
+    search = instantiate(cfg.search)  # validates the search config before any worker starts
+    if c.dry_run:
+        grammar = instantiate(cfg.grammar)
+        measured = c.throughput is None
+        if measured:
+            model = instantiate(cfg.model, **({"grammar": grammar} if "grammar" in cfg.model else {}))
+            prompt = grammar.decode([0] * len(grammar.axes))
+            throughput = measure_throughput(model, prompt, int(c.warmup_images), int(c.batch_size))
+        else:
+            throughput = float(c.throughput)
+        workers = int(cfg.cluster.num_workers or 1)
+        report = plan_report(plan, search_render_bound(search, cfg.env, grammar), throughput, workers, measured)
+        print(json.dumps(report, indent=1))
+        return 0
+
+    from pipeline.clone.driver import CloneDriver
+
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    cfg_dict["cluster"]["num_workers"] = _init_ray(cfg.cluster)
+    summary = CloneDriver(cfg_dict, plan).run()
+    out = summary.to_dict()
+    print(json.dumps(out, indent=1))
+    print(f"shards: {cfg.paths.output_dir} ({summary.shards_written} written, {summary.shards_reused} reused, "
+          f"{len(summary.failures)} failed)")
+    if not summary.ok:
+        for f in summary.failures:
+            print(f"error: {f['unit']} failed after {f['attempts']} attempts: {f['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="clone")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        code = run(cfg)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The dataset to clone: its classes and each class's single input image.
+
+Three sources: the shapes world (drawn), an ImageFolder tree (``root/<class folder>/*.jpg``), or
+WebDataset shards (the first sample whose ``cls`` is the class).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from PIL import Image
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.grammar import Grammar
+from pipeline.images import load_image
+from pipeline.seeding import derive_seed
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".JPEG"}
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    index: int  # label written as ``cls``
+    id: str  # stable identifier used in keys and file names (WordNet id where there is one)
+    name: str  # human-readable name; the grammar's class-axis terminal
+    wnid: str | None = None
+
+
+def _key_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "class"
+
+
+def _parse_classes(spec: Sequence[Any]) -> list[ClassInfo]:
+    out = []
+    for i, c in enumerate(spec):
+        if isinstance(c, Mapping):
+            name, wnid = str(c.get("name") or c.get("wnid")), c.get("wnid")
+        else:
+            name, wnid = str(c), None
+        out.append(ClassInfo(i, _key_safe(wnid or name), name, wnid))
+    return out
+
+
+def _select(classes: list[ClassInfo], only: Sequence[str] | None, what: str) -> list[ClassInfo]:
+    if not only:
+        return classes
+    lookup = {c.name: c for c in classes} | {c.id: c for c in classes}
+    missing = [x for x in only if str(x) not in lookup]
+    if missing:
+        raise ConfigError(f"dataset.only: unknown class '{missing[0]}' in {what}")
+    return [lookup[str(x)] for x in only]
+
+
+class ShapesDataset:
+    """The shapes world: classes are the grammar's class-axis choices; input images are drawn."""
+
+    def __init__(self, grammar: Grammar, image_size: int = 32, only: Sequence[str] | None = None, input_seed: int = 0, name: str = "shapes") -> None:
+        from pipeline.shapes.world import ShapesWorld
+
+        self.name = name
+        self.world = ShapesWorld(grammar, image_size)
+        self.grammar, self.input_seed = grammar, int(input_seed)
+        axis = grammar.class_axis or "object"
+        self._classes = _select(_parse_classes(grammar.axis(axis).choices), only, "the shapes world")
+
+    def classes(self) -> list[ClassInfo]:
+        return self._classes
+
+    def input_image(self, cls: ClassInfo) -> Image.Image:
+        attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id))
+        attrs[self.grammar.class_axis or "object"] = cls.name
+        return self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id)).image
+
+
+class ImageFolderDataset:
+    """``root/<folder>/<image>``; ``classes`` lists ``{wnid, name}`` (folder = wnid, else name) in label order,
+    or is null to use the sorted folder names. ``input_index`` picks which image (sorted) is the input."""
+
+    def __init__(
+        self, root: str, classes: Sequence[Any] | None = None, only: Sequence[str] | None = None, input_index: int = 0, name: str = "imagefolder"
+    ) -> None:
+        self.name = name
+        self.root = Path(str(root)).expanduser()
+        if not self.root.is_dir():
+            raise ConfigError(f"dataset.root '{self.root}' does not exist")
+        if classes is None:
+            classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            if not classes:
+                raise ConfigError(f"dataset.root '{self.root}' has no class folders")
+        self._classes = _select(_parse_classes(classes), only, str(self.root))
+        self.input_index = int(input_index)
+
+    def classes(self) -> list[ClassInfo]:
+        return self._classes
+
+    def input_image(self, cls: ClassInfo) -> Image.Image:
+        folder = next((self.root / n for n in (cls.wnid, cls.name) if n and (self.root / n).is_dir()), None)
+        if folder is None:
+            raise InputError(f"dataset.root '{self.root}' has no folder for class '{cls.name}'")
+        files = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES)
+        if len(files) <= self.input_index:
+            raise InputError(f"class folder '{folder}' has no image number {self.input_index}")
+        return load_image(files[self.input_index])
+
+
+class WebDatasetSource:
+    """WebDataset shards (``urls`` with braces, e.g. ``data/train-{000000..000099}.tar``) with ``cls`` labels;
+    the input image of class k is the first sample whose ``cls`` is k."""
+
+    def __init__(self, urls: str, classes: Sequence[Any], only: Sequence[str] | None = None, name: str = "webdataset") -> None:
+        import braceexpand
+
+        self.name = name
+        self.urls = list(braceexpand.braceexpand(str(urls)))
+        local = [u for u in self.urls if "://" not in u]
+        missing = [u for u in local if not Path(u).is_file()]
+        if missing:
+            raise ConfigError(f"dataset.urls: shard '{missing[0]}' does not exist")
+        self._classes = _select(_parse_classes(classes), only, "dataset.classes")
+        self._inputs: dict[int, bytes] = {}
+
+    def classes(self) -> list[ClassInfo]:
+        return self._classes
+
+    def input_image(self, cls: ClassInfo) -> Image.Image:
+        if cls.index not in self._inputs:
+            import webdataset as wds
+
+            for sample in wds.WebDataset(self.urls, shardshuffle=False, empty_check=False):
+                label = int(sample.get("cls", b"-1"))
+                img = next((sample[k] for k in ("png", "jpg", "jpeg", "webp") if k in sample), None)
+                if img is not None:
+                    self._inputs.setdefault(label, img)
+                if cls.index in self._inputs:
+                    break
+        if cls.index not in self._inputs:
+            raise InputError(f"no sample of class {cls.index} ('{cls.name}') in dataset.urls")
+        return Image.open(io.BytesIO(self._inputs[cls.index])).convert("RGB")

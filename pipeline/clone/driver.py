@@ -1,0 +1,231 @@
+"""The clone driver: plans units, dispatches them to Ray workers with backpressure, survives failures.
+
+* A search unit per class whose result is not yet persisted; a shard unit per shard that is missing,
+  corrupt or unlisted. Resume is the same code: list what is done, do the rest.
+* Each worker has at most ``cluster.max_in_flight`` calls queued, so work goes where capacity is.
+* A worker that dies (actor crash, node loss) is replaced and its units are re-queued; a unit whose own
+  code keeps failing is given up after ``clone.max_attempts`` tries, reported, and the run exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from tqdm import tqdm
+
+from pipeline.clone.manifest import Manifest
+from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
+from pipeline.clone.worker import CloneWorker, search_path
+from pipeline.errors import PipelineError
+from pipeline.storage import Storage
+
+log = logging.getLogger("rldf.clone")
+Unit = SearchUnit | ShardUnit
+
+
+@dataclass
+class CloneSummary:
+    classes: int
+    shards_total: int
+    shards_written: int = 0
+    shards_reused: int = 0
+    searches_run: int = 0
+    searches_reused: int = 0
+    images_written: int = 0
+    corrupt_redone: dict[str, str] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    workers_lost: int = 0
+    wall_s: float = 0.0
+    worker_images_per_s: dict[str, float] = field(default_factory=dict)
+    generator_images_per_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["images_per_s"] = round(self.images_written / self.wall_s, 3) if self.wall_s else 0.0
+        d["ok"] = self.ok
+        return d
+
+
+def short_error(exc: BaseException) -> str:
+    """The last meaningful line of a (possibly remote) exception."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(cause, RayTaskError):
+        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    errs = [ln for ln in lines if "Error" in ln.split(":", 1)[0]]
+    return (errs[-1] if errs else (lines[-1] if lines else type(exc).__name__))[:300]
+
+
+class CloneDriver:
+    def __init__(self, cfg: dict[str, Any], plan: ClonePlan, on_event: Callable[[dict], None] | None = None) -> None:
+        self.cfg, self.plan = cfg, plan
+        cluster = cfg["cluster"]
+        self.num_workers = int(cluster["num_workers"] or os.cpu_count() or 1)
+        self.max_in_flight = int(cluster.get("max_in_flight", 2))
+        self.max_attempts = int(cfg["clone"]["max_attempts"])
+        self.max_worker_restarts = int(cluster.get("max_worker_restarts", 8))
+        self.actor_options = {
+            "num_cpus": float(cluster.get("cpus_per_worker", 1)),
+            "num_gpus": float(cluster.get("gpus_per_worker", 0)),
+            "max_restarts": 0,
+        }
+        self.storage = Storage(cfg["paths"]["output_dir"])
+        self.manifest = Manifest(self.storage)
+        self.on_event = on_event or (lambda e: None)
+        self.log_path = os.path.join(self.storage.root, "clone.log") if self.storage.is_local else "clone.log"
+        self.workers: dict[int, Any] = {}
+        self._next_worker = 0
+
+    # ------------------------------------------------------------------ bookkeeping
+    def event(self, kind: str, **fields: Any) -> None:
+        e = {"t": round(time.time(), 3), "event": kind, **fields}
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(e, default=str) + "\n")
+        self.on_event(e)
+
+    def _start_workers(self, n: int) -> None:
+        """Start ``n`` workers in parallel and wait until each has loaded its models."""
+        started = {}
+        for _ in range(n):
+            wid = self._next_worker
+            self._next_worker += 1
+            started[wid] = ray.remote(CloneWorker).options(**self.actor_options).remote(self.cfg, wid)
+        for wid, actor in started.items():
+            try:
+                info = ray.get(actor.ping.remote())
+            except (RayActorError, RayTaskError) as e:
+                for a in started.values():
+                    ray.kill(a)
+                raise PipelineError(f"worker failed to start: {short_error(e)}") from None
+            self.workers[wid] = actor
+            self.event("worker_started", **info)
+
+    def _todo(self, summary: CloneSummary) -> tuple[list[SearchUnit], list[ShardUnit]]:
+        removed = self.storage.clean_tmp() + self.storage.clean_tmp("searches") + self.storage.clean_tmp("manifest")
+        if removed:
+            self.event("removed_temporary_files", count=removed)
+        valid, problems = self.manifest.validate()
+        for shard, why in problems.items():
+            self.event("shard_invalid", shard=shard, why=why)
+            self.manifest.remove(shard)
+        summary.corrupt_redone = problems
+        searches, shards = [], []
+        for cls in self.plan.classes:
+            todo = [u for u in self.plan.shards(cls) if u.shard not in valid]
+            summary.shards_reused += len(self.plan.shards(cls)) - len(todo)
+            if not todo:
+                continue
+            if self.storage.exists(search_path(cls)):
+                summary.searches_reused += 1
+                shards += todo
+            else:
+                searches.append(SearchUnit(cls))
+        return searches, shards
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> CloneSummary:
+        t0 = time.perf_counter()
+        summary = CloneSummary(classes=len(self.plan.classes), shards_total=len(self.plan.all_shards()))
+        searches, shards = self._todo(summary)
+        self.event("plan", searches=len(searches), shards=len(shards), reused_shards=summary.shards_reused)
+        queue: deque[Unit] = deque(searches + shards)
+        attempts: dict[str, int] = {}
+        in_flight: dict[Any, tuple[Unit, int]] = {}
+        busy: dict[int, list[float]] = {}
+        gen_images = gen_seconds = 0.0
+        n_units = len(queue) + sum(len(self.plan.shards(u.cls)) for u in searches)
+        bar = tqdm(total=n_units, desc="clone", unit="unit", disable=not self.cfg["clone"].get("progress", True))
+        try:
+            self._start_workers(min(self.num_workers, max(1, len(queue))))
+            while queue or in_flight:
+                self._dispatch(queue, in_flight)
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+                for ref in done:
+                    unit, wid = in_flight.pop(ref)
+                    try:
+                        out = ray.get(ref)
+                    except RayActorError as e:
+                        self._worker_lost(wid, unit, queue, in_flight, summary, e)
+                        continue
+                    except RayTaskError as e:
+                        self._unit_failed(unit, queue, attempts, summary, e)
+                        continue
+                    bar.update(1)
+                    if isinstance(unit, SearchUnit):
+                        summary.searches_run += 1
+                        queue.extend(self.plan.shards(unit.cls))
+                        self.event("search_done", cls=unit.cls.id, **out)
+                    else:
+                        summary.shards_written += 1
+                        summary.images_written += out["images"]
+                        gen_images += out["images"]
+                        gen_seconds += out["gen_seconds"]
+                        b = busy.setdefault(wid, [0.0, 0.0])
+                        b[0] += out["images"]
+                        b[1] += out["seconds"]
+                        self.event("shard_done", shard=unit.shard, worker=wid, images=out["images"],
+                                   seconds=round(out["seconds"], 4), sha256=out["record"]["sha256"])
+                    elapsed = time.perf_counter() - t0
+                    bar.set_postfix(searched=summary.searches_run + summary.searches_reused,
+                                    shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
+                                    img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}")
+        finally:
+            bar.close()
+            for actor in self.workers.values():
+                ray.kill(actor)
+            self.workers.clear()
+        summary.wall_s = round(time.perf_counter() - t0, 3)
+        summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in busy.items() if s > 0}
+        summary.generator_images_per_s = round(gen_images / gen_seconds, 3) if gen_seconds else 0.0
+        self.manifest.consolidate({"classes": [c.id for c in self.plan.classes]})
+        self.event("summary", **summary.to_dict())
+        return summary
+
+    def _dispatch(self, queue: deque, in_flight: dict) -> None:
+        load = {wid: 0 for wid in self.workers}
+        for _, wid in in_flight.values():
+            load[wid] = load.get(wid, 0) + 1
+        while queue:
+            wid = min(load, key=load.get, default=None)
+            if wid is None or load[wid] >= self.max_in_flight:
+                return
+            unit = queue.popleft()
+            actor = self.workers[wid]
+            ref = actor.search.remote(unit) if isinstance(unit, SearchUnit) else actor.generate.remote(unit)
+            in_flight[ref] = (unit, wid)
+            load[wid] += 1
+
+    def _worker_lost(self, wid: int, unit: Unit, queue: deque, in_flight: dict, summary: CloneSummary, err: Exception) -> None:
+        queue.appendleft(unit)
+        if wid in self.workers:  # first news of this death: re-queue its other units, replace it
+            del self.workers[wid]
+            summary.workers_lost += 1
+            for ref, (u, w) in list(in_flight.items()):
+                if w == wid:
+                    del in_flight[ref]
+                    queue.appendleft(u)
+            self.event("worker_lost", worker=wid, unit=unit.id, error=short_error(err))
+            if summary.workers_lost > self.max_worker_restarts:
+                raise PipelineError(f"{summary.workers_lost} workers lost (> cluster.max_worker_restarts): {short_error(err)}")
+            self._start_workers(1)
+
+    def _unit_failed(self, unit: Unit, queue: deque, attempts: dict, summary: CloneSummary, err: Exception) -> None:
+        attempts[unit.id] = attempts.get(unit.id, 0) + 1
+        msg = short_error(err)
+        self.event("unit_error", unit=unit.id, attempt=attempts[unit.id], error=msg)
+        if attempts[unit.id] < self.max_attempts:
+            queue.append(unit)
+        else:
+            summary.failures.append({"unit": unit.id, "attempts": attempts[unit.id], "error": msg})

@@ -1,0 +1,61 @@
+"""Cost estimates for ``--dry-run``: renders a search may spend and the GPU-hours of a plan."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from pipeline.clone.plan import ClonePlan
+from pipeline.generators.base import Generator
+from pipeline.grammar import Grammar
+from pipeline.search import ClassNamePrompt, Exhaustive, NoisyGradient, QLearning, RandomSearch
+
+
+def search_render_bound(search: Any, env_cfg: Mapping[str, Any], grammar: Grammar) -> int:
+    """An upper bound on one search's renders (its configured budget); cached revisits cost nothing."""
+    per_state = int(env_cfg.get("seeds_per_state", 1))
+    if isinstance(search, QLearning):
+        bound = min(search.episodes * int(env_cfg.get("horizon", 30)) + 1, grammar.size) * per_state
+    elif isinstance(search, NoisyGradient):
+        bound = min(search.steps * search.samples_per_step + 2, grammar.size) * per_state
+    elif isinstance(search, RandomSearch):
+        bound = search.budget
+    elif isinstance(search, Exhaustive):
+        bound = grammar.size * per_state
+    elif isinstance(search, ClassNamePrompt):
+        bound = per_state
+    else:
+        return 0
+    cap = getattr(search, "max_renders", None)
+    return min(bound, int(cap)) if cap else bound
+
+
+def measure_throughput(generator: Generator, prompt: str, images: int, batch_size: int) -> float:
+    """Images/s of ``generator`` on this machine, after one untimed warm-up batch."""
+    generator.generate([prompt] * min(batch_size, images), list(range(min(batch_size, images))))
+    t0 = time.perf_counter()
+    done = 0
+    while done < images:
+        n = min(batch_size, images - done)
+        generator.generate([prompt] * n, list(range(1000 + done, 1000 + done + n)))
+        done += n
+    return done / (time.perf_counter() - t0)
+
+
+def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers: int, measured: bool) -> dict[str, Any]:
+    renders = plan.total_images + search_renders * len(plan.classes)
+    hours = renders / throughput / 3600 if throughput > 0 else float("inf")
+    return {
+        "classes": len(plan.classes),
+        "images_per_class": plan.images_per_class,
+        "total_images": plan.total_images,
+        "units": {"searches": len(plan.classes), "shards": len(plan.all_shards())},
+        "shards": len(plan.all_shards()),
+        "search_renders_per_class_max": search_renders,
+        "renders_total_max": renders,
+        "throughput_images_per_s_per_worker": round(throughput, 3),
+        "throughput_source": "measured warm-up on this machine" if measured else "clone.throughput",
+        "device_hours_max": round(hours, 3),
+        "wall_hours_max": round(hours / max(1, workers), 3),
+        "workers": workers,
+    }

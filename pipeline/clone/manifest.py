@@ -1,0 +1,56 @@
+"""The manifest: one small JSON record per committed shard, plus a consolidated ``manifest.json``.
+
+A shard is done only when its tar is committed *and* its record exists (records are written after
+the tar). Per-shard record files need no append, so the manifest works the same on object stores,
+and a run killed at any point leaves the manifest consistent: resume is "list what is done, do the rest".
+"""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.clone.shards import ShardRecord, verify_shard
+from pipeline.storage import Storage
+
+RECORDS = "manifest"
+
+
+class Manifest:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def record_name(self, shard: str) -> str:
+        return f"{RECORDS}/{shard.rsplit('.', 1)[0]}.json"
+
+    def add(self, record: ShardRecord) -> None:
+        self.storage.write_bytes(self.record_name(record.shard), json.dumps(record.to_dict()).encode())
+
+    def remove(self, shard: str) -> None:
+        self.storage.remove(self.record_name(shard))
+
+    def records(self) -> dict[str, ShardRecord]:
+        out = {}
+        for rel in self.storage.list(RECORDS, ".json"):
+            try:
+                rec = ShardRecord(**json.loads(self.storage.read_bytes(rel)))
+            except (ValueError, TypeError):
+                continue  # an unreadable record counts as absent: its shard is redone
+            out[rec.shard] = rec
+        return out
+
+    def validate(self) -> tuple[dict[str, ShardRecord], dict[str, str]]:
+        """(valid records by shard, problems by shard) for every shard the manifest lists."""
+        valid, problems = {}, {}
+        for shard, rec in self.records().items():
+            why = verify_shard(self.storage, rec)
+            if why is None:
+                valid[shard] = rec
+            else:
+                problems[shard] = why
+        return valid, problems
+
+    def consolidate(self, extra: dict | None = None) -> None:
+        """Write ``manifest.json``: every record in shard order (a convenience view; records are the truth)."""
+        recs = sorted(self.records().values(), key=lambda r: r.shard)
+        body = {"shards": [r.to_dict() for r in recs], "samples": sum(r.count for r in recs), **(extra or {})}
+        self.storage.write_bytes("manifest.json", json.dumps(body, indent=1).encode())

@@ -1,0 +1,93 @@
+"""Output storage on a local path or any fsspec URL (``s3://``, ``gs://``…), with atomic commits.
+
+A file is committed by writing it completely under a temporary name and then making it visible in one
+step: ``os.replace`` on a local filesystem, a single object PUT on an object store (objects appear only
+once complete). Nothing is ever half-visible under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+TMP_SUFFIX = ".tmp"
+
+
+class Storage:
+    """A root folder (local path or fsspec URL) and atomic operations below it."""
+
+    def __init__(self, url: str | Path) -> None:
+        self.url = str(url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            self.root = str(Path(self.root).resolve())
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def path(self, rel: str) -> str:
+        return f"{self.root.rstrip('/')}/{rel}"
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.path(rel)))
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open(self.path(rel), "rb") as f:
+            return f.read()
+
+    def list(self, folder: str = "", suffix: str = "") -> list[str]:
+        """Relative paths of the files directly in ``folder`` whose names end with ``suffix``."""
+        base = self.path(folder) if folder else self.root
+        if not self.fs.exists(base):
+            return []
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
+        return sorted(f"{folder}/{n}" if folder else n for n in names if n.endswith(suffix))
+
+    def remove(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.rm(self.path(rel))
+
+    def local_tmp(self, rel: str) -> str:
+        """A temporary local file to write ``rel``'s content into before :meth:`commit`."""
+        if self.is_local:  # same filesystem as the target, so the commit is an atomic rename
+            folder = Path(self.path(rel)).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            return str(folder / f".{Path(rel).name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+        fd, tmp = tempfile.mkstemp(suffix=TMP_SUFFIX)
+        os.close(fd)
+        return tmp
+
+    def commit(self, tmp: str, rel: str) -> None:
+        """Make the finished temporary file ``tmp`` visible as ``rel`` in one step."""
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if self.is_local:
+            os.replace(tmp, self.path(rel))
+        else:
+            self.fs.makedirs(self.path(rel).rsplit("/", 1)[0], exist_ok=True)
+            self.fs.put_file(tmp, self.path(rel))
+            os.remove(tmp)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Atomically write ``data`` to ``rel``."""
+        tmp = self.local_tmp(rel)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        self.commit(tmp, rel)
+
+    def clean_tmp(self, folder: str = "") -> int:
+        """Remove temporary files a killed run left behind (local storage only). Returns how many."""
+        if not self.is_local:
+            return 0
+        base = Path(self.path(folder)) if folder else Path(self.root)
+        stale = list(base.glob(f".*{TMP_SUFFIX}")) if base.exists() else []
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)

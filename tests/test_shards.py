@@ -1,0 +1,81 @@
+"""Atomic shards, the manifest and its validation, the plan (no Ray)."""
+
+import os
+
+import pytest
+
+from pipeline.clone.dataset import ClassInfo
+from pipeline.clone.manifest import Manifest
+from pipeline.clone.plan import ClonePlan
+from pipeline.clone.shards import tar_keys, verify_shard, write_shard
+from pipeline.errors import ConfigError
+from pipeline.storage import Storage
+
+
+def samples(n, tag=b"x"):
+    return [{"__key__": f"c_{i:06d}", "png": tag * (100 + i), "cls": b"0"} for i in range(n)]
+
+
+def test_shard_bytes_depend_only_on_samples(tmp_path):
+    a = write_shard(Storage(tmp_path / "a"), "shard-000000.tar", samples(5), ["c"])
+    b = write_shard(Storage(tmp_path / "b"), "shard-000000.tar", samples(5), ["c"])
+    assert a == b and a.count == 5
+    assert (tmp_path / "a" / "shard-000000.tar").read_bytes() == (tmp_path / "b" / "shard-000000.tar").read_bytes()
+    assert not [p for p in os.listdir(tmp_path / "a") if p.endswith(".tmp")]
+
+
+def test_verify_detects_missing_truncated_and_corrupt(tmp_path):
+    st = Storage(tmp_path)
+    rec = write_shard(st, "shard-000001.tar", samples(4), ["c"])
+    assert verify_shard(st, rec) is None
+    path = tmp_path / rec.shard
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert "size" in verify_shard(st, rec)
+    flipped = bytearray(data)
+    flipped[700] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    assert verify_shard(st, rec) == "sha256 mismatch"
+    path.unlink()
+    assert verify_shard(st, rec) == "missing"
+
+
+def test_tar_keys_rejects_a_truncated_tar(tmp_path):
+    st = Storage(tmp_path)
+    rec = write_shard(st, "s.tar", samples(3), ["c"])
+    data = (tmp_path / rec.shard).read_bytes()
+    assert tar_keys(data) == ["c_000000", "c_000001", "c_000002"]
+    with pytest.raises(Exception):
+        tar_keys(data[:1000])
+
+
+def test_manifest_lists_and_validates(tmp_path):
+    st = Storage(tmp_path)
+    m = Manifest(st)
+    recs = [write_shard(st, f"shard-{i:06d}.tar", samples(2, bytes([65 + i])), ["c"]) for i in range(3)]
+    for r in recs:
+        m.add(r)
+    (tmp_path / recs[1].shard).write_bytes(b"garbage")
+    valid, problems = m.validate()
+    assert set(valid) == {recs[0].shard, recs[2].shard} and set(problems) == {recs[1].shard}
+    m.consolidate()
+    assert (tmp_path / "manifest.json").exists()
+
+
+def test_storage_cleans_leftover_temporaries(tmp_path):
+    st = Storage(tmp_path)
+    tmp = st.local_tmp("shard-000000.tar")
+    open(tmp, "wb").write(b"partial")
+    assert not st.exists("shard-000000.tar")  # never visible under its final name
+    assert st.clean_tmp() == 1 and not os.path.exists(tmp)
+
+
+def test_plan_splits_classes_into_named_shards():
+    classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
+    plan = ClonePlan(classes, images_per_class=45, shard_size=20)
+    units = plan.shards(classes[1])
+    assert [(u.shard, u.start, u.count) for u in units] == [
+        ("shard-000003.tar", 0, 20), ("shard-000004.tar", 20, 20), ("shard-000005.tar", 40, 5)]
+    assert len(plan.all_shards()) == 9 and plan.total_images == 135
+    with pytest.raises(ConfigError, match="images_per_class"):
+        ClonePlan(classes, 0, 10)
