@@ -28,3 +28,13 @@ def test_every_grammar_file_loads():
 
     for path in (Path(CONF_DIR) / "grammar").glob("*.yaml"):
         assert Grammar.from_yaml(path).size >= 1
+
+
+@pytest.mark.parametrize("dataset", sorted(p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml")))
+def test_clone_configs_compose(dataset):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="clone", overrides=[f"dataset={dataset}"])
+    assert cfg.dataset.name == dataset
+    if dataset.startswith("imagenet"):
+        assert len(cfg.dataset.classes) == 1000
+        assert len(cfg.dataset.only or cfg.dataset.classes) == (100 if dataset == "imagenet100" else 1000)

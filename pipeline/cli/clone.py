@@ -46,6 +46,8 @@ def run(cfg: DictConfig) -> int:
     search = instantiate(cfg.search)  # validates the search config before any worker starts
     if c.dry_run:
         grammar = instantiate(cfg.grammar)
+        if grammar.class_axis:
+            grammar = grammar.with_choices(grammar.class_axis, [c.name for c in dataset.classes()])
         measured = c.throughput is None
         if measured:
             model = instantiate(cfg.model, **({"grammar": grammar} if "grammar" in cfg.model else {}))
