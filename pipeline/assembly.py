@@ -44,12 +44,16 @@ def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> Search
     rcfg = cfg.reward
     encoder = instantiate(rcfg.image_encoder)
     segmenter = instantiate(rcfg.segmenter) if rcfg.get("segmenter") is not None else None
+    feature_encoder = None
+    if rcfg.get("feature_encoder") is not None:  # the segmenter often doubles as the CNN feature extractor
+        feature_encoder = segmenter if rcfg.feature_encoder == "segmenter" else instantiate(rcfg.feature_encoder)
     reward = build_reward(
         encoder,
         segmenter,
         OmegaConf.to_container(rcfg.weights),
         OmegaConf.to_container(rcfg.get("segmentation") or {}),
         OmegaConf.to_container(rcfg.get("features") or {}),
+        feature_encoder,
     )
     semantic = instantiate(rcfg.semantic_encoder)(grammar=grammar, generator=generator, image_encoder=encoder)
     search = instantiate(cfg.search)

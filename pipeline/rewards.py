@@ -138,10 +138,15 @@ def build_reward(
     weights: Mapping[str, float],
     segmentation: Mapping[str, Any] | None = None,
     features: Mapping[str, Any] | None = None,
+    feature_encoder: ImageEncoder | None = None,
 ) -> CompositeReward:
-    """Assemble the paper's three rewards from encoders (the shape of ``conf/reward/*.yaml``)."""
+    """Assemble the paper's three rewards from encoders (the shape of ``conf/reward/*.yaml``).
+
+    Reward 3 uses ``image_encoder``'s embeddings; Reward 2 the feature maps of ``feature_encoder``
+    (a CNN, say) or, if None, of ``image_encoder``.
+    """
     terms: dict[str, Reward] = {
-        "features": FeatureReward(image_encoder, **(features or {})),
+        "features": FeatureReward(feature_encoder or image_encoder, **(features or {})),
         "embedding": EmbeddingReward(image_encoder),
     }
     if segmenter is not None:

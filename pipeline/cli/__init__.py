@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Iterator
 
 from hydra.errors import HydraException, InstantiationException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.errors import PipelineError
 
-#: the repository's Hydra config tree (the package is installed editable, next to it)
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+#: the repository (the package is installed editable, inside it) and its Hydra config tree
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = str(REPO_ROOT / "conf")
+# ${repo:} in configs: the repository root, so shipped models resolve from any working directory
+OmegaConf.register_new_resolver("repo", lambda: str(REPO_ROOT), replace=True)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

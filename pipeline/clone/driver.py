@@ -148,7 +148,8 @@ class CloneDriver:
         n_units = len(queue) + sum(len(self.plan.shards(u.cls)) for u in searches)
         bar = tqdm(total=n_units, desc="clone", unit="unit", disable=not self.cfg["clone"].get("progress", True))
         try:
-            self._start_workers(min(self.num_workers, max(1, len(queue))))
+            if queue:
+                self._start_workers(min(self.num_workers, len(queue)))
             while queue or in_flight:
                 self._dispatch(queue, in_flight)
                 done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)

@@ -1,0 +1,140 @@
+"""Real-architecture backends on tiny randomly initialised models, saved and reloaded like real checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from pipeline.encoders.clip import ClipEncoder, ClipZeroShotSemanticEncoder
+from pipeline.errors import InputError
+from pipeline.generators.diffusers_generator import DiffusersGenerator
+from pipeline.models import tiny
+from pipeline.models.tokenizer import write_clip_tokenizer
+
+PROMPTS = ["a large red solid star on a white background", "a small blue dotted circle on a black background"]
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory, grammar):
+    """An SD-format pipeline of tiny random components, written with save_pretrained."""
+    root = tmp_path_factory.mktemp("tiny_sd")
+    tok = write_clip_tokenizer([grammar.decode(e) for e in grammar.grid()], root / "tok")
+    torch.manual_seed(0)
+    pipe = StableDiffusionPipeline(
+        vae=tiny.vae(block_out_channels=(16, 16)), text_encoder=tiny.text_encoder(len(tok), hidden=32, layers=1),
+        tokenizer=tok, unet=tiny.unet(block_out_channels=(16, 32), cross_attention_dim=32), scheduler=tiny.scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root / "pipe")
+    return root / "pipe"
+
+
+@pytest.fixture(scope="module")
+def generator(sd_folder):
+    return DiffusersGenerator(str(sd_folder), pipeline_class="StableDiffusionPipeline", device="cpu",
+                              num_inference_steps=4, guidance_scale=2.0, height=32, width=32, max_batch_size=8)
+
+
+def pixels(images):
+    return np.stack([np.asarray(im, dtype=np.int16) for im in images])
+
+
+def test_generation_is_reproducible_per_seed(generator):
+    a = generator.generate(PROMPTS, [1, 2])
+    b = generator.generate(PROMPTS, [1, 2])
+    assert a[0].size == (32, 32)
+    assert np.array_equal(pixels(a), pixels(b))
+    assert not np.array_equal(pixels(a[:1]), pixels(generator.generate(PROMPTS[:1], [3])))
+
+
+def test_an_image_does_not_depend_on_its_batch(generator):
+    """Alone or at position 5 of a batch of 8: identical up to 1/255 per pixel (float reductions differ by batch shape)."""
+    prompts = [PROMPTS[i % 2] for i in range(8)]
+    seeds = list(range(100, 108))
+    batch = pixels(generator.generate(prompts, seeds))
+    alone = pixels(generator.generate([prompts[5]], [seeds[5]]))[0]
+    assert np.abs(batch[5] - alone).max() <= 1
+
+
+def test_prompt_embeddings_are_cached(generator):
+    generator.generate(PROMPTS * 3, [1, 2, 3, 4, 5, 6])
+    assert set(PROMPTS) <= set(generator._embeds)
+
+
+def test_scheduler_and_model_id_from_config(sd_folder):
+    g = DiffusersGenerator(str(sd_folder), pipeline_class="StableDiffusionPipeline", device="cpu", scheduler="EulerDiscreteScheduler",
+                           num_inference_steps=2, guidance_scale=1.0, height=32, width=32)
+    assert type(g.pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert "EulerDiscreteScheduler" in g.model_id and "steps=2" in g.model_id
+    assert len(g.generate(PROMPTS, [0, 1])) == 2
+
+
+def test_auto_pipeline_loads_the_same_folder(sd_folder):
+    g = DiffusersGenerator(str(sd_folder), device="cpu", num_inference_steps=2, height=32, width=32)
+    assert type(g.pipe).__name__ == "StableDiffusionPipeline"
+
+
+def test_missing_folder_and_unreachable_hub_id(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match="folder '/no/such/model' does not exist"):
+        DiffusersGenerator("/no/such/model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="could not load diffusion pipeline 'nobody/no-such-model'.*huggingface-cli download"):
+        DiffusersGenerator("nobody/no-such-model", pipeline_class="StableDiffusionPipeline")
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory, grammar):
+    root = tmp_path_factory.mktemp("tiny_clip")
+    tok = write_clip_tokenizer([grammar.decode(e) for e in grammar.grid()], root)
+    torch.manual_seed(0)
+    tiny.clip_model(len(tok), hidden=32, layers=1, projection=16).save_pretrained(root)
+    return root
+
+
+def test_clip_encoder_embeddings(clip_folder, world):
+    enc = ClipEncoder(str(clip_folder), device="cpu", batch_size=3)
+    images = [world.sample(i).image for i in range(7)] + [Image.new("RGB", (50, 80))]
+    e = enc.embed(images)
+    assert e.shape == (8, 16) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(enc.embed(images[:2]), e[:2], atol=1e-5)  # batching does not matter
+    t = enc.embed_text(PROMPTS)
+    assert t.shape == (2, 16) and np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    maps = enc.feature_maps(images[:2])
+    assert maps[0].shape == (2, 32, 8, 8)
+
+
+def test_clip_zero_shot_semantic_encoder_runs(clip_folder, grammar, world):
+    sem = ClipZeroShotSemanticEncoder(grammar, ClipEncoder(str(clip_folder), device="cpu"), prompts_per_choice=2)
+    (enc,) = sem.encode([world.sample(0).image])
+    assert grammar.check(enc) == enc
+
+
+def test_segformer_segmenter_on_a_tiny_random_model(tmp_path):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    from pipeline.encoders.segformer import SegformerSegmenter
+
+    cfg = SegformerConfig(num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                          num_attention_heads=[1, 2], decoder_hidden_size=16, num_labels=5,
+                          id2label={i: f"c{i}" for i in range(5)}, label2id={f"c{i}": i for i in range(5)})
+    SegformerForSemanticSegmentation(cfg).save_pretrained(tmp_path)
+    seg = SegformerSegmenter(str(tmp_path), image_size=64, device="cpu")
+    p = seg.segment([Image.new("RGB", (64, 64), (200, 10, 10))] * 2)
+    assert p.shape == (2, 5, 16, 16) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert seg.class_names == ("c0", "c1", "c2", "c3", "c4")
+
+
+def test_shapes_cnn_round_trip(tmp_path, grammar, world):
+    from pipeline.encoders.shapes_cnn import ShapesCnn, ShapesCnnSemanticEncoder
+    from pipeline.models.shapes_cnn import ShapesNet
+
+    torch.manual_seed(0)
+    net = ShapesNet([len(a) for a in grammar.axes], [a.name for a in grammar.axes], seg_classes=11).eval()
+    net.save_pretrained(tmp_path)
+    cnn = ShapesCnn(str(tmp_path))
+    images = [world.sample(i).image for i in range(3)]
+    assert cnn.segment(images).shape == (3, 11, 32, 32)
+    assert [m.shape[-1] for m in cnn.feature_maps(images)] == [32, 16, 8, 4]
+    sem = ShapesCnnSemanticEncoder(grammar, str(tmp_path))
+    assert all(grammar.check(e) == e for e in sem.encode(images))
