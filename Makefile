@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: setup demo demo-clean test search clone clean help
+.PHONY: setup demo demo-clean test search clone metrics metrics-baseline clean help
 
 help:
 	@echo "make setup   install into $(VENV) (TORCH='$(TORCH)')"
@@ -38,6 +38,14 @@ search: $(STAMP)
 
 clone: $(STAMP)
 	$(PY) scripts/clone.py $(ARGS)
+
+# Score the demo clone against the shapes world's real validation split.
+metrics: $(STAMP)
+	$(PY) scripts/metrics.py synthetic=$(OUT) real=shapes:val paths.output_dir=$(OUT)-metrics $(ARGS)
+
+# The floor: two disjoint real splits scored against each other, same extractor and sample size.
+metrics-baseline: $(STAMP)
+	$(PY) scripts/metrics.py synthetic=shapes:train real=shapes:val paths.output_dir=runs/metrics-baseline $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

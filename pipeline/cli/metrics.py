@@ -1,0 +1,60 @@
+"""``rldf-metrics``: FD, KID, precision/recall, density/coverage of a synthetic set against a real one."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from pipeline.cli import CONF_DIR, user_errors
+from pipeline.errors import ConfigError
+from pipeline.metrics.features import extract
+from pipeline.metrics.report import write_report
+from pipeline.metrics.scores import score_sets
+from pipeline.metrics.sources import FolderImages, ShapesImages, open_source
+
+
+def run(cfg: DictConfig) -> dict:
+    if cfg.k < 1 or cfg.batch_size < 1 or cfg.image_size < 8:
+        raise ConfigError("metrics: k and batch_size must be >= 1 and image_size >= 8")
+    world = None
+    if str(cfg.real).startswith("shapes") or str(cfg.synthetic).startswith("shapes"):
+        from pipeline.shapes.world import ShapesWorld
+
+        world = ShapesWorld(instantiate(cfg.grammar), int(cfg.image_size))
+    real_src = open_source(str(cfg.real), int(cfg.image_size), world, int(cfg.shapes_n))
+    fake_src = open_source(str(cfg.synthetic), int(cfg.image_size), world, int(cfg.shapes_n))
+    extractor = instantiate(cfg.features)
+    t0 = time.perf_counter()
+    common = dict(batch_size=int(cfg.batch_size), workers=int(cfg.workers), device=str(cfg.device), cache_dir=cfg.cache_dir)
+    real = extract(real_src, extractor, cfg.n_real, label="real", **common)
+    fake = extract(fake_src, extractor, cfg.n_fake, label="synthetic", **common)
+    t_features = time.perf_counter() - t0
+    names = {}
+    for src in (real_src, fake_src):
+        if isinstance(src, ShapesImages):
+            names = dict(enumerate(src.world.classes))
+        elif isinstance(src, FolderImages):
+            names = dict(enumerate(src.classes))
+    result = score_sets(real, fake, int(cfg.k), int(cfg.kid_subsets), int(cfg.kid_subset_size), int(cfg.seed), int(cfg.chunk), names)
+    result.update(
+        extractor=extractor.name, resize=f"PIL bicubic to {cfg.image_size}px, then {getattr(extractor, 'resize', 'none')}",
+        k=int(cfg.k), real=real.description, synthetic=fake.description, features_cached={"real": real.cached, "synthetic": fake.cached},
+        seconds={"features": round(t_features, 2), "metrics": round(time.perf_counter() - t0 - t_features, 2)},
+    )
+    paths = write_report(result, real, fake, cfg.paths.output_dir, names)
+    print(json.dumps({"overall": result["overall"], "extractor": result["extractor"], "report": str(paths["html"])}, indent=1))
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="metrics")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    main()
