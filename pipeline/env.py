@@ -143,13 +143,20 @@ class GridEnv:
             r = (r + self.goal_weight * closeness) / (1 + self.goal_weight)
         return r
 
+    def is_done(self, state: Encoding, t: int) -> bool:
+        """Whether an episode that reached ``state`` at step ``t`` (0-based) ends there."""
+        if t + 1 >= self.horizon:
+            return True
+        if self.mode is RewardMode.GOAL and state == self.goal:
+            return True
+        return self.reward_threshold is not None and self.image_rewards([state])[0] >= self.reward_threshold
+
+    def step_many(self, states: Sequence[Encoding], actions: Sequence[int], t: int) -> list[tuple[Encoding, float, bool]]:
+        """One step of several episodes at once: their next states are rendered in one batch."""
+        nxt = [self.move(s, a) for s, a in zip(states, actions)]
+        rewards = self.reward_of(nxt)
+        return [(n, float(r), self.is_done(n, t)) for n, r in zip(nxt, rewards)]
+
     def step(self, state: Encoding, action: int, t: int) -> tuple[Encoding, float, bool]:
         """Take ``action`` at step ``t`` of an episode: (next state, reward, episode done)."""
-        nxt = self.move(state, action)
-        reward = float(self.reward_of([nxt])[0])
-        done = t + 1 >= self.horizon
-        if self.mode is RewardMode.GOAL and nxt == self.goal:
-            done = True
-        if self.reward_threshold is not None and self.image_rewards([nxt])[0] >= self.reward_threshold:
-            done = True
-        return nxt, reward, done
+        return self.step_many([state], [action], t)[0]
