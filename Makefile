@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: setup demo demo-clean test search clone metrics metrics-baseline clean help
+.PHONY: setup demo demo-clean test search clone metrics metrics-baseline bench clean help
 
 help:
 	@echo "make setup   install into $(VENV) (TORCH='$(TORCH)')"
@@ -30,7 +30,11 @@ demo: $(STAMP)
 	$(PY) scripts/clone.py paths.output_dir=$(OUT) clone.images_per_class=40 clone.shard_size=20
 	@echo "demo shards: $(OUT)/shard-*.tar  (manifest: $(OUT)/manifest.json, log: $(OUT)/clone.log)"
 
-demo-clean:
+demo-# Benchmarks (ratios measured side by side; several minutes on 2 cores).
+bench: $(STAMP)
+	$(PY) scripts/bench.py --out runs/bench.json $(ARGS)
+
+clean:
 	rm -rf $(OUT)
 
 search: $(STAMP)
@@ -49,6 +53,10 @@ metrics-baseline: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Benchmarks (ratios measured side by side; several minutes on 2 cores).
+bench: $(STAMP)
+	$(PY) scripts/bench.py --out runs/bench.json $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs outputs .pytest_cache

@@ -10,9 +10,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+FAST = ["model=procedural", "reward=pixel_stats"]  # the weightless stack: these tests are about the app
+
+
 def run(*overrides, cwd=ROOT):
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "search.py"), *overrides],
+        [sys.executable, str(ROOT / "scripts" / "search.py"), *FAST, *overrides],
         cwd=cwd, capture_output=True, text=True, timeout=300,
     )
 

@@ -16,7 +16,7 @@ import webdataset as wds
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "dataset.only=[circle,square,star,cross]"
-SMALL = [CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
+SMALL = ["model=procedural", "reward=pixel_stats", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
          "reward.semantic_encoder.samples_per_choice=4", "search=noisy_gradient", "cluster.num_cpus=2"]
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,8 @@ def compose_search(overrides):
 
 @pytest.mark.parametrize("search", SEARCHES)
 def test_search_configs_instantiate(search):
-    stack = build_stack(compose_search([f"search={search}", "reward.semantic_encoder.samples_per_choice=2"]))
+    stack = build_stack(compose_search([f"search={search}", "model=procedural", "reward=pixel_stats",
+                                        "reward.semantic_encoder.samples_per_choice=2"]))
     assert stack.search.name == search
     assert stack.grammar.size == 2880
 

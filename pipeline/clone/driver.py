@@ -44,6 +44,7 @@ class CloneSummary:
     failures: list[dict[str, Any]] = field(default_factory=list)
     workers_lost: int = 0
     wall_s: float = 0.0
+    startup_s: float = 0.0  # starting workers (model loading), part of wall_s
     worker_images_per_s: dict[str, float] = field(default_factory=dict)
     generator_images_per_s: float = 0.0
 
@@ -54,6 +55,8 @@ class CloneSummary:
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["images_per_s"] = round(self.images_written / self.wall_s, 3) if self.wall_s else 0.0
+        work = self.wall_s - self.startup_s
+        d["images_per_s_after_startup"] = round(self.images_written / work, 3) if work > 0 else 0.0
         d["ok"] = self.ok
         return d
 
@@ -150,6 +153,7 @@ class CloneDriver:
         try:
             if queue:
                 self._start_workers(min(self.num_workers, len(queue)))
+            summary.startup_s = round(time.perf_counter() - t0, 3)
             while queue or in_flight:
                 self._dispatch(queue, in_flight)
                 done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)

@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Benchmarks, each measured side by side in one run and reported as ratios where noise would dominate.
+
+  overhead  clone images/s (Ray workers, persisted searches reused, shards written) over the bare
+            generator's images/s with the same model, batch size and steps, in the same process run
+  scaling   clone images/s with 2 workers over 1 worker (1 torch thread per worker, so 1 vs 2 cores)
+  search    renders each method needs until its best state has the input image's class, and until it is
+            within 1% of the grid's best reward (procedural shapes world: renders count the same for any model)
+  metrics   feature extraction images/s (tiny CLIP) and precision/recall time on 10k x 10k features
+
+Usage: python scripts/bench.py [--only overhead,scaling,search,metrics] [--model tiny_shapes] [--out docs/bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def clone(out: Path, *overrides: str) -> dict:
+    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", "clone.progress=false", *overrides]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"clone failed: {p.stderr[-2000:]}")
+    return json.loads(p.stdout[p.stdout.index("{") : p.stdout.rindex("}") + 1])
+
+
+def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> dict:
+    """Overhead and scaling: one search pass, then generation-only clones reusing the searches."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from pipeline.cli import CONF_DIR
+    from pipeline.search.result import SearchResult
+
+    common = [f"model={model}", f"dataset.only=[{','.join(classes)}]", f"clone.images_per_class={images}",
+              f"clone.shard_size={images}", f"clone.batch_size={batch}", "cluster.threads_per_worker=1",
+              "search=random", "search.budget=64"]
+    tmp = Path(tempfile.mkdtemp(prefix="rldf-bench-"))
+    clone(tmp / "searched", *common)  # persists the searches (and a first set of shards)
+    results = {}
+    for workers in (1, 2):
+        out = tmp / f"gen{workers}"
+        out.mkdir()
+        shutil.copytree(tmp / "searched" / "searches", out / "searches")
+        s = clone(out, *common, f"cluster.num_workers={workers}")
+        results[workers] = s
+    # the bare generator: same model config, prompts and seeds, one thread (as one worker has)
+    torch.set_num_threads(1)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="clone", overrides=common)
+    grammar = instantiate(cfg.grammar)
+    gen = instantiate(cfg.model, **({"grammar": grammar} if "grammar" in cfg.model else {}))
+    prompts = []
+    for c in classes:
+        res = SearchResult.from_dict(json.loads((tmp / "searched" / "searches" / f"{c}.json").read_text()))
+        prompts += [x.prompt for x in res.sample(images, seed=0)]
+    gen.generate(prompts[:batch], list(range(batch)))  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(prompts), batch):
+        gen.generate(prompts[i : i + batch], list(range(i, i + batch))[: len(prompts[i : i + batch])])
+    bare = len(prompts) / (time.perf_counter() - t0)
+    one, two = results[1], results[2]
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "model": model, "images": len(prompts), "batch": batch,
+        "bare_generator_images_per_s": round(bare, 2),
+        "clone_1_worker_images_per_s": one["images_per_s_after_startup"],
+        "clone_2_workers_images_per_s": two["images_per_s_after_startup"],
+        "overhead_ratio": round(one["images_per_s_after_startup"] / bare, 3),
+        "scaling_2_over_1": round(two["images_per_s_after_startup"] / one["images_per_s_after_startup"], 3),
+        "worker_startup_s": {"1": one["startup_s"], "2": two["startup_s"]},
+    }
+
+
+def bench_search(inputs: int, seeds: int) -> dict:
+    from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
+    from pipeline.encoders.prototype import PrototypeSemanticEncoder
+    from pipeline.env import GridEnv, StateEvaluator
+    from pipeline.generators.procedural import ProceduralGenerator
+    from pipeline.grammar import Grammar
+    from pipeline.images import noise_image
+    from pipeline.rewards import build_reward
+    from pipeline.search import Exhaustive, NoisyGradient, QLearning, RandomSearch, SearchProblem
+    from pipeline.shapes.world import ShapesWorld
+
+    g = Grammar.from_yaml(ROOT / "conf" / "grammar" / "shapes.yaml")
+    world, gen, enc = ShapesWorld(g), ProceduralGenerator(g), PixelStatsEncoder()
+    reward = build_reward(enc, PaletteSegmenter(), {"segmentation": 1, "features": 1, "embedding": 1})
+    semantic = PrototypeSemanticEncoder(g, gen, enc, samples_per_choice=24)
+    methods = {
+        "qlearning": lambda: QLearning(episodes=300, q_init=10.0, restart_from_best=0.8),
+        "noisy_gradient": NoisyGradient,
+        "random": lambda: RandomSearch(budget=g.size),
+        "exhaustive": Exhaustive,
+    }
+    rows: dict[str, dict[str, list]] = {m: {"class": [], "optimum": [], "total": []} for m in methods}
+    for i in range(inputs):
+        sample = world.sample(10_000 + i)
+        cls = g.encode(sample.attributes)[0]
+        start = semantic.encode([noise_image(32, i)])[0]
+
+        def env():
+            return GridEnv(g, StateEvaluator(gen, reward, sample.image, [123], batch_size=64), start, horizon=30)
+
+        best = Exhaustive().run(SearchProblem(env())).best.reward
+        for name, make in methods.items():
+            for seed in range(1 if name == "exhaustive" else seeds):
+                res = make().run(SearchProblem(env(), seed=seed))
+                # renders until the best state so far has the input's class for good
+                best_so_far, to_class = -np.inf, None
+                for (n, _), c in zip(res.trace, res.candidates):
+                    if c.reward > best_so_far:
+                        best_so_far = c.reward
+                        if c.encoding[0] != cls:
+                            to_class = None
+                        elif to_class is None:
+                            to_class = n
+                rows[name]["class"].append(to_class)
+                rows[name]["optimum"].append(res.renders_to_reach(0.99 * best))
+                rows[name]["total"].append(res.renders)
+
+    def stats(values: list) -> dict:
+        hit = [v for v in values if v is not None]
+        if not hit:
+            return {"reached": f"0/{len(values)}"}
+        q = np.percentile(hit, [25, 50, 75])
+        return {"reached": f"{len(hit)}/{len(values)}", "median": float(q[1]), "iqr": [float(q[0]), float(q[2])]}
+
+    return {m: {"renders_to_class": stats(r["class"]), "renders_to_1pct_of_optimum": stats(r["optimum"]),
+                "renders_total_median": float(np.median(r["total"]))} for m, r in rows.items()} | {
+        "setup": f"{inputs} shapes-world inputs x {seeds} seeds, procedural generator, pixel-statistics reward, reward-only mode"}
+
+
+def bench_metrics(n: int, dim: int) -> dict:
+    import torch
+
+    from pipeline.grammar import Grammar
+    from pipeline.metrics.extractors import ClipFeatures
+    from pipeline.metrics.features import extract
+    from pipeline.metrics.prdc import prdc
+    from pipeline.metrics.sources import ShapesImages
+    from pipeline.shapes.world import ShapesWorld
+
+    out = {}
+    models = ROOT / "models" / "tiny_clip"
+    if models.is_dir():
+        world = ShapesWorld(Grammar.from_yaml(ROOT / "conf" / "grammar" / "shapes.yaml"))
+        t0 = time.perf_counter()
+        fs = extract(ShapesImages(world, "bench", 2000, 32), ClipFeatures(str(models)), None, workers=1)
+        out["tiny_clip_features_images_per_s"] = round(len(fs) / (time.perf_counter() - t0), 1)
+    rng = np.random.default_rng(0)
+    real = torch.from_numpy(rng.normal(size=(n, dim)).astype(np.float32))
+    fake = torch.from_numpy(rng.normal(0.1, 1, size=(n, dim)).astype(np.float32))
+    t0 = time.perf_counter()
+    prdc(real, fake, k=3, chunk=1024)
+    out[f"prdc_{n}x{n}x{dim}_s"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="overhead,search,metrics")
+    p.add_argument("--model", default="tiny_shapes")
+    p.add_argument("--images", type=int, default=64, help="images per class in the pipeline benchmark")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--classes", default="circle,square,star,cross")
+    p.add_argument("--inputs", type=int, default=10)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--prdc-n", type=int, default=10_000)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    report = {}
+    parts = a.only.split(",")
+    if "overhead" in parts or "scaling" in parts:
+        report["pipeline"] = bench_pipeline(a.model, a.images, a.batch, a.classes.split(","))
+        print(json.dumps({"pipeline": report["pipeline"]}, indent=1), flush=True)
+    if "search" in parts:
+        report["search"] = bench_search(a.inputs, a.seeds)
+        print(json.dumps({"search": report["search"]}, indent=1), flush=True)
+    if "metrics" in parts:
+        report["metrics"] = bench_metrics(a.prdc_n, 2048)
+        print(json.dumps({"metrics": report["metrics"]}, indent=1), flush=True)
+    if a.out:
+        a.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
