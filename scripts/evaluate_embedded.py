@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.encoders.clip import ClipEncoder
 from pipeline.generators.diffusers_generator import DiffusersGenerator
 from pipeline.grammar import Grammar
-from pipeline.models.shapes_cnn import ShapesNet
+from pipeline.models.shapes_cnn import ShapesNet, train_shapes_net
 from pipeline.seeding import derive_seed, rng_for
 from pipeline.shapes.tensors import render_arrays
 from pipeline.shapes.world import ShapesWorld
@@ -31,25 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_judge(world: ShapesWorld, n: int, steps: int) -> ShapesNet:
-    """A classifier of its own (seed, split 'judge'), never shown generated images or the tiny CLIP."""
-    g = world.grammar
-    data = render_arrays(world, n, "judge", seed=7)
-    torch.manual_seed(7)
-    net = ShapesNet([len(a) for a in g.axes], [a.name for a in g.axes], seg_classes=len(world.classes) + 1)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255
-    y, m = torch.from_numpy(data.labels), torch.from_numpy(data.masks).long()
-    gen = torch.Generator().manual_seed(7)
-    for step in range(steps):
-        idx = torch.randint(len(x), (64,), generator=gen)
-        logits, seg = net(x[idx])
-        loss = sum(F.cross_entropy(lg, y[idx, k]) for k, lg in enumerate(logits)) + F.cross_entropy(seg, m[idx])
-        for group in opt.param_groups:
-            group["lr"] = 3e-3 * 0.5 * (1 + np.cos(np.pi * step / steps))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
+    """A classifier of its own (seed 7, split 'judge'), never shown generated images or the tiny CLIP."""
+    return train_shapes_net(world, render_arrays(world, n, "judge", seed=7), steps, seed=7)
 
 
 @torch.inference_mode()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from pipeline.grammar import Grammar
 from pipeline.models import tiny
-from pipeline.models.shapes_cnn import ShapesNet
+from pipeline.models.shapes_cnn import train_shapes_net
 from pipeline.models.tokenizer import write_clip_tokenizer
 from pipeline.shapes.tensors import PARTIAL_TEMPLATES, augment_caption, render_arrays
 from pipeline.shapes.world import ShapesWorld
@@ -61,25 +61,7 @@ def stage_tokenizer(args, world, data) -> None:
 
 
 def stage_cnn(args, world, data) -> None:
-    g = world.grammar
-    torch.manual_seed(1)
-    net = ShapesNet([len(a) for a in g.axes], [a.name for a in g.axes], seg_classes=len(world.classes) + 1)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    x_all, y_all, m_all = to_tensor(data.images), torch.from_numpy(data.labels), torch.from_numpy(data.masks).long()
-    steps = int(2000 * args.steps_scale)
-    gen = torch.Generator().manual_seed(1)
-    for step in range(steps):
-        idx = torch.randint(len(x_all), (64,), generator=gen)
-        logits, seg = net(x_all[idx])
-        loss = sum(F.cross_entropy(lg, y_all[idx, k]) for k, lg in enumerate(logits)) + F.cross_entropy(seg, m_all[idx])
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 3e-3)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % 250 == 0 or step == steps - 1:
-            log("cnn", f"step {step}/{steps} loss {loss.item():.3f}")
-    net.eval()
+    net = train_shapes_net(world, data, int(2000 * args.steps_scale), seed=1, log=lambda m: log("cnn", m))
     net.save_pretrained(args.out / "shapes_cnn")
 
 
