@@ -27,14 +27,10 @@ setup: $(STAMP)
 # The main job on the embedded default: clone all 10 shapes-world classes on a local Ray.
 # Re-running resumes (nothing left to do finishes in seconds); `make demo-clean` starts over.
 demo: $(STAMP)
-	$(PY) scripts/clone.py paths.output_dir=$(OUT) clone.images_per_class=40 clone.shard_size=20
+	$(PY) scripts/clone.py paths.output_dir=$(OUT) clone.images_per_class=32 clone.shard_size=16
 	@echo "demo shards: $(OUT)/shard-*.tar  (manifest: $(OUT)/manifest.json, log: $(OUT)/clone.log)"
 
-demo-# Benchmarks (ratios measured side by side; several minutes on 2 cores).
-bench: $(STAMP)
-	$(PY) scripts/bench.py --out runs/bench.json $(ARGS)
-
-clean:
+demo-clean:
 	rm -rf $(OUT)
 
 search: $(STAMP)

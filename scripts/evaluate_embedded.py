@@ -45,7 +45,7 @@ def main() -> None:
     p.add_argument("--models", type=Path, default=ROOT / "models")
     p.add_argument("--n-prompts", type=int, default=500)
     p.add_argument("--judge-train", type=int, default=20000)
-    p.add_argument("--judge-steps", type=int, default=2000)
+    p.add_argument("--judge-steps", type=int, default=3000)
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--out", type=Path, default=None)

@@ -61,7 +61,7 @@ def stage_tokenizer(args, world, data) -> None:
 
 
 def stage_cnn(args, world, data) -> None:
-    net = train_shapes_net(world, data, int(2000 * args.steps_scale), seed=1, log=lambda m: log("cnn", m))
+    net = train_shapes_net(world, data, int(3000 * args.steps_scale), seed=1, log=lambda m: log("cnn", m))
     net.save_pretrained(args.out / "shapes_cnn")
 
 
@@ -70,12 +70,12 @@ def stage_clip(args, world, data) -> None:
 
     tok = CLIPTokenizer.from_pretrained(args.out / "tiny_clip")
     torch.manual_seed(2)
-    model = tiny.clip_model(len(tok))
+    model = tiny.clip_model(len(tok), layers=4)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     x_all = to_tensor(data.images)
     mean = torch.tensor([0.4815, 0.4578, 0.4082]).view(1, 3, 1, 1)
     std = torch.tensor([0.2686, 0.2613, 0.2758]).view(1, 3, 1, 1)
-    steps, batch = int(2500 * args.steps_scale), 128
+    steps, batch = int(4000 * args.steps_scale), 128
     gen = torch.Generator().manual_seed(2)
     for step in range(steps):
         idx = torch.randint(len(x_all), (batch,), generator=gen).tolist()

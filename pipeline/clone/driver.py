@@ -170,7 +170,8 @@ class CloneDriver:
                     bar.update(1)
                     if isinstance(unit, SearchUnit):
                         summary.searches_run += 1
-                        queue.extend(self.plan.shards(unit.cls))
+                        # its shards go first: short units, early committed output, finer-grained resume
+                        queue.extendleft(reversed(self.plan.shards(unit.cls)))
                         self.event("search_done", cls=unit.cls.id, **out)
                     else:
                         summary.shards_written += 1
