@@ -191,3 +191,16 @@ def test_dry_run_prints_the_plan(tmp_path):
     plan = summary(p)
     assert plan["classes"] == 4 and plan["shards"] == 12 and plan["total_images"] == 48
     assert plan["device_hours_max"] > 0 and not list(tmp_path.glob("shard-*"))
+
+
+def test_a_class_subset_keeps_the_full_class_axis(tmp_path):
+    """`dataset.only` selects classes to clone; the grammar keeps every class, so trained semantic
+    encoders (whose heads cover all classes) stay on the grid."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={tmp_path}", "model=procedural",
+           "reward=learned_shapes", "dataset.only=[star,cross]", "search=random", "search.budget=24",
+           "clone.images_per_class=4", "clone.shard_size=4", "clone.progress=false", "cluster.num_cpus=2"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    s = summary(p)
+    assert s["ok"] and s["shards_written"] == 2
+    assert {k.rsplit("_", 1)[0] for k in sample_hashes(tmp_path)} == {"star", "cross"}

@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> int:
     if c.dry_run:
         grammar = instantiate(cfg.grammar)
         if grammar.class_axis:
-            grammar = grammar.with_choices(grammar.class_axis, [c.name for c in dataset.classes()])
+            grammar = grammar.with_choices(grammar.class_axis, [c.name for c in dataset.all_classes()])
         measured = c.throughput is None
         if measured:
             model = instantiate(cfg.model, **({"grammar": grammar} if "grammar" in cfg.model else {}))

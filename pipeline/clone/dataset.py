@@ -65,10 +65,14 @@ class ShapesDataset:
         self.world = ShapesWorld(grammar, image_size)
         self.grammar, self.input_seed = grammar, int(input_seed)
         axis = grammar.class_axis or "object"
-        self._classes = _select(_parse_classes(grammar.axis(axis).choices), only, "the shapes world")
+        self._all = _parse_classes(grammar.axis(axis).choices)
+        self._classes = _select(self._all, only, "the shapes world")
 
     def classes(self) -> list[ClassInfo]:
         return self._classes
+
+    def all_classes(self) -> list[ClassInfo]:
+        return self._all
 
     def input_image(self, cls: ClassInfo) -> Image.Image:
         attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id))
@@ -91,11 +95,15 @@ class ImageFolderDataset:
             classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
             if not classes:
                 raise ConfigError(f"dataset.root '{self.root}' has no class folders")
-        self._classes = _select(_parse_classes(classes), only, str(self.root))
+        self._all = _parse_classes(classes)
+        self._classes = _select(self._all, only, str(self.root))
         self.input_index = int(input_index)
 
     def classes(self) -> list[ClassInfo]:
         return self._classes
+
+    def all_classes(self) -> list[ClassInfo]:
+        return self._all
 
     def input_image(self, cls: ClassInfo) -> Image.Image:
         folder = next((self.root / n for n in (cls.wnid, cls.name) if n and (self.root / n).is_dir()), None)
@@ -120,11 +128,17 @@ class WebDatasetSource:
         missing = [u for u in local if not Path(u).is_file()]
         if missing:
             raise ConfigError(f"dataset.urls: shard '{missing[0]}' does not exist")
-        self._classes = _select(_parse_classes(classes), only, "dataset.classes")
+        self._all = _parse_classes(classes)
+        self._classes = _select(self._all, only, "dataset.classes")
         self._inputs: dict[int, bytes] = {}
 
     def classes(self) -> list[ClassInfo]:
+        """The classes to clone (``only``, else all)."""
         return self._classes
+
+    def all_classes(self) -> list[ClassInfo]:
+        """Every class of the dataset, in label order: the grammar's class axis (``only`` does not shrink it)."""
+        return self._all
 
     def input_image(self, cls: ClassInfo) -> Image.Image:
         if cls.index not in self._inputs:

@@ -54,7 +54,7 @@ class CloneWorker:
         self.cfg = OmegaConf.create(cfg)
         self.worker_id = worker_id
         self.dataset = instantiate(self.cfg.dataset)
-        self.stack = build_stack(self.cfg, class_names=[c.name for c in self.dataset.classes()])
+        self.stack = build_stack(self.cfg, class_names=[c.name for c in self.dataset.all_classes()])
         self.storage = Storage(self.cfg.paths.output_dir)
         self.manifest = Manifest(self.storage)
         c = self.cfg.clone

@@ -64,8 +64,12 @@ class ShapesCnnSemanticEncoder:
 
     def __init__(self, grammar: Grammar, pretrained: str, generator: Generator | None = None, image_encoder=None) -> None:
         self.grammar, self.cnn = grammar, ShapesCnn(pretrained)
-        if self.cnn.net.axis_names != [a.name for a in grammar.axes]:
-            raise ConfigError(f"shapes CNN '{pretrained}' predicts axes {self.cnn.net.axis_names}, grammar has {[a.name for a in grammar.axes]}")
+        sizes = [h.out_features for h in self.cnn.net.heads]
+        if self.cnn.net.axis_names != [a.name for a in grammar.axes] or sizes != list(grammar.shape):
+            raise ConfigError(
+                f"shapes CNN '{pretrained}' predicts axes {dict(zip(self.cnn.net.axis_names, sizes))}, "
+                f"grammar '{grammar.name}' has {dict(zip([a.name for a in grammar.axes], grammar.shape))}"
+            )
 
     def encode(self, images: Sequence[Image.Image]) -> list[Encoding]:
         return [tuple(int(v) for v in row) for row in self.cnn.predict(images)]
