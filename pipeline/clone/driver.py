@@ -147,7 +147,7 @@ class CloneDriver:
         attempts: dict[str, int] = {}
         in_flight: dict[Any, tuple[Unit, int]] = {}
         busy: dict[int, list[float]] = {}
-        gen_images = gen_seconds = 0.0
+        gen_seconds = 0.0  # time inside generator.generate, summed over shards
         n_units = len(queue) + sum(len(self.plan.shards(u.cls)) for u in searches)
         bar = tqdm(total=n_units, desc="clone", unit="unit", disable=not self.cfg["clone"].get("progress", True))
         try:
@@ -176,7 +176,6 @@ class CloneDriver:
                     else:
                         summary.shards_written += 1
                         summary.images_written += out["images"]
-                        gen_images += out["images"]
                         gen_seconds += out["gen_seconds"]
                         b = busy.setdefault(wid, [0.0, 0.0])
                         b[0] += out["images"]
@@ -194,7 +193,7 @@ class CloneDriver:
             self.workers.clear()
         summary.wall_s = round(time.perf_counter() - t0, 3)
         summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in busy.items() if s > 0}
-        summary.generator_images_per_s = round(gen_images / gen_seconds, 3) if gen_seconds else 0.0
+        summary.generator_images_per_s = round(summary.images_written / gen_seconds, 3) if gen_seconds else 0.0
         self.manifest.consolidate({"classes": [c.id for c in self.plan.classes]})
         self.event("summary", **summary.to_dict())
         return summary
