@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 from pipeline.grammar import Grammar
 from pipeline.models import tiny
+from pipeline.models.training import optimiser_step, warmup_cosine
 from pipeline.models.shapes_cnn import train_shapes_net
 from pipeline.models.tokenizer import write_clip_tokenizer
 from pipeline.shapes.tensors import PARTIAL_TEMPLATES, augment_caption, render_arrays
@@ -39,12 +39,6 @@ def log(stage: str, msg: str) -> None:
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-
-
-def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def corpus(grammar: Grammar) -> list[str]:
@@ -88,11 +82,7 @@ def stage_clip(args, world, data) -> None:
             torch.sum(-same / same.sum(1, keepdim=True) * F.log_softmax(out.logits_per_text, 1), 1).mean()
             + torch.sum(-same / same.sum(1, keepdim=True) * F.log_softmax(out.logits_per_image, 1), 1).mean()
         )
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 1e-3)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimiser_step(opt, loss, warmup_cosine(step, steps, 1e-3))
         if step % 250 == 0 or step == steps - 1:
             log("clip", f"step {step}/{steps} loss {loss.item():.3f}")
     model.save_pretrained(args.out / "tiny_clip")
@@ -115,11 +105,7 @@ def stage_vae(args, world, data) -> None:
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
         loss = F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 2e-3)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimiser_step(opt, loss, warmup_cosine(step, steps, 2e-3))
         if step % 100 == 0 or step == steps - 1:
             log("vae", f"step {step}/{steps} mse {F.mse_loss(rec, x).item():.4f}")
     with torch.no_grad():
@@ -163,12 +149,7 @@ def stage_unet(args, world, data) -> None:
         target = train_sched.get_velocity(lat, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=text(ids)[0]).sample
         loss = F.mse_loss(pred, target)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 1e-3, warmup=200)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimiser_step(opt, loss, warmup_cosine(step, steps, 1e-3, warmup=200), clip_params=params)
         if step % 100 == 0 or step == steps - 1:
             log("unet", f"step {step}/{steps} loss {loss.item():.4f} ({(time.time() - t0) / (step + 1):.2f} s/step)")
         if (step + 1) % args.save_every == 0 or step == steps - 1:

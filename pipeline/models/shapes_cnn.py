@@ -50,9 +50,9 @@ class ShapesNet(nn.Module, PyTorchModelHubMixin):
 def train_shapes_net(world, data, steps: int, seed: int, lr: float = 3e-3, batch: int = 64, log=None) -> ShapesNet:
     """Train a :class:`ShapesNet` on rendered arrays (``pipeline.shapes.tensors.ShapesArrays``): the sum of
     the per-axis cross-entropies and the segmentation cross-entropy, AdamW, warm-up then cosine decay."""
-    import math
-
     import torch.nn.functional as F
+
+    from pipeline.models.training import optimiser_step, warmup_cosine
 
     g = world.grammar
     torch.manual_seed(seed)
@@ -66,12 +66,7 @@ def train_shapes_net(world, data, steps: int, seed: int, lr: float = 3e-3, batch
         idx = torch.randint(len(x), (batch,), generator=gen)
         logits, seg = net(x[idx])
         loss = sum(F.cross_entropy(lg, y[idx, k]) for k, lg in enumerate(logits)) + F.cross_entropy(seg, m[idx])
-        scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimiser_step(opt, loss, warmup_cosine(step, steps, lr, warmup))
         if log is not None and (step % 250 == 0 or step == steps - 1):
             log(f"step {step}/{steps} loss {loss.item():.3f}")
     return net.eval()
