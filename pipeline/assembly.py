@@ -32,6 +32,11 @@ class SearchStack:
     env_cfg: Mapping[str, Any]
 
 
+def instantiate_model(model_cfg: DictConfig, grammar: Grammar) -> Generator:
+    """Build a ``model=`` config; backends that draw from the grammar (procedural) receive ``grammar``."""
+    return instantiate(model_cfg, **({"grammar": grammar} if "grammar" in model_cfg else {}))
+
+
 def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> SearchStack:
     """Instantiate grammar, model, reward, semantic encoder and search from a composed config.
 
@@ -40,7 +45,7 @@ def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> Search
     grammar = instantiate(cfg.grammar)
     if class_names is not None and grammar.class_axis and list(grammar.axis(grammar.class_axis).choices) != list(class_names):
         grammar = grammar.with_choices(grammar.class_axis, class_names)
-    generator = instantiate(cfg.model, **({"grammar": grammar} if "grammar" in cfg.model else {}))
+    generator = instantiate_model(cfg.model, grammar)
     rcfg = cfg.reward
     encoder = instantiate(rcfg.image_encoder)
     segmenter = instantiate(rcfg.segmenter) if rcfg.get("segmenter") is not None else None

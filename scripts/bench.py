@@ -42,6 +42,7 @@ def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> d
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    from pipeline.assembly import instantiate_model
     from pipeline.cli import CONF_DIR
     from pipeline.search.result import SearchResult
 
@@ -62,7 +63,7 @@ def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> d
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="clone", overrides=common)
     grammar = instantiate(cfg.grammar)
-    gen = instantiate(cfg.model, **({"grammar": grammar} if "grammar" in cfg.model else {}))
+    gen = instantiate_model(cfg.model, grammar)
     prompts = []
     for c in classes:
         res = SearchResult.from_dict(json.loads((tmp / "searched" / "searches" / f"{c}.json").read_text()))

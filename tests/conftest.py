@@ -39,11 +39,12 @@ def reward(encoder):
 
 
 class CountingGenerator:
-    """Wraps a generator and records every (prompt, seed) it is asked to render."""
+    """Wraps a generator and records every (prompt, seed) it is asked to render, and each batch's size."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.model_id, self.calls = inner, inner.model_id, []
+        self.inner, self.model_id, self.calls, self.batches = inner, inner.model_id, [], []
 
     def generate(self, prompts, seeds):
         self.calls.extend(zip(prompts, seeds))
+        self.batches.append(len(prompts))
         return self.inner.generate(prompts, seeds)

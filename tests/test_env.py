@@ -32,16 +32,10 @@ def test_cache_never_renders_a_state_seed_twice(grammar, generator, reward, worl
 
 
 def test_renders_are_batched(grammar, generator, reward, world):
-    sizes = []
-
-    class Recorder(CountingGenerator):
-        def generate(self, prompts, seeds):
-            sizes.append(len(prompts))
-            return super().generate(prompts, seeds)
-
-    env = make_env(grammar, Recorder(generator), reward, world.sample(0).image, batch_size=4)
+    counting = CountingGenerator(generator)
+    env = make_env(grammar, counting, reward, world.sample(0).image, batch_size=4)
     env.reward_of([(i, 0, 0, 0, 0) for i in range(5)])
-    assert sizes == [4, 4, 2]
+    assert counting.batches == [4, 4, 2]
 
 
 def test_goal_mode_adds_closeness_and_ends_at_goal(grammar, generator, reward, world):

@@ -135,17 +135,10 @@ def test_invalid_search_config():
 
 
 def test_parallel_episodes_batch_their_renders(grammar, generator, reward, world):
-    sizes = []
-
-    class Recorder(CountingGenerator):
-        def generate(self, prompts, seeds):
-            sizes.append(len(prompts))
-            return super().generate(prompts, seeds)
-
-    counting = Recorder(generator)
+    counting = CountingGenerator(generator)
     env = make_env(grammar, counting, reward, world.sample(2000).image)
     res = QLearning(episodes=64, q_init=10.0, restart_from_best=0.8, parallel_episodes=8).run(SearchProblem(env, seed=0))
-    assert max(sizes) == 8 and len(counting.calls) == len(set(counting.calls)) == res.renders
+    assert max(counting.batches) == 8 and len(counting.calls) == len(set(counting.calls)) == res.renders
     assert res.info["episodes"] == 64
     with pytest.raises(ConfigError, match="parallel_episodes"):
         QLearning(parallel_episodes=0)

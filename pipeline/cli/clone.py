@@ -11,6 +11,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.assembly import instantiate_model
 from pipeline.cli import CONF_DIR, user_errors
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
 from pipeline.clone.plan import ClonePlan
@@ -50,7 +51,7 @@ def run(cfg: DictConfig) -> int:
             grammar = grammar.with_choices(grammar.class_axis, [c.name for c in dataset.all_classes()])
         measured = c.throughput is None
         if measured:
-            model = instantiate(cfg.model, **({"grammar": grammar} if "grammar" in cfg.model else {}))
+            model = instantiate_model(cfg.model, grammar)
             prompt = grammar.decode([0] * len(grammar.axes))
             throughput = measure_throughput(model, prompt, int(c.warmup_images), int(c.batch_size))
         else:

@@ -55,7 +55,26 @@ def _select(classes: list[ClassInfo], only: Sequence[str] | None, what: str) -> 
     return [lookup[str(x)] for x in only]
 
 
-class ShapesDataset:
+class _Catalogue:
+    """The class lists every source shares: all classes (the grammar's class axis) and the ones to clone."""
+
+    _all: list[ClassInfo]
+    _classes: list[ClassInfo]
+
+    def _set_classes(self, spec: Sequence[Any], only: Sequence[str] | None, what: str) -> None:
+        self._all = _parse_classes(spec)
+        self._classes = _select(self._all, only, what)
+
+    def classes(self) -> list[ClassInfo]:
+        """The classes to clone (``only``, else all)."""
+        return self._classes
+
+    def all_classes(self) -> list[ClassInfo]:
+        """Every class of the dataset, in label order: the grammar's class axis (``only`` does not shrink it)."""
+        return self._all
+
+
+class ShapesDataset(_Catalogue):
     """The shapes world: classes are the grammar's class-axis choices; input images are drawn."""
 
     def __init__(self, grammar: Grammar, image_size: int = 32, only: Sequence[str] | None = None, input_seed: int = 0, name: str = "shapes") -> None:
@@ -65,14 +84,7 @@ class ShapesDataset:
         self.world = ShapesWorld(grammar, image_size)
         self.grammar, self.input_seed = grammar, int(input_seed)
         axis = grammar.class_axis or "object"
-        self._all = _parse_classes(grammar.axis(axis).choices)
-        self._classes = _select(self._all, only, "the shapes world")
-
-    def classes(self) -> list[ClassInfo]:
-        return self._classes
-
-    def all_classes(self) -> list[ClassInfo]:
-        return self._all
+        self._set_classes(grammar.axis(axis).choices, only, "the shapes world")
 
     def input_image(self, cls: ClassInfo) -> Image.Image:
         attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id))
@@ -80,7 +92,7 @@ class ShapesDataset:
         return self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id)).image
 
 
-class ImageFolderDataset:
+class ImageFolderDataset(_Catalogue):
     """``root/<folder>/<image>``; ``classes`` lists ``{wnid, name}`` (folder = wnid, else name) in label order,
     or is null to use the sorted folder names. ``input_index`` picks which image (sorted) is the input."""
 
@@ -95,15 +107,8 @@ class ImageFolderDataset:
             classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
             if not classes:
                 raise ConfigError(f"dataset.root '{self.root}' has no class folders")
-        self._all = _parse_classes(classes)
-        self._classes = _select(self._all, only, str(self.root))
+        self._set_classes(classes, only, str(self.root))
         self.input_index = int(input_index)
-
-    def classes(self) -> list[ClassInfo]:
-        return self._classes
-
-    def all_classes(self) -> list[ClassInfo]:
-        return self._all
 
     def input_image(self, cls: ClassInfo) -> Image.Image:
         folder = next((self.root / n for n in (cls.wnid, cls.name) if n and (self.root / n).is_dir()), None)
@@ -115,7 +120,7 @@ class ImageFolderDataset:
         return load_image(files[self.input_index])
 
 
-class WebDatasetSource:
+class WebDatasetSource(_Catalogue):
     """WebDataset shards (``urls`` with braces, e.g. ``data/train-{000000..000099}.tar``) with ``cls`` labels;
     the input image of class k is the first sample whose ``cls`` is k."""
 
@@ -128,17 +133,8 @@ class WebDatasetSource:
         missing = [u for u in local if not Path(u).is_file()]
         if missing:
             raise ConfigError(f"dataset.urls: shard '{missing[0]}' does not exist")
-        self._all = _parse_classes(classes)
-        self._classes = _select(self._all, only, "dataset.classes")
+        self._set_classes(classes, only, "dataset.classes")
         self._inputs: dict[int, bytes] = {}
-
-    def classes(self) -> list[ClassInfo]:
-        """The classes to clone (``only``, else all)."""
-        return self._classes
-
-    def all_classes(self) -> list[ClassInfo]:
-        """Every class of the dataset, in label order: the grammar's class axis (``only`` does not shrink it)."""
-        return self._all
 
     def input_image(self, cls: ClassInfo) -> Image.Image:
         if cls.index not in self._inputs:

@@ -12,8 +12,8 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.models.loading import load_pretrained
 
-OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from pipeline.encoders.clip import OPENAI_MEAN, OPENAI_STD
+from pipeline.encoders.segformer import IMAGENET_MEAN, IMAGENET_STD
 
 
 class _Normalised(nn.Module):
