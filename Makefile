@@ -8,12 +8,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: setup demo demo-clean test search clone metrics metrics-baseline bench clean help
+.PHONY: setup demo demo-clean test search clone metrics metrics-baseline bench eval eval-quick clean help
 
 help:
 	@echo "make setup   install into $(VENV) (TORCH='$(TORCH)')"
 	@echo "make demo    run the main job on the embedded shapes world"
 	@echo "make test    run the test suite"
+	@echo "make bench   benchmarks; make eval (eval-quick): clone quality per method -> docs/results.md"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +31,16 @@ demo: $(STAMP)
 	$(PY) scripts/clone.py paths.output_dir=$(OUT) clone.images_per_class=32 clone.shard_size=16
 	@echo "demo shards: $(OUT)/shard-*.tar  (manifest: $(OUT)/manifest.json, log: $(OUT)/clone.log)"
 
-demo-clean:
+demo-# Clone quality per method (class name, random, RLDF Q-learning, noisy gradient): FD/KID/P/R/D/C and CAS
+# against real data. Full run: 200 images per class, writes docs/results.md; resumes when re-run.
+eval: $(STAMP)
+	$(PY) scripts/evaluate.py $(ARGS)
+
+# A quick look (20 images per class, smaller budgets; under 10 minutes on 2 cores): runs/eval-quick/results.md
+eval-quick: $(STAMP)
+	$(PY) scripts/evaluate.py --quick $(ARGS)
+
+clean:
 	rm -rf $(OUT)
 
 search: $(STAMP)
@@ -53,6 +63,15 @@ test: $(STAMP)
 # Benchmarks (ratios measured side by side; several minutes on 2 cores).
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out runs/bench.json $(ARGS)
+
+# Clone quality per method (class name, random, RLDF Q-learning, noisy gradient): FD/KID/P/R/D/C and CAS
+# against real data. Full run: 200 images per class, writes docs/results.md; resumes when re-run.
+eval: $(STAMP)
+	$(PY) scripts/evaluate.py $(ARGS)
+
+# A quick look (20 images per class, smaller budgets; under 10 minutes on 2 cores): runs/eval-quick/results.md
+eval-quick: $(STAMP)
+	$(PY) scripts/evaluate.py --quick $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs outputs .pytest_cache

@@ -63,14 +63,20 @@ def stage_clip(args, world, data) -> None:
     from transformers import CLIPTokenizer
 
     tok = CLIPTokenizer.from_pretrained(args.out / "tiny_clip")
-    torch.manual_seed(2)
-    model = tiny.clip_model(len(tok), layers=4)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    if args.resume:  # continue from the saved model (new data order, fresh warm-up/cosine schedule)
+        from transformers import CLIPModel
+
+        model, seed = CLIPModel.from_pretrained(args.out / "tiny_clip"), 6
+    else:
+        torch.manual_seed(2)
+        model, seed = tiny.clip_model(len(tok), layers=4), 2
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.clip_lr, weight_decay=0.05)
     x_all = to_tensor(data.images)
     mean = torch.tensor([0.4815, 0.4578, 0.4082]).view(1, 3, 1, 1)
     std = torch.tensor([0.2686, 0.2613, 0.2758]).view(1, 3, 1, 1)
-    steps, batch = int(4000 * args.steps_scale), 128
-    gen = torch.Generator().manual_seed(2)
+    steps, batch = int(args.clip_steps * args.steps_scale), 128
+    gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
         idx = torch.randint(len(x_all), (batch,), generator=gen).tolist()
         caps = [augment_caption(world, data.labels[i], seed=step * batch + j) for j, i in enumerate(idx)]
@@ -82,7 +88,7 @@ def stage_clip(args, world, data) -> None:
             torch.sum(-same / same.sum(1, keepdim=True) * F.log_softmax(out.logits_per_text, 1), 1).mean()
             + torch.sum(-same / same.sum(1, keepdim=True) * F.log_softmax(out.logits_per_image, 1), 1).mean()
         )
-        optimiser_step(opt, loss, warmup_cosine(step, steps, 1e-3))
+        optimiser_step(opt, loss, warmup_cosine(step, steps, args.clip_lr))
         if step % 250 == 0 or step == steps - 1:
             log("clip", f"step {step}/{steps} loss {loss.item():.3f}")
     model.save_pretrained(args.out / "tiny_clip")
@@ -122,8 +128,16 @@ def stage_unet(args, world, data) -> None:
     sd = args.out / "tiny_shapes_sd"
     tok = CLIPTokenizer.from_pretrained(sd / "tokenizer")
     vae = AutoencoderKL.from_pretrained(sd / "vae").eval()
-    torch.manual_seed(4)
-    unet, text = tiny.unet(), tiny.text_encoder(len(tok))
+    if args.resume:  # continue from the saved pipeline (new data order, fresh warm-up/cosine schedule)
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet, text = UNet2DConditionModel.from_pretrained(sd / "unet"), CLIPTextModel.from_pretrained(sd / "text_encoder")
+        seed = 5
+    else:
+        torch.manual_seed(4)
+        unet, text, seed = tiny.unet(), tiny.text_encoder(len(tok)), 4
+    unet.train(), text.train()
     sched = tiny.scheduler()
     train_sched = DDPMScheduler.from_config(sched.config)
     x_all = to_tensor(data.images) * 2 - 1
@@ -131,9 +145,9 @@ def stage_unet(args, world, data) -> None:
         dists = [vae.encode(x_all[i : i + 512]).latent_dist for i in range(0, len(x_all), 512)]
         mu, sigma = torch.cat([d.mean for d in dists]), torch.cat([d.std for d in dists])
     params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-2)
     steps, batch = int(args.unet_steps * args.steps_scale), 64
-    gen = torch.Generator().manual_seed(4)
+    gen = torch.Generator().manual_seed(seed)
     empty = tok([""], padding="max_length", return_tensors="pt").input_ids
     t0 = time.time()
     for step in range(steps):
@@ -149,7 +163,7 @@ def stage_unet(args, world, data) -> None:
         target = train_sched.get_velocity(lat, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=text(ids)[0]).sample
         loss = F.mse_loss(pred, target)
-        optimiser_step(opt, loss, warmup_cosine(step, steps, 1e-3, warmup=200), clip_params=params)
+        optimiser_step(opt, loss, warmup_cosine(step, steps, args.unet_lr, warmup=200), clip_params=params)
         if step % 100 == 0 or step == steps - 1:
             log("unet", f"step {step}/{steps} loss {loss.item():.4f} ({(time.time() - t0) / (step + 1):.2f} s/step)")
         if (step + 1) % args.save_every == 0 or step == steps - 1:
@@ -170,6 +184,11 @@ def main() -> None:
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--n-train", type=int, default=20000, help="shapes-world training renders")
     p.add_argument("--unet-steps", type=int, default=5000)
+    p.add_argument("--unet-lr", type=float, default=1e-3, help="peak learning rate of the UNet stage")
+    p.add_argument("--clip-steps", type=int, default=4000)
+    p.add_argument("--clip-lr", type=float, default=1e-3, help="peak learning rate of the CLIP stage")
+    p.add_argument("--resume", action="store_true",
+                   help="clip and unet stages: continue training the saved models instead of starting from random weights")
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (smoke runs)")
     p.add_argument("--threads", type=int, default=2)

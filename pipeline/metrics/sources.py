@@ -102,21 +102,31 @@ class FolderImages(Dataset):
 
 
 class ShapesImages(Dataset):
-    """The shapes world's real split, rendered on the fly (``n`` images, disjoint across split names)."""
+    """The shapes world's real split, rendered on the fly (``n`` images, disjoint across split names).
 
-    def __init__(self, world, split: str, n: int, size: int, seed: int = 0) -> None:
+    With ``classes``, sample ``i`` shows ``classes[i % len(classes)]`` (its other attributes stay random):
+    a class-balanced real set of just those classes.
+    """
+
+    def __init__(self, world, split: str, n: int, size: int, seed: int = 0, classes=None) -> None:
         from pipeline.shapes.split import sample_seed
 
         self.world, self.split, self.n, self.size, self.seed = world, split, int(n), size, seed
+        self.classes = list(classes) if classes else None
         self._seed = sample_seed
-        self.fingerprint = hashlib.sha256(json.dumps(["shapes", split, n, seed, world.image_size]).encode()).hexdigest()[:16]
-        self.description = f"shapes world, real split '{split}' ({n} images)"
+        self.fingerprint = hashlib.sha256(json.dumps(["shapes", split, n, seed, world.image_size, self.classes]).encode()).hexdigest()[:16]
+        which = f", classes {', '.join(self.classes)}" if self.classes else ""
+        self.description = f"shapes world, real split '{split}' ({n} images{which})"
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        r = self.world.sample(self._seed(self.seed, self.split, i))
+        seed = self._seed(self.seed, self.split, i)
+        attrs = self.world.sample_attributes(seed)
+        if self.classes:
+            attrs["object"] = self.classes[i % len(self.classes)]
+        r = self.world.render(attrs, seed)
         return _to_tensor(r.image, self.size), self.world.classes.index(r.attributes["object"])
 
 

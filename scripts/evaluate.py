@@ -1,0 +1,315 @@
+#!/usr/bin/env python
+"""Clone the shapes world with each dataset-generation method and score every clone against real data.
+
+For each method (class-name prompting, random search, RLDF Q-learning, noisy diffusion gradient) this
+runs the real clone job (``scripts/clone.py``: Ray workers, search, shards) with the same model, reward,
+seed and render budget, then scores the clone against the shapes world's real images:
+
+* FD, KID, precision, recall, density, coverage (embedded tiny-CLIP features; ``pipeline.metrics``)
+  against ``--n-real`` images of the real split ``val``;
+* CAS: a small CNN trained only on the clone, tested on real images of the split ``cas-test``.
+
+Two reference rows come from real data: a real split (``cas-train``, as many images as one clone)
+scored against ``val`` by the same metrics, and the same CNN trained on it. Results go to
+``<out>/results.json`` and to a markdown file (tables between marker comments, so prose written
+around them survives a rerun), with one contact sheet per method.
+
+  python scripts/evaluate.py                  # full: 200 images per class (make eval)
+  python scripts/evaluate.py --quick          # 20 images per class, smaller budgets (make eval-quick)
+
+Re-running resumes: finished clones are reused (their recorded wall times are reported), so only
+missing work is redone; ``--fresh`` starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METHODS = ("class_name", "random", "qlearning", "noisy_gradient")
+LABELS = {"class_name": "class-name prompting", "random": "random search", "qlearning": "RLDF Q-learning",
+          "noisy_gradient": "noisy diffusion gradient", "real": "real data (held-out split)"}
+BEGIN, END = "<!-- results:begin (written by scripts/evaluate.py) -->", "<!-- results:end -->"
+
+
+def method_overrides(method: str, budget: int) -> list[str]:
+    """The search config of each method; every search gets the same render budget."""
+    return {
+        "class_name": ["search=class_name"],
+        "random": ["search=random", f"search.budget={budget}"],
+        "qlearning": ["search=qlearning_batched", f"search.max_renders={budget}"],
+        "noisy_gradient": ["search=noisy_gradient", f"search.max_renders={budget}"],
+    }[method]
+
+
+def run_clone(out: Path, overrides: list[str]) -> dict:
+    """Run (or resume) one clone; returns its summary plus the wall time of the run that generated it."""
+    record = out / "eval_clone.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *overrides]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # progress bars pass through on stderr
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"error: clone into {out} failed (exit {p.returncode}); see {out / 'clone.log'}")
+    summary = json.loads(p.stdout[p.stdout.index("{") : p.stdout.rindex("}") + 1])
+    if summary["shards_written"] == 0 and record.is_file():  # resumed with nothing to do: keep the original timing
+        return json.loads(record.read_text())
+    summary["command"] = " ".join(["python scripts/clone.py", *[o for o in cmd[2:]]])
+    summary["wall_s_command"] = round(wall, 1)
+    record.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def search_stats(out: Path, class_names: list[str], grammar) -> dict:
+    """Renders per class and whether each search's best state shows the input's class."""
+    from pipeline.search.result import SearchResult
+
+    renders, found = [], 0
+    ci = grammar.axis_index(grammar.class_axis) if grammar.class_axis else None
+    for k, name in enumerate(class_names):
+        res = SearchResult.from_dict(json.loads((out / "searches" / f"{name}.json").read_text()))
+        renders.append(res.renders)
+        enc = res.best.encoding
+        found += int(ci is not None and enc is not None and grammar.axes[ci].choices[enc[ci]] == name)
+    return {"renders_median": float(np.median(renders)), "renders_min": int(min(renders)), "renders_max": int(max(renders)),
+            "renders_total": int(sum(renders)), "classes_found": found}
+
+
+def contact_sheet(images, labels, classes: dict[int, str], per_class: int, seed: int, path: Path) -> None:
+    """Rows = classes, ``per_class`` random samples each (seeded), class name under the first cell."""
+    from PIL import Image
+
+    from pipeline.images import contact_grid
+
+    rng = np.random.default_rng(seed)
+    cells, names = [], []
+    for k, name in classes.items():
+        idx = np.flatnonzero(labels == k)
+        pick = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
+        row = [Image.fromarray(images[i].permute(1, 2, 0).numpy()) for i in pick]
+        row += [Image.new("RGB", (8, 8), (255, 255, 255))] * (per_class - len(row))
+        cells += row
+        names += [name] + [""] * (per_class - 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    contact_grid(cells, per_class, cell=64, labels=names).save(path)
+
+
+def versions() -> dict:
+    import diffusers
+    import ray
+    import torch
+    import torchmetrics
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "ray": ray.__version__, "torchmetrics": torchmetrics.__version__,
+            "git_commit": commit or "unknown", "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores"}
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown(res: dict) -> str:
+    a, rows = res["args"], res["rows"]
+    lines = [BEGIN, "",
+             f"Shapes world, {a['classes']} classes, {a['images_per_class']} images per class per method "
+             f"({'quick mode' if a['quick'] else 'full run'}), run seed {a['seed']}, render budget {a['budget']} per class, "
+             f"model `{a['model']}`, reward `{a['reward']}`, env mode `{a['env_mode']}`, {a['workers']} Ray workers. "
+             f"Metrics: `{res['extractor']}` features, {a['n_real']} real `val` images; CAS tested on {a['n_cas_test']} real "
+             f"`cas-test` images after {a['cas_steps']} training steps.", "",
+             "| method | renders / class (median, range) | best state has the class | clone wall time | FD ↓ | KID ↓ | precision | recall | density | coverage | CAS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        m, s = r["metrics"], r.get("search")
+        renders = f"{fmt(s['renders_median'], 0)} ({s['renders_min']}–{s['renders_max']})" if s else "—"
+        found = f"{s['classes_found']}/{a['classes']}" if s and name != "class_name" else "—"
+        wall = f"{r['clone']['wall_s_command']:.0f} s" if "clone" in r else "—"
+        kid = f"{m['kid']:.4f} ± {m['kid_std']:.4f}"
+        lines.append(f"| {LABELS[name]} | {renders} | {found} | {wall} | {fmt(m['fd'])} | {kid} | {fmt(m['precision'])} | "
+                     f"{fmt(m['recall'])} | {fmt(m['density'])} | {fmt(m['coverage'])} | {fmt(r['cas']['accuracy'])} |")
+    lines += ["", "Per class: FD ↓ / CAS.", "",
+              "| class | " + " | ".join(LABELS[n] for n in rows) + " |", "|---|" + "---|" * len(rows)]
+    for cls in res["class_names"]:
+        cells = []
+        for r in rows.values():
+            pc = r["metrics_per_class"].get(cls, {})
+            cells.append(f"{fmt(pc.get('fd'), 1)} / {fmt(r['cas']['per_class'].get(cls), 2)}")
+        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    lines += ["", "Random samples per class (rows: classes):", ""]
+    for name, r in rows.items():
+        lines.append(f"- {LABELS[name]}: ![{name}]({r['figure']})")
+    t = res["seconds"]
+    lines += ["", f"Wall times: clones {t['clones']:.0f} s, features and metrics {t['metrics']:.0f} s, "
+              f"CAS training {t['cas']:.0f} s, total {t['total']:.0f} s.", "",
+              "Command: `" + res["command"] + "`", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
+              "Clone commands (one per method; `paths.output_dir` differs):", ""]
+    lines += [f"- {LABELS[n]}: `{r['clone']['command']}`" for n, r in rows.items() if "clone" in r]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, block: str) -> None:
+    """Replace the marked block, keeping any prose around it (or start a new file)."""
+    if path.is_file() and BEGIN in (text := path.read_text()) and END in text:
+        head, rest = text.split(BEGIN, 1)
+        new = head + block + rest.split(END, 1)[1]
+    else:
+        new = "# Clone quality on the shapes world\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="20 images per class, budget 96, short CAS training (< 10 min on 2 cores)")
+    p.add_argument("--images-per-class", type=int, default=None, help="default 200 (quick: 20)")
+    p.add_argument("--budget", type=int, default=None, help="renders per class for each search (default 480; quick: 96)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--classes", default=None, help="comma-separated subset of classes (default: all)")
+    p.add_argument("--model", default="tiny_shapes")
+    p.add_argument("--reward", default="learned_shapes")
+    p.add_argument("--env-mode", default="goal", choices=("goal", "reward_only"))
+    p.add_argument("--workers", type=int, default=2, help="Ray workers (one torch thread each)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-real", type=int, default=None, help="real val images for the metrics (default: as many as one clone)")
+    p.add_argument("--n-cas-test", type=int, default=None, help="real images CAS is tested on (default 2000; quick: 500)")
+    p.add_argument("--cas-steps", type=int, default=None, help="CAS classifier steps (default 1500; quick: 500)")
+    p.add_argument("--out", type=Path, default=None, help="work folder (default runs/eval or runs/eval-quick)")
+    p.add_argument("--markdown", type=Path, default=None, help="default docs/results.md (quick: <out>/results.md)")
+    p.add_argument("--figures", type=Path, default=None, help="contact sheets (default docs/results (quick: <out>/figures))")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra override for every clone (repeatable), e.g. --set clone.batch_size=32")
+    p.add_argument("--fresh", action="store_true", help="delete earlier clones in --out first")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    a = p.parse_args()
+    quick = a.quick
+    ipc = a.images_per_class or (20 if quick else 200)
+    budget = a.budget or (96 if quick else 480)
+    out = a.out or ROOT / "runs" / ("eval-quick" if quick else "eval")
+    md = a.markdown or (out / "results.md" if quick else ROOT / "docs" / "results.md")
+    figs = a.figures or (out / "figures" if quick else ROOT / "docs" / "results")
+    cas_steps = a.cas_steps or (500 if quick else 1500)
+    n_cas_test = a.n_cas_test or (500 if quick else 2000)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}")
+
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from pipeline.cli import CONF_DIR
+    from pipeline.metrics.cas import classification_accuracy_score, load_labelled
+    from pipeline.metrics.features import extract
+    from pipeline.metrics.scores import score_sets
+    from pipeline.metrics.sources import ShapesImages, ShardImages
+    from pipeline.shapes.world import ShapesWorld
+
+    torch.set_num_threads(2)
+    t_start = time.perf_counter()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="metrics", overrides=["synthetic=none"])
+    grammar = instantiate(cfg.grammar)
+    world = ShapesWorld(grammar, 32)
+    class_names = list(world.classes)
+    if a.classes:
+        chosen = [c.strip() for c in a.classes.split(",")]
+        bad = sorted(set(chosen) - set(class_names))
+        if bad:
+            raise SystemExit(f"error: unknown class(es) {bad}; the shapes world has {class_names}")
+    else:
+        chosen = class_names
+    n_synth = ipc * len(chosen)
+    n_real = a.n_real or n_synth
+    if a.fresh:
+        for m in METHODS:
+            shutil.rmtree(out / m, ignore_errors=True)
+    common = [f"model={a.model}", f"reward={a.reward}", f"env.mode={a.env_mode}", f"seed={a.seed}",
+              f"clone.images_per_class={ipc}", f"clone.shard_size={min(ipc, 50)}", f"cluster.num_workers={a.workers}",
+              "cluster.threads_per_worker=1", f"clone.progress={'true' if a.progress else 'false'}"]
+    common += a.overrides
+    if a.classes:
+        common.append(f"dataset.only=[{','.join(chosen)}]")
+
+    # 1. one clone per method
+    t0 = time.perf_counter()
+    clones, stats = {}, {}
+    for m in methods:
+        print(f"== clone: {LABELS[m]}", file=sys.stderr, flush=True)
+        clones[m] = run_clone(out / m, common + method_overrides(m, budget))
+        stats[m] = search_stats(out / m, chosen, grammar)
+    t_clones = time.perf_counter() - t0
+
+    # 2. distribution metrics against the real val split, with a real-vs-real reference row
+    t0 = time.perf_counter()
+    extractor = instantiate(cfg.features)
+    cache = out / "feature_cache"
+    fx = dict(batch_size=256, workers=0, cache_dir=cache)
+    keep = [class_names.index(c) for c in chosen]
+    names = dict(enumerate(class_names))
+    real_val = extract(ShapesImages(world, "val", n_real, 32, classes=chosen), extractor, None, label="real val", **fx)
+    sources = {m: ShardImages(str(out / m), 32) for m in methods}
+    sources["real"] = ShapesImages(world, "cas-train", n_synth, 32, classes=chosen)
+    metrics = {}
+    for name, src in sources.items():
+        fs = extract(src, extractor, None, label=name, **fx)
+        metrics[name] = score_sets(real_val, fs, k=3, kid_subsets=100, kid_subset_size=1000, seed=a.seed, class_names=names)
+    t_metrics = time.perf_counter() - t0
+
+    # 3. CAS: train on each set, test on real cas-test images; contact sheets from the same images
+    t0 = time.perf_counter()
+    test = load_labelled(ShapesImages(world, "cas-test", n_cas_test, 32, classes=chosen))
+    rows = {}
+    for name, src in sources.items():
+        train = load_labelled(src)
+        cas = classification_accuracy_score(train, test, len(class_names), cas_steps, seed=a.seed, class_names=names,
+                                            progress=a.progress, desc=f"CAS {name}")
+        fig = figs / f"{name}.png"
+        contact_sheet(train.images, train.labels.numpy(), {k: class_names[k] for k in keep}, 8, a.seed, fig)
+        rows[name] = {"metrics": metrics[name]["overall"], "metrics_per_class": metrics[name]["per_class"], "cas": cas,
+                      "figure": str(fig.relative_to(md.parent)) if fig.is_relative_to(md.parent) else str(fig)}
+        if name in clones:
+            rows[name]["clone"], rows[name]["search"] = clones[name], stats[name]
+        print(f"{LABELS[name]}: FD {metrics[name]['overall']['fd']:.3f}, precision {metrics[name]['overall']['precision']:.3f}, "
+              f"recall {metrics[name]['overall']['recall']:.3f}, CAS {cas['accuracy']:.3f}", file=sys.stderr, flush=True)
+    t_cas = time.perf_counter() - t0
+
+    result = {
+        "args": {"quick": quick, "classes": len(chosen), "images_per_class": ipc, "budget": budget, "seed": a.seed,
+                 "model": a.model, "reward": a.reward, "env_mode": a.env_mode, "workers": a.workers, "n_real": n_real,
+                 "n_cas_test": int(len(test)), "cas_steps": cas_steps},
+        "class_names": [class_names[k] for k in keep], "extractor": extractor.name, "rows": rows,
+        "seconds": {"clones": t_clones, "metrics": t_metrics, "cas": t_cas, "total": time.perf_counter() - t_start},
+        "command": "python scripts/evaluate.py " + " ".join(sys.argv[1:]), "versions": versions(),
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    block = markdown(result)
+    write_markdown(md, block)
+    print(block)
+    print(f"\nresults: {md} (tables), {out / 'results.json'}, figures in {figs}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
