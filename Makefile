@@ -62,7 +62,7 @@ test: $(STAMP)
 
 # Benchmarks (ratios measured side by side; several minutes on 2 cores).
 bench: $(STAMP)
-	$(PY) scripts/bench.py --out runs/bench.json $(ARGS)
+	$(PY) scripts/bench.py --out runs/bench.json --markdown docs/results.md $(ARGS)
 
 # Clone quality per method (class name, random, RLDF Q-learning, noisy gradient): FD/KID/P/R/D/C and CAS
 # against real data. Full run: 200 images per class, writes docs/results.md; resumes when re-run.

@@ -171,6 +171,43 @@ def bench_metrics(n: int, dim: int) -> dict:
     return out
 
 
+def _stat(s: dict) -> str:
+    if "median" not in s:
+        return f"{s['reached']}; —"
+    return f"{s['reached']}; {s['median']:.0f} ({s['iqr'][0]:.0f}–{s['iqr'][1]:.0f})"
+
+
+def markdown(report: dict, command: str) -> dict[str, str]:
+    """One table per benchmark part, as printed and as written to docs/results.md (a block each)."""
+    import platform
+
+    from pipeline.markdown import table
+
+    where = f"Command: `{command}` ({platform.machine()}, {__import__('os').cpu_count()} cores)."
+    parts = {}
+    if "pipeline" in report:
+        p = report["pipeline"]
+        parts["pipeline"] = [where, "", f"Pipeline (`{p['model']}`, {p['images']} images, batch {p['batch']}, one torch thread per worker; "
+                f"worker start-up excluded: {p['worker_startup_s']['1']} s with 1 worker, {p['worker_startup_s']['2']} s with 2):", "",
+                table(["measure", "images/s", "ratio", "target"], [
+                    ["bare generator, same model, batch, steps, prompts and seeds (1 thread)", p["bare_generator_images_per_s"], "—", "—"],
+                    ["clone end to end, 1 worker (Ray, PNG, tar, sha256, manifest)", p["clone_1_worker_images_per_s"],
+                     f"**{p['overhead_ratio']:.3f}** of bare", "≥ 0.90"],
+                    ["clone end to end, 2 workers", p["clone_2_workers_images_per_s"], f"**{p['scaling_2_over_1']:.2f}×** of 1 worker", "—"],
+                ])]
+    if "search" in report:
+        s = report["search"]
+        parts["search"] = [where, "", f"Search cost ({s['setup']}): renders until the best state has the input's class for good, and until it is "
+                "within 1% of the grid's best reward (reached; median (IQR)):", "",
+                table(["method", "to the input's class", "to within 1% of the optimum", "total renders (median)"],
+                      [[m, _stat(r["renders_to_class"]), _stat(r["renders_to_1pct_of_optimum"]), f"{r['renders_total_median']:.0f}"]
+                       for m, r in s.items() if m != "setup"])]
+    if "metrics" in report:
+        m = report["metrics"]
+        parts["metrics"] = [where, "", "Metrics cost:", "", table(["measure", "value"], [[k, v] for k, v in m.items()])]
+    return {k: "\n".join(v) for k, v in parts.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="overhead,search,metrics")
@@ -181,7 +218,8 @@ def main() -> None:
     p.add_argument("--inputs", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--prdc-n", type=int, default=10_000)
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="JSON report")
+    p.add_argument("--markdown", type=Path, default=None, help="write the tables into this markdown file's bench block")
     a = p.parse_args()
     report = {}
     parts = a.only.split(",")
@@ -195,7 +233,15 @@ def main() -> None:
         report["metrics"] = bench_metrics(a.prdc_n, 2048)
         print(json.dumps({"metrics": report["metrics"]}, indent=1), flush=True)
     if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(report, indent=1))
+    tables = markdown(report, "python scripts/bench.py " + " ".join(sys.argv[1:]))
+    print("\n\n".join(tables.values()))
+    if a.markdown:
+        from pipeline.markdown import replace_block
+
+        for part, text in tables.items():
+            replace_block(a.markdown, f"bench-{part}", text, title="Results on the shapes world")
 
 
 if __name__ == "__main__":

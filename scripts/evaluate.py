@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT))
 METHODS = ("class_name", "random", "qlearning", "noisy_gradient")
 LABELS = {"class_name": "class-name prompting", "random": "random search", "qlearning": "RLDF Q-learning",
           "noisy_gradient": "noisy diffusion gradient", "real": "real data (held-out split)"}
-BEGIN, END = "<!-- results:begin (written by scripts/evaluate.py) -->", "<!-- results:end -->"
 
 
 def method_overrides(method: str, budget: int) -> list[str]:
@@ -131,8 +130,7 @@ def fmt(v, digits: int = 3) -> str:
 
 def markdown(res: dict) -> str:
     a, rows = res["args"], res["rows"]
-    lines = [BEGIN, "",
-             f"Shapes world, {a['classes']} classes, {a['images_per_class']} images per class per method "
+    lines = [f"Shapes world, {a['classes']} classes, {a['images_per_class']} images per class per method "
              f"({'quick mode' if a['quick'] else 'full run'}), run seed {a['seed']}, render budget {a['budget']} per class, "
              f"model `{a['model']}`, reward `{a['reward']}`, env mode `{a['env_mode']}`, {a['workers']} Ray workers. "
              f"Metrics: `{res['extractor']}` features, {a['n_real']} real `val` images; CAS tested on {a['n_cas_test']} real "
@@ -165,26 +163,14 @@ def markdown(res: dict) -> str:
               "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
               "Clone commands (one per method; `paths.output_dir` differs):", ""]
     lines += [f"- {LABELS[n]}: `{r['clone']['command']}`" for n, r in rows.items() if "clone" in r]
-    lines += ["", END]
     return "\n".join(lines)
-
-
-def write_markdown(path: Path, block: str) -> None:
-    """Replace the marked block, keeping any prose around it (or start a new file)."""
-    if path.is_file() and BEGIN in (text := path.read_text()) and END in text:
-        head, rest = text.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1]
-    else:
-        new = "# Clone quality on the shapes world\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="20 images per class, budget 96, short CAS training (< 10 min on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="20 images per class, budget 64, short CAS training (< 10 min on 2 cores)")
     p.add_argument("--images-per-class", type=int, default=None, help="default 200 (quick: 20)")
-    p.add_argument("--budget", type=int, default=None, help="renders per class for each search (default 480; quick: 96)")
+    p.add_argument("--budget", type=int, default=None, help="renders per class for each search (default 480; quick: 64)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--classes", default=None, help="comma-separated subset of classes (default: all)")
     p.add_argument("--model", default="tiny_shapes")
@@ -194,7 +180,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-real", type=int, default=None, help="real val images for the metrics (default: as many as one clone)")
     p.add_argument("--n-cas-test", type=int, default=None, help="real images CAS is tested on (default 2000; quick: 500)")
-    p.add_argument("--cas-steps", type=int, default=None, help="CAS classifier steps (default 1500; quick: 500)")
+    p.add_argument("--cas-steps", type=int, default=None, help="CAS classifier steps (default 1500; quick: 400)")
     p.add_argument("--out", type=Path, default=None, help="work folder (default runs/eval or runs/eval-quick)")
     p.add_argument("--markdown", type=Path, default=None, help="default docs/results.md (quick: <out>/results.md)")
     p.add_argument("--figures", type=Path, default=None, help="contact sheets (default docs/results (quick: <out>/figures))")
@@ -205,11 +191,11 @@ def main() -> None:
     a = p.parse_args()
     quick = a.quick
     ipc = a.images_per_class or (20 if quick else 200)
-    budget = a.budget or (96 if quick else 480)
+    budget = a.budget or (64 if quick else 480)
     out = a.out or ROOT / "runs" / ("eval-quick" if quick else "eval")
     md = a.markdown or (out / "results.md" if quick else ROOT / "docs" / "results.md")
     figs = a.figures or (out / "figures" if quick else ROOT / "docs" / "results")
-    cas_steps = a.cas_steps or (500 if quick else 1500)
+    cas_steps = a.cas_steps or (400 if quick else 1500)
     n_cas_test = a.n_cas_test or (500 if quick else 2000)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
@@ -221,6 +207,7 @@ def main() -> None:
     from hydra.utils import instantiate
 
     from pipeline.cli import CONF_DIR
+    from pipeline.markdown import replace_block
     from pipeline.metrics.cas import classification_accuracy_score, load_labelled
     from pipeline.metrics.features import extract
     from pipeline.metrics.scores import score_sets
@@ -306,7 +293,7 @@ def main() -> None:
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
     block = markdown(result)
-    write_markdown(md, block)
+    replace_block(md, "eval", block, title="Results on the shapes world")
     print(block)
     print(f"\nresults: {md} (tables), {out / 'results.json'}, figures in {figs}", file=sys.stderr)
 

@@ -41,11 +41,11 @@ def test_evaluate_end_to_end_and_resume(tmp_path):
     assert "RLDF Q-learning" in md and "CAS" in md and "](figs/qlearning.png)" in md
 
     # prose around the tables survives; a rerun reuses the clones and their recorded timings
-    (tmp_path / "results.md").write_text("# Mine\n\nintro\n\n" + md.split("# Clone quality on the shapes world\n\n", 1)[1] + "\noutro\n")
+    (tmp_path / "results.md").write_text("# Mine\n\nintro\n\n" + md.split("# Results on the shapes world\n\n", 1)[1] + "\noutro\n")
     wall = res["rows"]["qlearning"]["clone"]["wall_s_command"]
     evaluate(tmp_path)
     res2 = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert res2["rows"]["qlearning"]["clone"]["wall_s_command"] == wall
     assert res2["rows"]["qlearning"]["metrics"] == res["rows"]["qlearning"]["metrics"]
     md2 = (tmp_path / "results.md").read_text()
-    assert md2.startswith("# Mine\n\nintro\n\n") and md2.rstrip().endswith("outro") and md2.count("results:begin") == 1
+    assert md2.startswith("# Mine\n\nintro\n\n") and md2.rstrip().endswith("outro") and md2.count("eval:begin") == 1
