@@ -46,9 +46,9 @@ def test_learned_encoders_read_real_shapes(world, grammar):
     assert (enc[:, 0] == data.labels[:, 0]).mean() >= 0.9  # object class from the CNN heads
     clip = stack.image_encoder
     emb = clip.embed(images)
-    # regression floors at the measured quality (README): shape 80% (the 95% target is not met yet), colour ~100%
+    # regression floors below the measured quality (README: zero-shot shape 98.9% on 1,000 images, colour ~100%)
     text = clip.embed_text([f"a photo of a {c}" for c in world.classes])
-    assert ((emb @ text.T).argmax(1) == data.labels[:, 0]).mean() >= 0.7
+    assert ((emb @ text.T).argmax(1) == data.labels[:, 0]).mean() >= 0.95
     colours = grammar.axis("colour").choices
     text = clip.embed_text([f"a {c} circle" for c in colours])
     assert ((emb @ text.T).argmax(1) == data.labels[:, 1]).mean() >= 0.95
