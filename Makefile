@@ -31,16 +31,7 @@ demo: $(STAMP)
 	$(PY) scripts/clone.py paths.output_dir=$(OUT) clone.images_per_class=32 clone.shard_size=16
 	@echo "demo shards: $(OUT)/shard-*.tar  (manifest: $(OUT)/manifest.json, log: $(OUT)/clone.log)"
 
-demo-# Clone quality per method (class name, random, RLDF Q-learning, noisy gradient): FD/KID/P/R/D/C and CAS
-# against real data. Full run: 200 images per class, writes docs/results.md; resumes when re-run.
-eval: $(STAMP)
-	$(PY) scripts/evaluate.py $(ARGS)
-
-# A quick look (20 images per class, smaller budgets; under 10 minutes on 2 cores): runs/eval-quick/results.md
-eval-quick: $(STAMP)
-	$(PY) scripts/evaluate.py --quick $(ARGS)
-
-clean:
+demo-clean:
 	rm -rf $(OUT)
 
 search: $(STAMP)

@@ -8,7 +8,9 @@ Stages (run in this order by default; each loads what earlier stages saved):
   vae        AutoencoderKL, 32x32 <-> 16x16x4                     -> models/tiny_shapes_sd/vae
   unet       UNet2DConditionModel + CLIPTextModel, v-prediction  -> models/tiny_shapes_sd (whole pipeline)
 
-Fixed seeds; ``--steps-scale`` shortens every stage for a smoke run.
+Fixed seeds; ``--steps-scale`` shortens every stage for a smoke run. ``--resume`` continues the clip and
+unet stages from the saved weights (a second round with fresh renders: see the README for the commands
+that produced the shipped models).
 """
 
 from __future__ import annotations
