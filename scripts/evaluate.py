@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -117,7 +118,7 @@ def versions() -> dict:
         commit = ""
     return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
             "transformers": transformers.__version__, "ray": ray.__version__, "torchmetrics": torchmetrics.__version__,
-            "git_commit": commit or "unknown", "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores"}
+            "git_commit": commit or "unknown", "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -180,7 +181,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-real", type=int, default=None, help="real val images for the metrics (default: as many as one clone)")
     p.add_argument("--n-cas-test", type=int, default=None, help="real images CAS is tested on (default 2000; quick: 500)")
-    p.add_argument("--cas-steps", type=int, default=None, help="CAS classifier steps (default 1500; quick: 400)")
+    p.add_argument("--cas-steps", type=int, default=None, help="CAS classifier steps (default 1500; quick: 800)")
     p.add_argument("--out", type=Path, default=None, help="work folder (default runs/eval or runs/eval-quick)")
     p.add_argument("--markdown", type=Path, default=None, help="default docs/results.md (quick: <out>/results.md)")
     p.add_argument("--figures", type=Path, default=None, help="contact sheets (default docs/results (quick: <out>/figures))")
@@ -195,7 +196,7 @@ def main() -> None:
     out = a.out or ROOT / "runs" / ("eval-quick" if quick else "eval")
     md = a.markdown or (out / "results.md" if quick else ROOT / "docs" / "results.md")
     figs = a.figures or (out / "figures" if quick else ROOT / "docs" / "results")
-    cas_steps = a.cas_steps or (400 if quick else 1500)
+    cas_steps = a.cas_steps or (800 if quick else 1500)
     n_cas_test = a.n_cas_test or (500 if quick else 2000)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
