@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm import tqdm
 
+from pipeline.models.shapes_cnn import conv_block
 from pipeline.models.training import optimiser_step, warmup_cosine
 
 
@@ -46,16 +47,12 @@ def load_labelled(source: Dataset | IterableDataset, n: int | None = None, batch
     return LabelledImages(x, y)
 
 
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
 class SmallClassifier(nn.Module):
     def __init__(self, num_classes: int, widths: tuple[int, ...] = (32, 64, 128)) -> None:
         super().__init__()
-        layers, cin = [_block(3, widths[0], 1)], widths[0]
+        layers, cin = [conv_block(3, widths[0], 1)], widths[0]
         for w in widths:
-            layers += [_block(cin, w, 2), _block(w, w, 1)]
+            layers += [conv_block(cin, w, 2), conv_block(w, w, 1)]
             cin = w
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(cin, num_classes)
