@@ -33,7 +33,9 @@ def clone(out: Path, *overrides: str) -> dict:
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"clone failed: {p.stderr[-2000:]}")
-    return json.loads(p.stdout[p.stdout.index("{") : p.stdout.rindex("}") + 1])
+    from pipeline.cli.clone import summary_from_output
+
+    return summary_from_output(p.stdout)
 
 
 def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> dict:

@@ -62,10 +62,12 @@ def run_clone(out: Path, overrides: list[str]) -> dict:
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"error: clone into {out} failed (exit {p.returncode}); see {out / 'clone.log'}")
-    summary = json.loads(p.stdout[p.stdout.index("{") : p.stdout.rindex("}") + 1])
+    from pipeline.cli.clone import summary_from_output
+
+    summary = summary_from_output(p.stdout)
     if summary["shards_written"] == 0 and record.is_file():  # resumed with nothing to do: keep the original timing
         return json.loads(record.read_text())
-    summary["command"] = " ".join(["python scripts/clone.py", *[o for o in cmd[2:]]])
+    summary["command"] = " ".join(["python scripts/clone.py", *cmd[2:]])
     summary["wall_s_command"] = round(wall, 1)
     record.write_text(json.dumps(summary, indent=1))
     return summary

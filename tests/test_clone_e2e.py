@@ -14,6 +14,8 @@ import psutil
 import pytest
 import webdataset as wds
 
+from pipeline.cli.clone import summary_from_output
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "dataset.only=[circle,square,star,cross]"
 SMALL = ["model=procedural", "reward=pixel_stats", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
@@ -34,7 +36,7 @@ def clone(out, *overrides, check=True):
 
 
 def summary(p):
-    return json.loads(p.stdout[p.stdout.index("{") : p.stdout.rindex("}") + 1])
+    return summary_from_output(p.stdout)
 
 
 def sample_hashes(out):

@@ -40,6 +40,12 @@ def _init_ray(cluster: DictConfig) -> int:
     return max(1, int(res.get("CPU", 1) // cluster.cpus_per_worker))
 
 
+def summary_from_output(stdout: str) -> dict:
+    """The JSON summary that :func:`run` prints, read back from the command's stdout (for scripts and tests
+    that run ``scripts/clone.py`` as a subprocess)."""
+    return json.loads(stdout[stdout.index("{") : stdout.rindex("}") + 1])
+
+
 def run(cfg: DictConfig) -> int:
     dataset = instantiate(cfg.dataset)
     c = cfg.clone
