@@ -135,10 +135,11 @@ def stage_unet(args, world, data) -> None:
         from transformers import CLIPTextModel
 
         unet, text = UNet2DConditionModel.from_pretrained(sd / "unet"), CLIPTextModel.from_pretrained(sd / "text_encoder")
-        seed = 5
+        seed = 5 if args.train_seed is None else args.train_seed
     else:
         torch.manual_seed(4)
-        unet, text, seed = tiny.unet(), tiny.text_encoder(len(tok)), 4
+        unet, text = tiny.unet(), tiny.text_encoder(len(tok))
+        seed = 4 if args.train_seed is None else args.train_seed
     unet.train(), text.train()
     sched = tiny.scheduler()
     train_sched = DDPMScheduler.from_config(sched.config)
@@ -191,6 +192,9 @@ def main() -> None:
     p.add_argument("--clip-lr", type=float, default=1e-3, help="peak learning rate of the CLIP stage")
     p.add_argument("--resume", action="store_true",
                    help="clip and unet stages: continue training the saved models instead of starting from random weights")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the training renders (a new round: a new seed)")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="unet stage: seed of batch order and noise (default 4, or 5 with --resume)")
     p.add_argument("--save-every", type=int, default=1000)
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (smoke runs)")
     p.add_argument("--threads", type=int, default=2)
@@ -199,7 +203,7 @@ def main() -> None:
     grammar = Grammar.from_yaml(ROOT / "conf" / "grammar" / "shapes.yaml")
     world = ShapesWorld(grammar, 32)
     t0 = time.time()
-    data = render_arrays(world, args.n_train, "train", seed=0)
+    data = render_arrays(world, args.n_train, "train", seed=args.data_seed)
     log("data", f"{args.n_train} renders in {time.time() - t0:.1f}s")
     for name in args.stages.split(","):
         t0 = time.time()
