@@ -83,6 +83,23 @@ def test_resume_with_nothing_left_redoes_nothing(reference, tmp_path):
     assert sample_hashes(out) == reference[2]
 
 
+def test_resume_under_other_settings_is_refused_unless_allowed(reference, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(reference[0], out)
+    p = clone(out, "search=random", "search.budget=20", check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and len(lines) == 1, p.stderr[-2000:]
+    assert "was started with other settings" in lines[0] and "search._target_" in lines[0]
+    assert "clone.on_config_change=allow" in lines[0]
+    # runtime knobs are not settings of the output: another batch size and worker count resume fine
+    s = summary(clone(out, "clone.batch_size=3", "cluster.num_workers=1"))
+    assert s["shards_reused"] == 12
+    s = summary(clone(out, "search=random", "search.budget=20", "clone.on_config_change=allow"))
+    assert s["ok"] and s["shards_reused"] == 12 and sample_hashes(out) == reference[2]
+    record = json.loads((out / "run.json").read_text())
+    assert record["identity"]["search._target_"].endswith("RandomSearch") and len(record["history"]) == 1
+
+
 def test_corrupt_shards_are_detected_and_regenerated(reference, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(reference[0], out)

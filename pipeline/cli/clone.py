@@ -14,8 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.assembly import instantiate_model
 from pipeline.cli import CONF_DIR, user_errors
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
+from pipeline.clone.identity import check_identity
 from pipeline.clone.plan import ClonePlan
 from pipeline.errors import ConfigError
+from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
 
@@ -70,8 +72,10 @@ def run(cfg: DictConfig) -> int:
     from pipeline.clone.driver import CloneDriver
 
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    # a resume under other settings fails here, before Ray starts
+    changes = check_identity(Storage(cfg.paths.output_dir), cfg_dict, str(c.on_config_change))
     cfg_dict["cluster"]["num_workers"] = _init_ray(cfg.cluster)
-    summary = CloneDriver(cfg_dict, plan).run()
+    summary = CloneDriver(cfg_dict, plan, identity_changes=changes).run()
     out = summary.to_dict()
     print(json.dumps(out, indent=1))
     print(f"shards: {cfg.paths.output_dir} ({summary.shards_written} written, {summary.shards_reused} reused, "

@@ -1,7 +1,8 @@
 """The clone driver: plans units, dispatches them to Ray workers with backpressure, survives failures.
 
 * A search unit per class whose result is not yet persisted; a shard unit per shard that is missing,
-  corrupt or unlisted. Resume is the same code: list what is done, do the rest.
+  corrupt or unlisted. Resume is the same code: list what is done, do the rest, after checking that the
+  settings the output depends on are those it was started with (:mod:`pipeline.clone.identity`).
 * Each worker has at most ``cluster.max_in_flight`` calls queued, so work goes where capacity is.
 * A worker that dies (actor crash, node loss) is replaced and its units are re-queued; a unit whose own
   code keeps failing is given up after ``clone.max_attempts`` tries, reported, and the run exits non-zero.
@@ -21,6 +22,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
+from pipeline.clone.identity import check_identity
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.worker import CloneWorker, search_path
@@ -72,8 +74,12 @@ def short_error(exc: BaseException) -> str:
 
 
 class CloneDriver:
-    def __init__(self, cfg: dict[str, Any], plan: ClonePlan, on_event: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, cfg: dict[str, Any], plan: ClonePlan, on_event: Callable[[dict], None] | None = None,
+                 identity_changes: list[str] | None = None) -> None:
+        """``identity_changes``: the result of a :func:`check_identity` the caller already ran (the CLI checks
+        before starting Ray); ``None`` makes :meth:`run` check."""
         self.cfg, self.plan = cfg, plan
+        self.identity_changes = identity_changes
         cluster = cfg["cluster"]
         self.num_workers = int(cluster["num_workers"] or os.cpu_count() or 1)
         self.max_in_flight = int(cluster.get("max_in_flight", 2))
@@ -141,6 +147,11 @@ class CloneDriver:
     def run(self) -> CloneSummary:
         t0 = time.perf_counter()
         summary = CloneSummary(classes=len(self.plan.classes), shards_total=len(self.plan.all_shards()))
+        changes = self.identity_changes
+        if changes is None:
+            changes = check_identity(self.storage, self.cfg, self.cfg["clone"].get("on_config_change", "error"))
+        if changes:
+            self.event("config_changed", changes=changes)
         searches, shards = self._todo(summary)
         self.event("plan", searches=len(searches), shards=len(shards), reused_shards=summary.shards_reused)
         queue: deque[Unit] = deque(searches + shards)

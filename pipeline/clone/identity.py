@@ -1,0 +1,143 @@
+"""A clone's identity: the settings its output depends on, recorded at the first run, checked on resume.
+
+Resume reuses every committed shard and search result in ``paths.output_dir``. That is right only if the
+rerun would have produced the same bytes, so the first run writes ``run.json`` with the settings that
+decide a sample (run seed, grammar, model, rewards, search, env, dataset, clone settings) and the
+*content* of the local model folders those settings name. A resume under different settings, or with
+retrained weights in the same folder, stops with an error that names what changed, instead of mixing
+two datasets in one output. ``clone.on_config_change=allow`` resumes anyway and records the change.
+
+Runtime knobs that do not change a sample (workers, cluster, devices, batch sizes, progress bars,
+retries) are left out, so a run may resume on other hardware or with a different cluster size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.storage import Storage
+
+log = logging.getLogger("rldf.clone")
+
+IDENTITY_FILE = "run.json"
+# top-level config groups that decide what a sample is
+OUTPUT_GROUPS = ("seed", "grammar", "model", "reward", "search", "env", "dataset", "clone")
+# groups whose local paths name model weights: their files' content is part of the identity
+WEIGHT_GROUPS = ("model", "reward")
+# leaf keys that are placement or bookkeeping, not content
+RUNTIME_LEAVES = frozenset({"device", "batch_size", "max_batch_size", "progress"})
+RUNTIME_KEYS = frozenset({
+    "clone.max_attempts", "clone.dry_run", "clone.throughput", "clone.warmup_images", "clone.on_config_change",
+    "dataset.only",  # which classes this invocation clones; each class's shards stand alone
+})
+POLICIES = ("error", "allow")
+FULL_HASH_LIMIT = 256 << 20  # files above this are fingerprinted by size, head and tail (multi-GB checkpoints)
+PARTIAL_BYTES = 16 << 20
+
+
+def _file_digest(path: Path, h: "hashlib._Hash") -> None:
+    size = path.stat().st_size
+    h.update(f"{size}\0".encode())
+    with open(path, "rb") as f:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(f.read(PARTIAL_BYTES))
+            f.seek(size - PARTIAL_BYTES)
+            h.update(f.read(PARTIAL_BYTES))
+
+
+def fingerprint_path(path: str | Path) -> str:
+    """``sha256:…`` of a local file or of every file below a folder (relative names and content)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for p in files:
+        h.update(f"{p.relative_to(root) if p != root else p.name}\0".encode())
+        _file_digest(p, h)
+    return f"sha256:{h.hexdigest()}"
+
+
+def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    else:
+        out[prefix] = node
+
+
+def run_identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The resolved settings a clone's samples depend on, flattened to ``dotted.key -> value``.
+
+    A string under a weight group that names an existing local path is replaced by its content
+    fingerprint, so moving the models folder is not a change and retraining in place is."""
+    flat: dict[str, Any] = {}
+    for group in OUTPUT_GROUPS:
+        if group in cfg:
+            _flatten(cfg[group], group, flat)
+    out = {}
+    for key, value in sorted(flat.items()):
+        if key in RUNTIME_KEYS or key.rsplit(".", 1)[-1] in RUNTIME_LEAVES:
+            continue
+        if key.split(".", 1)[0] in WEIGHT_GROUPS and isinstance(value, str) and value and os.path.exists(value):
+            value = fingerprint_path(value)
+        out[key] = value
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per setting that differs: ``key: old -> new``."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if a != b:
+            lines.append(f"{key}: {_short(a)} -> {_short(b)}")
+    return lines
+
+
+def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error") -> list[str]:
+    """Record the run's identity on the first run; on a resume compare and return the differences.
+
+    Raises :class:`ConfigError` on a difference when ``policy`` is ``"error"``; with ``"allow"`` the new
+    identity is recorded (the previous ones are kept under ``history``) and the differences returned."""
+    if policy not in POLICIES:
+        raise ConfigError(f"clone.on_config_change must be one of {list(POLICIES)}, got '{policy}'")
+    new = run_identity(cfg)
+    if not storage.exists(IDENTITY_FILE):
+        if storage.list("manifest", ".json") or storage.list("searches", ".json"):
+            log.warning("%s has output but no %s (written by an older version): recording the current settings",
+                        storage.url, IDENTITY_FILE)
+        storage.write_bytes(IDENTITY_FILE, json.dumps({"identity": new, "history": []}, indent=1).encode())
+        return []
+    try:
+        record = json.loads(storage.read_bytes(IDENTITY_FILE))
+        old = record["identity"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{storage.path(IDENTITY_FILE)} is unreadable ({e}); delete it to record the current settings") from e
+    changes = identity_diff(old, new)
+    if not changes:
+        return []
+    if policy == "error":
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        raise ConfigError(
+            f"{storage.url} was started with other settings, and resuming would mix two datasets: {shown}. "
+            "Use a new paths.output_dir, or pass clone.on_config_change=allow to resume anyway "
+            "(shards already written keep the old settings)"
+        )
+    history = record.get("history", []) + [{"identity": old, "replaced_at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+    storage.write_bytes(IDENTITY_FILE, json.dumps({"identity": new, "history": history}, indent=1).encode())
+    log.warning("resuming %s with changed settings (clone.on_config_change=allow): %s", storage.url, "; ".join(changes))
+    return changes

@@ -1,0 +1,114 @@
+"""A clone's recorded identity: what counts as a change of settings on resume, and what does not."""
+
+import json
+import shutil
+
+import pytest
+
+from pipeline.clone.identity import IDENTITY_FILE, check_identity, fingerprint_path, run_identity
+from pipeline.errors import ConfigError
+from pipeline.storage import Storage
+
+
+@pytest.fixture
+def weights(tmp_path):
+    folder = tmp_path / "models" / "tiny"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "weights.bin").write_bytes(b"\x01" * 1000)
+    (folder / "model_index.json").write_text("{}")
+    return folder
+
+
+def config(weights, **changes):
+    cfg = {
+        "seed": 0,
+        "grammar": {"axes": [{"name": "object", "choices": ["circle", "star"]}]},
+        "model": {"pretrained": str(weights), "device": "cuda", "max_batch_size": 64, "guidance_scale": 3.0},
+        "reward": {"image_encoder": {"pretrained": "openai/clip-vit-large-patch14", "batch_size": 256}},
+        "search": {"_target_": "pipeline.search.QLearning", "budget": 480},
+        "env": {"mode": "goal"},
+        "dataset": {"name": "shapes", "only": None},
+        "clone": {"images_per_class": 40, "batch_size": 16, "progress": True, "max_attempts": 3},
+        "cluster": {"num_workers": 8},
+        "paths": {"output_dir": "/somewhere"},
+    }
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+    return cfg
+
+
+def test_fingerprint_follows_content_not_location(weights, tmp_path):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(weights, moved)
+    before = fingerprint_path(weights)
+    assert before == fingerprint_path(moved)
+    (moved / "unet" / "weights.bin").write_bytes(b"\x02" * 1000)  # retrained in place: same size, new bytes
+    assert fingerprint_path(weights) != fingerprint_path(moved)
+    (weights / "unet" / "extra.txt").write_text("x")  # a file added
+    assert fingerprint_path(weights) != before
+
+
+def test_identity_keeps_output_settings_and_drops_runtime_knobs(weights):
+    ident = run_identity(config(weights))
+    assert ident["model.pretrained"] == fingerprint_path(weights)
+    assert ident["reward.image_encoder.pretrained"] == "openai/clip-vit-large-patch14"  # a hub id stays a name
+    assert ident["search.budget"] == 480 and ident["clone.images_per_class"] == 40 and ident["seed"] == 0
+    for runtime in ("model.device", "model.max_batch_size", "clone.batch_size", "clone.progress", "dataset.only",
+                    "cluster.num_workers", "paths.output_dir", "reward.image_encoder.batch_size"):
+        assert runtime not in ident
+    same = config(weights, **{"model.device": "cpu", "clone.batch_size": 1, "cluster.num_workers": 1,
+                              "paths.output_dir": "/other", "dataset.only": ["star"]})
+    assert run_identity(same) == ident
+
+
+def test_first_run_records_and_same_settings_resume(weights, tmp_path):
+    storage = Storage(tmp_path / "out")
+    assert check_identity(storage, config(weights)) == []
+    record = json.loads(storage.read_bytes(IDENTITY_FILE))
+    assert record["identity"] == run_identity(config(weights)) and record["history"] == []
+    assert check_identity(storage, config(weights, **{"model.device": "cpu"})) == []
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("search.budget", 64, "search.budget: 480 -> 64"),
+    ("seed", 1, "seed: 0 -> 1"),
+    ("model.guidance_scale", 5.0, "model.guidance_scale"),
+    ("clone.images_per_class", 200, "clone.images_per_class"),
+])
+def test_changed_settings_are_refused_by_name(weights, tmp_path, key, value, named):
+    storage = Storage(tmp_path / "out")
+    check_identity(storage, config(weights))
+    with pytest.raises(ConfigError) as e:
+        check_identity(storage, config(weights, **{key: value}))
+    assert named in str(e.value) and "clone.on_config_change=allow" in str(e.value)
+
+
+def test_weights_retrained_in_place_are_a_change(weights, tmp_path):
+    storage = Storage(tmp_path / "out")
+    check_identity(storage, config(weights))
+    (weights / "unet" / "weights.bin").write_bytes(b"\x03" * 1000)
+    with pytest.raises(ConfigError, match="model.pretrained: \"sha256:"):
+        check_identity(storage, config(weights))
+
+
+def test_allow_records_the_change_and_keeps_history(weights, tmp_path):
+    storage = Storage(tmp_path / "out")
+    check_identity(storage, config(weights))
+    changes = check_identity(storage, config(weights, **{"search.budget": 64}), policy="allow")
+    assert changes == ["search.budget: 480 -> 64"]
+    record = json.loads(storage.read_bytes(IDENTITY_FILE))
+    assert record["identity"]["search.budget"] == 64 and record["history"][0]["identity"]["search.budget"] == 480
+    assert check_identity(storage, config(weights, **{"search.budget": 64})) == []  # the new settings now resume
+
+
+def test_bad_policy_and_unreadable_record(weights, tmp_path):
+    storage = Storage(tmp_path / "out")
+    with pytest.raises(ConfigError, match="on_config_change must be one of"):
+        check_identity(storage, config(weights), policy="ignore")
+    (tmp_path / "out" / IDENTITY_FILE).write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable"):
+        check_identity(storage, config(weights))
