@@ -61,7 +61,8 @@ def run_clone(out: Path, overrides: list[str]) -> dict:
     p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # progress bars pass through on stderr
     wall = time.perf_counter() - t0
     if p.returncode != 0:
-        raise SystemExit(f"error: clone into {out} failed (exit {p.returncode}); see {out / 'clone.log'}")
+        raise SystemExit(f"error: clone into {out} failed (exit {p.returncode}); see the message above and {out / 'clone.log'} "
+                         "(after retraining models or changing settings, rerun with --fresh)")
     from pipeline.cli.clone import summary_from_output
 
     summary = summary_from_output(p.stdout)
@@ -166,7 +167,7 @@ def markdown(res: dict) -> str:
               "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
               "Clone commands (one per method; `paths.output_dir` differs):", ""]
     lines += [f"- {LABELS[n]}: `{r['clone']['command']}`" for n, r in rows.items() if "clone" in r]
-    return "\n".join(lines)
+    return "\n".join(lines).replace(f"{ROOT}/", "")  # paths relative to the repository, as a reader runs them
 
 
 def main() -> None:
