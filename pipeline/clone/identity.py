@@ -83,12 +83,14 @@ def run_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     for group in OUTPUT_GROUPS:
         if group in cfg:
             _flatten(cfg[group], group, flat)
-    out = {}
+    out, hashed = {}, {}  # a folder named by several keys (e.g. the shapes CNN) is read once
     for key, value in sorted(flat.items()):
         if key in RUNTIME_KEYS or key.rsplit(".", 1)[-1] in RUNTIME_LEAVES:
             continue
         if key.split(".", 1)[0] in WEIGHT_GROUPS and isinstance(value, str) and value and os.path.exists(value):
-            value = fingerprint_path(value)
+            if value not in hashed:
+                hashed[value] = fingerprint_path(value)
+            value = hashed[value]
         out[key] = value
     return out
 
