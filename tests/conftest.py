@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,11 @@ from pipeline.rewards import build_reward
 from pipeline.shapes.world import ShapesWorld
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Ray's local clusters use token authentication by default and say so on stderr at every start, unless
+# RAY_AUTH_MODE is set; the first in-process ray.init sets it for this process and its children. Set it
+# (to the same default) up front, so the clone subprocesses' stderr is the same whatever the test order.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 @pytest.fixture(scope="session")
