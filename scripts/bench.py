@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def markdown(report: dict, command: str) -> dict[str, str]:
 
     from pipeline.markdown import table
 
-    where = f"Command: `{command}` ({platform.machine()}, {__import__('os').cpu_count()} cores)."
+    where = f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} cores)."
     parts = {}
     if "pipeline" in report:
         p = report["pipeline"]

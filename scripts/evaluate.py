@@ -133,30 +133,28 @@ def fmt(v, digits: int = 3) -> str:
 
 
 def markdown(res: dict) -> str:
+    from pipeline.markdown import table
+
     a, rows = res["args"], res["rows"]
     lines = [f"Shapes world, {a['classes']} classes, {a['images_per_class']} images per class per method "
              f"({'quick mode' if a['quick'] else 'full run'}), run seed {a['seed']}, render budget {a['budget']} per class, "
              f"model `{a['model']}`, reward `{a['reward']}`, env mode `{a['env_mode']}`, {a['workers']} Ray workers. "
              f"Metrics: `{res['extractor']}` features, {a['n_real']} real `val` images; CAS tested on {a['n_cas_test']} real "
-             f"`cas-test` images after {a['cas_steps']} training steps.", "",
-             "| method | renders / class (median, range) | best state has the class | clone wall time | FD ↓ | KID ↓ | precision | recall | density | coverage | CAS |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"`cas-test` images after {a['cas_steps']} training steps.", ""]
+    overall = []
     for name, r in rows.items():
         m, s = r["metrics"], r.get("search")
         renders = f"{fmt(s['renders_median'], 0)} ({s['renders_min']}–{s['renders_max']})" if s else "—"
         found = f"{s['classes_found']}/{a['classes']}" if s and name != "class_name" else "—"
         wall = f"{r['clone']['wall_s_command']:.0f} s" if "clone" in r else "—"
         kid = f"{m['kid']:.4f} ± {m['kid_std']:.4f}"
-        lines.append(f"| {LABELS[name]} | {renders} | {found} | {wall} | {fmt(m['fd'])} | {kid} | {fmt(m['precision'])} | "
-                     f"{fmt(m['recall'])} | {fmt(m['density'])} | {fmt(m['coverage'])} | {fmt(r['cas']['accuracy'])} |")
-    lines += ["", "Per class: FD ↓ / CAS.", "",
-              "| class | " + " | ".join(LABELS[n] for n in rows) + " |", "|---|" + "---|" * len(rows)]
-    for cls in res["class_names"]:
-        cells = []
-        for r in rows.values():
-            pc = r["metrics_per_class"].get(cls, {})
-            cells.append(f"{fmt(pc.get('fd'), 1)} / {fmt(r['cas']['per_class'].get(cls), 2)}")
-        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+        overall.append([LABELS[name], renders, found, wall, fmt(m["fd"]), kid, fmt(m["precision"]), fmt(m["recall"]),
+                        fmt(m["density"]), fmt(m["coverage"]), fmt(r["cas"]["accuracy"])])
+    lines.append(table(["method", "renders / class (median, range)", "best state has the class", "clone wall time", "FD ↓",
+                        "KID ↓", "precision", "recall", "density", "coverage", "CAS"], overall))
+    per_class = [[cls] + [f"{fmt(r['metrics_per_class'].get(cls, {}).get('fd'), 1)} / {fmt(r['cas']['per_class'].get(cls), 2)}"
+                          for r in rows.values()] for cls in res["class_names"]]
+    lines += ["", "Per class: FD ↓ / CAS.", "", table(["class"] + [LABELS[n] for n in rows], per_class)]
     lines += ["", "Random samples per class (rows: classes):", ""]
     for name, r in rows.items():
         lines.append(f"- {LABELS[name]}: ![{name}]({r['figure']})")

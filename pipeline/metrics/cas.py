@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm import tqdm
 
-from pipeline.models.shapes_cnn import conv_block
+from pipeline.models.shapes_cnn import conv_block, conv_stage
 from pipeline.models.training import optimiser_step, warmup_cosine
 
 
@@ -52,7 +52,7 @@ class SmallClassifier(nn.Module):
         super().__init__()
         layers, cin = [conv_block(3, widths[0], 1)], widths[0]
         for w in widths:
-            layers += [conv_block(cin, w, 2), conv_block(w, w, 1)]
+            layers.append(conv_stage(cin, w))
             cin = w
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(cin, num_classes)

@@ -16,7 +16,7 @@ def conv_block(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def _stage(cin: int, cout: int) -> nn.Sequential:
+def conv_stage(cin: int, cout: int) -> nn.Sequential:
     """Downsample by 2, then one more 3x3 conv: two layers per scale, for receptive field on whole shapes."""
     return nn.Sequential(conv_block(cin, cout, 2), conv_block(cout, cout, 1))
 
@@ -27,7 +27,7 @@ class ShapesNet(nn.Module, PyTorchModelHubMixin):
         w = list(widths)
         self.axis_names = list(axis_names)
         self.stem = conv_block(3, w[0], 1)  # 32x32
-        self.stages = nn.ModuleList([_stage(w[0], w[1]), _stage(w[1], w[2]), _stage(w[2], w[3])])  # 16, 8, 4
+        self.stages = nn.ModuleList([conv_stage(w[0], w[1]), conv_stage(w[1], w[2]), conv_stage(w[2], w[3])])  # 16, 8, 4
         self.heads = nn.ModuleList([nn.Linear(w[3] + w[2], k) for k in axis_sizes])
         self.seg = nn.Sequential(nn.Conv2d(w[0] + w[1], 32, 3, 1, 1), nn.ReLU(inplace=True), nn.Conv2d(32, seg_classes, 1))
 
