@@ -23,7 +23,8 @@ from pipeline.seeding import derive_seed
 class SearchStack:
     """Everything that outlives one search: on a cluster, what a worker holds for its whole life."""
 
-    grammar: Grammar
+    grammar: Grammar  # the search space: the full grammar restricted by env.fix / env.exclude
+    full_grammar: Grammar  # what the semantic encoder reads and the generator understands
     generator: Generator
     image_encoder: ImageEncoder
     reward: CompositeReward
@@ -42,12 +43,15 @@ def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> Search
 
     ``class_names`` (a dataset's classes) replace the grammar's class-axis choices when they differ.
     """
-    grammar = instantiate(cfg.grammar)
-    if class_names is not None and grammar.class_axis and list(grammar.axis(grammar.class_axis).choices) != list(class_names):
-        grammar = grammar.with_choices(grammar.class_axis, class_names)
-    generator = instantiate_model(cfg.model, grammar)
+    full = instantiate(cfg.grammar)
+    if class_names is not None and full.class_axis and list(full.axis(full.class_axis).choices) != list(class_names):
+        full = full.with_choices(full.class_axis, class_names)
+    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
+    grammar = full.restrict(env_cfg["fix"], env_cfg["exclude"])
+    generator = instantiate_model(cfg.model, full)
     rcfg = cfg.reward
     encoder = instantiate(rcfg.image_encoder)
+    semantic = instantiate(rcfg.semantic_encoder)(grammar=full, generator=generator, image_encoder=encoder)
     segmenter = instantiate(rcfg.segmenter) if rcfg.get("segmenter") is not None else None
     feature_encoder = None
     if rcfg.get("feature_encoder") is not None:  # the segmenter often doubles as the CNN feature extractor
@@ -59,10 +63,10 @@ def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> Search
         OmegaConf.to_container(rcfg.get("segmentation") or {}),
         OmegaConf.to_container(rcfg.get("features") or {}),
         feature_encoder,
+        semantic,
     )
-    semantic = instantiate(rcfg.semantic_encoder)(grammar=grammar, generator=generator, image_encoder=encoder)
     search = instantiate(cfg.search)
-    return SearchStack(grammar, generator, encoder, reward, semantic, search, OmegaConf.to_container(cfg.env, resolve=True))
+    return SearchStack(grammar, full, generator, encoder, reward, semantic, search, env_cfg)
 
 
 def make_env(stack: SearchStack, target: Image.Image, seed: int) -> GridEnv:
@@ -73,18 +77,19 @@ def make_env(stack: SearchStack, target: Image.Image, seed: int) -> GridEnv:
         raise ConfigError(f"env.seeds_per_state must be >= 1, got {n_seeds}")
     seeds = [derive_seed("state-seed", seed, k) for k in range(n_seeds)]
     evaluator = StateEvaluator(stack.generator, stack.reward, target, seeds, int(e.get("batch_size", 16)))
-    goal = stack.semantic_encoder.encode([target])[0]
+    goal = stack.grammar.translate(stack.semantic_encoder.encode([target])[0], stack.full_grammar)
     start = _start_encoding(stack, e.get("start", "noise"), target.size[0], seed)
     return GridEnv(
-        stack.grammar, evaluator, start, goal=goal, mode=e.get("mode", "reward_only"),
-        goal_weight=float(e.get("goal_weight", 1.0)), horizon=int(e.get("horizon", 30)),
-        reward_threshold=e.get("reward_threshold"),
+        stack.grammar, evaluator, start, goal=goal, mode=e.get("mode", "goal"),
+        goal_weight=float(e.get("goal_weight", 1.0)), goal_axes=e["goal_axes"], horizon=int(e.get("horizon", 30)),
+        end_at_goal=bool(e["end_at_goal"]), reward_threshold=e.get("reward_threshold"),
+        budget=e["budget"], accept_threshold=float(e["accept_threshold"]),
     )
 
 
 def _start_encoding(stack: SearchStack, spec: Any, size: int, seed: int) -> Encoding:
     if spec == "noise":  # the paper's Y_0: the semantic encoding of a random-noise image
-        return stack.semantic_encoder.encode([noise_image(size, seed)])[0]
+        return stack.grammar.translate(stack.semantic_encoder.encode([noise_image(size, seed)])[0], stack.full_grammar)
     if isinstance(spec, Mapping):
         partial = dict(spec)
         for a in stack.grammar.axes:

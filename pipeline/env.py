@@ -2,16 +2,19 @@
 
 States are encodings; action ``2k`` steps axis ``k`` down by one and ``2k + 1`` steps it up (clipped at
 the borders), as in the paper's n-dimensional gridworld. A state is rendered through a
-:class:`~pipeline.generators.Generator` at a fixed set of seeds and scored against the input image;
-:class:`StateEvaluator` renders every (prompt, seed) at most once and counts renders, because on a
-cluster each render is a diffusion call.
+:class:`~pipeline.generators.Generator` at a fixed set of seeds and scored against the input image.
+
+The contract between the env and the searches: the env owns the renders (each (prompt, seed) at most
+once, batched), the render *budget* (:attr:`GridEnv.exhausted`) and the *trace* (every state it rendered,
+keyed by encoding, with its reward and its class-consistency score). A search only chooses which states
+to look at; it never touches the renderer or the cache.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -19,7 +22,7 @@ from PIL import Image
 from pipeline.errors import ConfigError
 from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
-from pipeline.rewards import Reward
+from pipeline.rewards import CompositeReward
 
 
 class RewardMode(str, Enum):
@@ -33,7 +36,19 @@ class RewardMode(str, Enum):
 class Evaluation:
     prompt: str
     reward: float  # mean image reward over the state's seeds
+    score: float  # mean class-consistency score over the state's seeds (NaN without a class axis)
     images: list[Image.Image] = field(default_factory=list)
+
+
+@dataclass
+class Visit:
+    """One entry of the trace: a state (or free-text prompt) the first time it was fully evaluated."""
+
+    prompt: str
+    encoding: Encoding | None  # None for a prompt that is not on the grid (class-name prompting)
+    renders: int  # renders spent so far, this state's included
+    reward: float
+    score: float
 
 
 class StateEvaluator:
@@ -42,7 +57,7 @@ class StateEvaluator:
     def __init__(
         self,
         generator: Generator,
-        reward: Reward,
+        reward: CompositeReward,
         target: Image.Image,
         seeds: Sequence[int],
         batch_size: int = 16,
@@ -53,49 +68,45 @@ class StateEvaluator:
         if batch_size < 1:
             raise ConfigError(f"env.batch_size must be >= 1, got {batch_size}")
         self.generator, self.reward = generator, reward
-        self.prepared: Any = reward.prepare(target)
+        self.prepared = reward.prepare(target)
         self.seeds = [int(s) for s in seeds]
         self.batch_size = batch_size
         self.keep_images = keep_images
-        self._cache: dict[tuple[str, int], tuple[float, Image.Image | None]] = {}
+        self._cache: dict[tuple[str, int], tuple[float, float, Image.Image | None]] = {}
         self.renders = 0
-        #: (renders so far, prompt, reward) each time a prompt is first fully evaluated
-        self.trace: list[tuple[int, str, float]] = []
 
     def evaluate(self, prompts: Sequence[str]) -> list[Evaluation]:
-        """Mean reward of each prompt over the seeds; only unseen (prompt, seed) pairs are rendered."""
+        """Mean reward and score of each prompt over the seeds; only unseen (prompt, seed) pairs are rendered."""
         todo = list(dict.fromkeys((p, s) for p in prompts for s in self.seeds if (p, s) not in self._cache))
-        new_prompts = list(dict.fromkeys(p for p, _ in todo))
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i : i + self.batch_size]
             images = self.generator.generate([p for p, _ in chunk], [s for _, s in chunk])
-            scores = self.reward.score(images, self.prepared)
-            for key, img, r in zip(chunk, images, scores):
-                self._cache[key] = (float(r), img if self.keep_images else None)
+            rewards, scores = self.reward.score_with_acceptance(images, self.prepared)
+            for key, img, r, c in zip(chunk, images, rewards, scores):
+                self._cache[key] = (float(r), float(c), img if self.keep_images else None)
             self.renders += len(chunk)
         out = []
         for p in prompts:
             entries = [self._cache[(p, s)] for s in self.seeds]
-            out.append(Evaluation(p, float(np.mean([e[0] for e in entries])), [e[1] for e in entries if e[1] is not None]))
-        for p in new_prompts:
-            self.trace.append((self.renders, p, next(e.reward for e in out if e.prompt == p)))
+            out.append(Evaluation(p, float(np.mean([e[0] for e in entries])), float(np.mean([e[1] for e in entries])),
+                                  [e[2] for e in entries if e[2] is not None]))
         return out
-
-    def is_cached(self, prompt: str) -> bool:
-        return all((prompt, s) in self._cache for s in self.seeds)
 
     def images(self, prompt: str) -> list[Image.Image]:
         """The kept renders of an evaluated prompt (empty if images are not kept)."""
-        return [img for s in self.seeds if (img := self._cache.get((prompt, s), (0, None))[1]) is not None]
+        return [e[2] for s in self.seeds if (e := self._cache.get((prompt, s))) is not None and e[2] is not None]
 
 
 class GridEnv:
-    """The MDP. ``reward_of`` adds, in goal mode, a term for closeness to the goal encoding::
+    """The MDP. ``reward_of`` adds, in goal mode, a term for closeness to the goal on the goal axes ``G``::
 
-        r(s) = (r_img(s) + β · (1 - ‖s - g‖₁ / ‖shape - 1‖₁)) / (1 + β)        (β = goal_weight)
+        r(s) = (r_img(s) + β · (1 - Σ_{a∈G} |s_a - g_a| / Σ_{a∈G} (k_a - 1))) / (1 + β)     (β = goal_weight)
 
-    Episodes end after ``horizon`` steps, when the image reward reaches ``reward_threshold``, or (goal
-    mode) at the goal.
+    ``G`` is the class axis by default: the goal says which class, not which colour or scene. Episodes end
+    after ``horizon`` steps, when the image reward reaches ``reward_threshold``, or (goal mode,
+    ``end_at_goal``) on the goal's values of ``G``. A state is *accepted* when its class-consistency score
+    reaches ``accept_threshold`` (τ). ``budget`` caps the renders a search may spend (checked between
+    steps, so the last step may pass it by less than one batch).
     """
 
     def __init__(
@@ -104,10 +115,14 @@ class GridEnv:
         evaluator: StateEvaluator,
         start: Encoding,
         goal: Encoding | None = None,
-        mode: RewardMode | str = RewardMode.REWARD_ONLY,
+        mode: RewardMode | str = RewardMode.GOAL,
         goal_weight: float = 1.0,
+        goal_axes: Sequence[str] | None = None,
         horizon: int = 30,
+        end_at_goal: bool = False,
         reward_threshold: float | None = None,
+        budget: int | None = None,
+        accept_threshold: float = 0.5,
     ) -> None:
         try:
             self.mode = RewardMode(mode)
@@ -117,29 +132,93 @@ class GridEnv:
             raise ConfigError("env.mode=goal needs a goal encoding (from the semantic encoder)")
         if horizon < 1:
             raise ConfigError(f"env.horizon must be >= 1, got {horizon}")
+        if budget is not None and budget < 1:
+            raise ConfigError(f"env.budget must be >= 1 or null, got {budget}")
+        if not 0 <= accept_threshold <= 1:
+            raise ConfigError(f"env.accept_threshold must be in [0, 1], got {accept_threshold}")
         self.grammar, self.evaluator = grammar, evaluator
         self.start = grammar.check(start)
         self.goal = grammar.check(goal) if goal is not None else None
         self.goal_weight = float(goal_weight)
-        self.horizon = int(horizon)
-        self.reward_threshold = reward_threshold
+        if goal_axes is None:
+            goal_axes = [grammar.class_axis] if grammar.class_axis else [a.name for a in grammar.axes]
+        self.goal_axes = [grammar.axis_index(a) for a in goal_axes]
+        self.horizon, self.end_at_goal = int(horizon), bool(end_at_goal)
+        self.reward_threshold, self.budget = reward_threshold, budget
+        self.accept_threshold = float(accept_threshold)
         self.n_actions = 2 * len(grammar.axes)
-        self._span = max(1, sum(k - 1 for k in grammar.shape))
+        self._span = max(1, sum(grammar.shape[a] - 1 for a in self.goal_axes))
+        #: every state (or free prompt) evaluated, in the order it was first rendered
+        self.trace: list[Visit] = []
+        self._visits: dict[Encoding | str, Visit] = {}
 
+    # ------------------------------------------------------------------ budget and trace
+    @property
+    def renders(self) -> int:
+        return self.evaluator.renders
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the render budget is spent (never, without a budget)."""
+        return self.budget is not None and self.renders >= self.budget
+
+    def visit(self, state: Encoding) -> Visit | None:
+        return self._visits.get(state)
+
+    def accepted(self, state: Encoding) -> bool:
+        v = self._visits.get(state)
+        return v is not None and v.score >= self.accept_threshold
+
+    def images(self, prompt: str) -> list[Image.Image]:
+        return self.evaluator.images(prompt)
+
+    def _evaluate(self, prompts: Sequence[str], keys: Sequence[Encoding | str], encodings: Sequence[Encoding | None]) -> list[Visit]:
+        evals = self.evaluator.evaluate(prompts)
+        for key, enc, e in zip(keys, encodings, evals):
+            if key not in self._visits:
+                v = Visit(e.prompt, enc, self.renders, e.reward, e.score)
+                self._visits[key] = v
+                self.trace.append(v)
+        return [self._visits[k] for k in keys]
+
+    def observe(self, states: Sequence[Encoding]) -> list[Visit]:
+        """Render (if new) and score grid states."""
+        states = [self.grammar.check(s) for s in states]
+        return self._evaluate([self.grammar.decode(s) for s in states], states, states)
+
+    def observe_prompts(self, prompts: Sequence[str]) -> list[Visit]:
+        """Render (if new) and score free-text prompts that are not grid states (class-name prompting)."""
+        return self._evaluate(list(prompts), list(prompts), [None] * len(prompts))
+
+    # ------------------------------------------------------------------ the MDP
     def move(self, state: Encoding, action: int) -> Encoding:
         axis, up = divmod(int(action), 2)
         s = list(state)
         s[axis] = min(max(s[axis] + (1 if up else -1), 0), self.grammar.shape[axis] - 1)
         return tuple(s)
 
+    def actions(self, state: Encoding) -> list[int]:
+        """The actions that change ``state`` (a step off the grid's border, or along a fixed axis, does not)."""
+        return [a for a in range(self.n_actions) if self.move(state, a) != state]
+
     def image_rewards(self, states: Sequence[Encoding]) -> np.ndarray:
-        evals = self.evaluator.evaluate([self.grammar.decode(s) for s in states])
-        return np.array([e.reward for e in evals], dtype=np.float64)
+        return np.array([v.reward for v in self.observe(states)], dtype=np.float64)
+
+    def scores(self, states: Sequence[Encoding]) -> np.ndarray:
+        """Class-consistency scores (rendering states not seen yet)."""
+        return np.array([v.score for v in self.observe(states)], dtype=np.float64)
+
+    def closeness(self, state: Encoding) -> float:
+        """1 at the goal's values of the goal axes, 0 at the far corner."""
+        return 1 - sum(abs(state[a] - self.goal[a]) for a in self.goal_axes) / self._span
+
+    def at_goal(self, state: Encoding) -> bool:
+        return self.goal is not None and all(state[a] == self.goal[a] for a in self.goal_axes)
 
     def reward_of(self, states: Sequence[Encoding]) -> np.ndarray:
         r = self.image_rewards(states)
         if self.mode is RewardMode.GOAL:
-            closeness = np.array([1 - sum(abs(a - b) for a, b in zip(s, self.goal)) / self._span for s in states])
+            closeness = np.array([self.closeness(s) for s in states])
             r = (r + self.goal_weight * closeness) / (1 + self.goal_weight)
         return r
 
@@ -147,7 +226,7 @@ class GridEnv:
         """Whether an episode that reached ``state`` at step ``t`` (0-based) ends there."""
         if t + 1 >= self.horizon:
             return True
-        if self.mode is RewardMode.GOAL and state == self.goal:
+        if self.end_at_goal and self.mode is RewardMode.GOAL and self.at_goal(state):
             return True
         return self.reward_threshold is not None and self.image_rewards([state])[0] >= self.reward_threshold
 

@@ -88,6 +88,50 @@ class Grammar:
         rules = {a.name: (list(choices) if a.name == axis else list(a.choices)) for a in self.axes}
         return Grammar(self.name, self.start, rules, self.class_axis)
 
+    def restrict(self, fix: Mapping[str, str] | None = None, exclude: Mapping[str, Sequence[str]] | None = None) -> "Grammar":
+        """A sub-grammar for attribute control and concept exclusion: each axis in ``fix`` keeps only the
+        named choice, each choice in ``exclude`` is removed (the others keep their order). Prompts of the
+        sub-grammar are prompts of this one."""
+        fix, exclude = dict(fix or {}), {k: list(v or []) for k, v in (exclude or {}).items()}
+        for key, what in (("fix", fix), ("exclude", exclude)):
+            for axis_name in what:
+                if axis_name not in self._index:
+                    raise ConfigError(f"env.{key}: grammar '{self.name}' has no attribute '{axis_name}' (known: {', '.join(self._index)})")
+        rules = {}
+        for a in self.axes:
+            keep = list(a.choices)
+            if a.name in exclude:
+                drop = {a.choices[self._choice_index(a, c)] for c in exclude[a.name]}
+                keep = [c for c in keep if c not in drop]
+            if a.name in fix:
+                chosen = a.choices[self._choice_index(a, fix[a.name])]
+                if chosen not in keep:
+                    raise ConfigError(f"env.fix: '{chosen}' of attribute '{a.name}' is also excluded")
+                keep = [chosen]
+            if not keep:
+                raise ConfigError(f"env.exclude removes every choice of attribute '{a.name}'")
+            rules[a.name] = keep
+        return Grammar(self.name, self.start, rules, self.class_axis)
+
+    def translate(self, encoding: Sequence[int], source: "Grammar") -> Encoding:
+        """An encoding of ``source`` (same axes, other choice lists, e.g. before :meth:`restrict`) on this
+        grid: each choice by name, or, where this grammar lacks it, the nearest choice it has in
+        ``source``'s order (lower first on ties)."""
+        enc = source.check(encoding)
+        out = []
+        for a, src, i in zip(self.axes, source.axes, enc):
+            name = src.choices[i].lower()
+            mine = [c.lower() for c in a.choices]
+            if name in mine:
+                out.append(mine.index(name))
+                continue
+            src_pos = {c.lower(): k for k, c in enumerate(src.choices)}
+            ranked = sorted((abs(src_pos[c] - i), src_pos[c], k) for k, c in enumerate(mine) if c in src_pos)
+            if not ranked:
+                raise ConfigError(f"attribute '{a.name}': no choice of grammar '{self.name}' is in grammar '{source.name}'")
+            out.append(ranked[0][2])
+        return tuple(out)
+
     # ------------------------------------------------------------------ the grid
     @property
     def shape(self) -> tuple[int, ...]:
@@ -144,6 +188,10 @@ class Grammar:
         if extra:
             raise ConfigError(f"grammar '{self.name}' has no attribute '{sorted(extra)[0]}'")
         return tuple(enc)
+
+    def encode_choice(self, axis: str, term: str) -> int:
+        """The index of ``term`` among ``axis``'s choices (case-insensitive)."""
+        return self._choice_index(self.axis(axis), term)
 
     def parse(self, prompt: str) -> Encoding:
         """Invert :meth:`decode`: a prompt of this grammar back to its encoding."""

@@ -6,7 +6,13 @@ The RLDF paper scores renders with three rewards; the formulas are ours (the pap
 * **Reward 2, convolutional features** — :class:`FeatureReward`: coarse-to-fine feature statistics.
 * **Reward 3, embedding similarity** — :class:`EmbeddingReward`: CLIP-style cosine similarity.
 
-:class:`CompositeReward` is their weighted mean. A reward is used in two steps: ``prepare(input)``
+and one of our own, the clone's default: **class consistency** — :class:`ClassConsistencyReward`: the
+probability that the render shows the same class as the input, ignoring every other attribute. The three
+similarity rewards score the whole input (its colour, background, layout), so a search that maximises them
+converges on a copy of the one input image; a dataset needs the class kept and the rest varied.
+
+:class:`CompositeReward` is their weighted mean, and always also reports class consistency (the score a
+state and an image are *accepted* by, whatever the reward weights). A reward is used in two steps: ``prepare(input)``
 once per search, then ``score(renders, prepared)`` for every batch of renders.
 """
 
@@ -17,7 +23,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.encoders.base import ImageEncoder, Segmenter
+from pipeline.encoders.base import ImageEncoder, Segmenter, SemanticEncoder
 from pipeline.errors import ConfigError
 
 
@@ -109,27 +115,70 @@ class EmbeddingReward:
         return np.clip(self.encoder.embed(images) @ prepared, 0.0, 1.0).astype(np.float32)
 
 
-class CompositeReward:
-    """The weighted mean ``Σ_k w_k r_k / Σ_k w_k`` of named rewards; terms with weight 0 are not computed."""
+class ClassConsistencyReward:
+    """Class consistency. With ``p(·|x)`` the semantic encoder's distribution over the class axis::
 
-    def __init__(self, terms: Mapping[str, Reward], weights: Mapping[str, float]) -> None:
+        r_class = Σ_c p(c | render) · p(c | input)
+
+    the probability that render and input, each read by the encoder, show the same class. It needs no
+    goal encoding (the input's distribution is used whole) and ignores every non-class attribute.
+    """
+
+    def __init__(self, semantic_encoder: SemanticEncoder, axis: str) -> None:
+        self.encoder = semantic_encoder
+        self.axis = semantic_encoder.grammar.axis_index(axis)
+
+    def _class_probs(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encoder.probabilities(images)[self.axis]
+
+    def prepare(self, target: Image.Image) -> np.ndarray:
+        return self._class_probs([target])[0]
+
+    def score(self, images: Sequence[Image.Image], prepared: np.ndarray) -> np.ndarray:
+        if not len(images):
+            return np.zeros(0, np.float32)
+        return np.clip(self._class_probs(images) @ prepared, 0.0, 1.0).astype(np.float32)
+
+
+#: the reward term that decides acceptance (a state's and an image's class-consistency score)
+ACCEPTANCE_TERM = "class"
+
+
+class CompositeReward:
+    """The weighted mean ``Σ_k w_k r_k / Σ_k w_k`` of named rewards; terms with weight 0 are not computed,
+    except ``acceptance`` (class consistency), which :meth:`score_with_acceptance` always reports."""
+
+    def __init__(self, terms: Mapping[str, Reward], weights: Mapping[str, float], acceptance: str | None = ACCEPTANCE_TERM) -> None:
         unknown = set(weights) - set(terms)
         if unknown:
             raise ConfigError(f"reward.weights names unknown reward '{sorted(unknown)[0]}' (known: {', '.join(terms)})")
         for name, w in weights.items():
             if w < 0:
                 raise ConfigError(f"reward.weights.{name} must be >= 0, got {w}")
-        self.terms = {k: v for k, v in terms.items() if weights.get(k, 0) > 0}
-        self.weights = {k: float(weights[k]) for k in self.terms}
-        if not self.terms:
+        self.acceptance = acceptance if acceptance in terms else None
+        self.terms = {k: v for k, v in terms.items() if weights.get(k, 0) > 0 or k == self.acceptance}
+        self.weights = {k: float(weights.get(k, 0)) for k in self.terms}
+        if not any(w > 0 for w in self.weights.values()):
             raise ConfigError("reward.weights: at least one reward needs a positive weight")
 
     def prepare(self, target: Image.Image) -> dict[str, Any]:
         return {k: t.prepare(target) for k, t in self.terms.items()}
 
+    def score_with_acceptance(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(weighted reward, class-consistency score) per image; the score is NaN without an acceptance term."""
+        parts = {k: t.score(images, prepared[k]) for k, t in self.terms.items()}
+        total = sum(self.weights[k] * parts[k] for k in parts) / sum(self.weights.values())
+        accept = parts[self.acceptance] if self.acceptance else np.full(len(images), np.nan)
+        return np.asarray(total, np.float32), np.asarray(accept, np.float32)
+
     def score(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> np.ndarray:
-        total = sum(self.weights[k] * t.score(images, prepared[k]) for k, t in self.terms.items())
-        return (total / sum(self.weights.values())).astype(np.float32)
+        return self.score_with_acceptance(images, prepared)[0]
+
+    def acceptance_score(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> np.ndarray:
+        """Class consistency alone (per-image verification of a dataset's images)."""
+        if not self.acceptance:
+            raise ConfigError("the reward has no class-consistency term (it needs a semantic encoder and a class axis)")
+        return self.terms[self.acceptance].score(images, prepared[self.acceptance])
 
 
 def build_reward(
@@ -139,16 +188,23 @@ def build_reward(
     segmentation: Mapping[str, Any] | None = None,
     features: Mapping[str, Any] | None = None,
     feature_encoder: ImageEncoder | None = None,
+    semantic_encoder: SemanticEncoder | None = None,
 ) -> CompositeReward:
-    """Assemble the paper's three rewards from encoders (the shape of ``conf/reward/*.yaml``).
+    """Assemble the rewards from encoders (the shape of ``conf/reward/*.yaml``).
 
     Reward 3 uses ``image_encoder``'s embeddings; Reward 2 the feature maps of ``feature_encoder``
-    (a CNN, say) or, if None, of ``image_encoder``.
+    (a CNN, say) or, if None, of ``image_encoder``; class consistency the ``semantic_encoder``'s
+    class axis (when its grammar has one).
     """
     terms: dict[str, Reward] = {
         "features": FeatureReward(feature_encoder or image_encoder, **(features or {})),
         "embedding": EmbeddingReward(image_encoder),
     }
+    class_axis = getattr(getattr(semantic_encoder, "grammar", None), "class_axis", None)
+    if class_axis is not None:
+        terms[ACCEPTANCE_TERM] = ClassConsistencyReward(semantic_encoder, class_axis)
+    elif weights.get(ACCEPTANCE_TERM, 0) > 0:
+        raise ConfigError("reward.weights.class > 0 needs a semantic encoder over a grammar with a class_axis")
     if segmenter is not None:
         terms["segmentation"] = SegmentationReward(segmenter, **(segmentation or {}))
     elif weights.get("segmentation", 0) > 0:

@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 """Clone the shapes world with each dataset-generation method and score every clone against real data.
 
-For each method (class-name prompting, random search, RLDF Q-learning, noisy diffusion gradient) this
-runs the real clone job (``scripts/clone.py``: Ray workers, search, shards) with the same model, reward,
-seed and render budget, then scores the clone against the shapes world's real images:
+For each method (class-name prompting, class name + random attributes, the goal encoding, random search,
+noisy diffusion gradient, RLDF Q-learning in goal and reward-only modes, and Q-learning with a colour
+excluded) this runs the real clone job (``scripts/clone.py``: Ray workers, search, acceptance, verified
+shards) with the same model, reward, seed and render budget, then scores the clone:
 
+* a judge CNN of its own (``pipeline.metrics.judge``) reads every image: class accuracy, normalised
+  entropy of each non-class attribute within a class, and the shortcut probe (the class told from the
+  non-class readings alone);
 * FD, KID, precision, recall, density, coverage (embedded tiny-CLIP features; ``pipeline.metrics``)
-  against ``--n-real`` images of the real split ``val``;
+  against ``--n-real`` images of the real split ``val``, and the Vendi score of each class's features;
 * CAS: a small CNN trained only on the clone, tested on real images of the split ``cas-test``.
 
 Two reference rows come from real data: a real split (``cas-train``, as many images as one clone)
@@ -38,18 +42,27 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-METHODS = ("class_name", "random", "qlearning", "noisy_gradient")
-LABELS = {"class_name": "class-name prompting", "random": "random search", "qlearning": "RLDF Q-learning",
-          "noisy_gradient": "noisy diffusion gradient", "real": "real data (held-out split)"}
+METHODS = ("class_name", "class_name_random", "goal_encoding", "random", "noisy_gradient", "qlearning",
+           "qlearning_reward_only", "qlearning_no_red")
+LABELS = {"class_name": "class-name prompting", "class_name_random": "class name + random attributes",
+          "goal_encoding": "goal encoding (no search)", "random": "random search",
+          "qlearning": "RLDF Q-learning (goal)", "qlearning_reward_only": "RLDF Q-learning (reward-only)",
+          "qlearning_no_red": "RLDF Q-learning, red excluded", "noisy_gradient": "noisy diffusion gradient",
+          "real": "real data (held-out split)"}
+NEEDS_CLASS_NAME = {"class_name", "class_name_random"}
 
 
 def method_overrides(method: str, budget: int) -> list[str]:
-    """The search config of each method; every search gets the same render budget."""
-    return {
+    """The search config of each method; every search gets the same render budget (``env.budget``)."""
+    return [f"env.budget={budget}"] + {
         "class_name": ["search=class_name"],
-        "random": ["search=random", f"search.budget={budget}"],
-        "qlearning": ["search=qlearning_batched", f"search.max_renders={budget}"],
-        "noisy_gradient": ["search=noisy_gradient", f"search.max_renders={budget}"],
+        "class_name_random": ["search=class_name_random"],
+        "goal_encoding": ["search=goal_encoding"],
+        "random": ["search=random"],
+        "qlearning": ["search=qlearning_batched", "env.mode=goal"],
+        "qlearning_reward_only": ["search=qlearning_batched", "env.mode=reward_only"],
+        "qlearning_no_red": ["search=qlearning_batched", "env.mode=goal", "env.exclude={colour: [red]}"],
+        "noisy_gradient": ["search=noisy_gradient"],
     }[method]
 
 
@@ -75,18 +88,22 @@ def run_clone(out: Path, overrides: list[str]) -> dict:
 
 
 def search_stats(out: Path, class_names: list[str], grammar) -> dict:
-    """Renders per class and whether each search's best state shows the input's class."""
+    """Renders per class, accepted states (share of the states a search rendered), and whether each
+    search's best state shows the input's class."""
     from pipeline.search.result import SearchResult
 
-    renders, found = [], 0
+    renders, found, accepted, fraction = [], 0, [], []
     ci = grammar.axis_index(grammar.class_axis) if grammar.class_axis else None
     for k, name in enumerate(class_names):
         res = SearchResult.from_dict(json.loads((out / "searches" / f"{name}.json").read_text()))
         renders.append(res.renders)
+        accepted.append(len(res.accepted))
+        fraction.append(len(res.accepted) / max(1, len(res.candidates)))
         enc = res.best.encoding
         found += int(ci is not None and enc is not None and grammar.axes[ci].choices[enc[ci]] == name)
     return {"renders_median": float(np.median(renders)), "renders_min": int(min(renders)), "renders_max": int(max(renders)),
-            "renders_total": int(sum(renders)), "classes_found": found}
+            "renders_total": int(sum(renders)), "classes_found": found, "accepted_states": accepted,
+            "accepted_fraction": float(np.mean(fraction))}
 
 
 def contact_sheet(images, labels, classes: dict[int, str], per_class: int, seed: int, path: Path) -> None:
@@ -137,21 +154,31 @@ def markdown(res: dict) -> str:
 
     a, rows = res["args"], res["rows"]
     lines = [f"Shapes world, {a['classes']} classes, {a['images_per_class']} images per class per method "
-             f"({'quick mode' if a['quick'] else 'full run'}), run seed {a['seed']}, render budget {a['budget']} per class, "
-             f"model `{a['model']}`, reward `{a['reward']}`, env mode `{a['env_mode']}`, {a['workers']} Ray workers. "
+             f"({'quick mode' if a['quick'] else 'full run'}), input seed {a['input_seed']}, run seed {a['seed']}, "
+             f"render budget {a['budget']} per class, model `{a['model']}`, reward `{a['reward']}`, {a['workers']} Ray workers. "
              f"Metrics: `{res['extractor']}` features, {a['n_real']} real `val` images; CAS tested on {a['n_cas_test']} real "
-             f"`cas-test` images after {a['cas_steps']} training steps.", ""]
-    overall = []
+             f"`cas-test` images after {a['cas_steps']} training steps; judge: {res['judge']}.", ""]
+    quality, dist = [], []
     for name, r in rows.items():
-        m, s = r["metrics"], r.get("search")
+        m, s, j = r["metrics"], r.get("search"), r["judge"]
         renders = f"{fmt(s['renders_median'], 0)} ({s['renders_min']}–{s['renders_max']})" if s else "—"
-        found = f"{s['classes_found']}/{a['classes']}" if s and name != "class_name" else "—"
-        wall = f"{r['clone']['wall_s_command']:.0f} s" if "clone" in r else "—"
+        acc = f"{s['accepted_fraction']:.2f} ({int(np.median(s['accepted_states']))})" if s else "—"
+        short = sum(r["clone"].get("shortfall", {}).values()) if "clone" in r else 0
+        ent = " / ".join(f"{v:.2f}" for v in j["entropy"].values())
+        quality.append([LABELS[name], "yes" if name in NEEDS_CLASS_NAME else "no" if s else "—", renders, acc,
+                        str(short) if "clone" in r else "—", f"{j['class_accuracy']:.3f}", ent, f"{j['shortcut_probe']:.3f}",
+                        f"{r['vendi']:.2f}", fmt(r["cas"]["accuracy"])])
         kid = f"{m['kid']:.4f} ± {m['kid_std']:.4f}"
-        overall.append([LABELS[name], renders, found, wall, fmt(m["fd"]), kid, fmt(m["precision"]), fmt(m["recall"]),
-                        fmt(m["density"]), fmt(m["coverage"]), fmt(r["cas"]["accuracy"])])
-    lines.append(table(["method", "renders / class (median, range)", "best state has the class", "clone wall time", "FD ↓",
-                        "KID ↓", "precision", "recall", "density", "coverage", "CAS"], overall))
+        wall = f"{r['clone']['wall_s_command']:.0f} s" if "clone" in r else "—"
+        dist.append([LABELS[name], wall, fmt(m["fd"]), kid, fmt(m["precision"]), fmt(m["recall"]), fmt(m["density"]),
+                     fmt(m["coverage"]), fmt(r["cas"]["accuracy"])])
+    axes = " / ".join(next(iter(rows.values()))["judge"]["entropy"])
+    lines.append(table(["method", "needs class name", "renders / class (median, range)", "accepted fraction (median accepted states)",
+                        "images short", "judge: class accuracy", f"judge: entropy within class ({axes})", "shortcut probe ↓",
+                        "Vendi (per class)", "CAS"], quality))
+    lines += ["", table(["method", "clone wall time", "FD ↓", "KID ↓", "precision", "recall", "density", "coverage", "CAS"], dist)]
+    excl = {n: r["judge"]["share"]["colour"]["red"] for n, r in rows.items() if "colour" in r["judge"]["share"]}
+    lines += ["", "Share of images the judge reads as red: " + ", ".join(f"{LABELS[n]} {v:.3f}" for n, v in excl.items()) + "."]
     per_class = [[cls] + [f"{fmt(r['metrics_per_class'].get(cls, {}).get('fd'), 1)} / {fmt(r['cas']['per_class'].get(cls), 2)}"
                           for r in rows.values()] for cls in res["class_names"]]
     lines += ["", "Per class: FD ↓ / CAS.", "", table(["class"] + [LABELS[n] for n in rows], per_class)]
@@ -160,7 +187,7 @@ def markdown(res: dict) -> str:
         lines.append(f"- {LABELS[name]}: ![{name}]({r['figure']})")
     t = res["seconds"]
     lines += ["", f"Wall times: clones {t['clones']:.0f} s, features and metrics {t['metrics']:.0f} s, "
-              f"CAS training {t['cas']:.0f} s, total {t['total']:.0f} s.", "",
+              f"judge and CAS {t['cas']:.0f} s, total {t['total']:.0f} s.", "",
               "Command: `" + res["command"] + "`", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
               "Clone commands (one per method; `paths.output_dir` differs):", ""]
@@ -177,7 +204,9 @@ def main() -> None:
     p.add_argument("--classes", default=None, help="comma-separated subset of classes (default: all)")
     p.add_argument("--model", default="tiny_shapes")
     p.add_argument("--reward", default="learned_shapes")
-    p.add_argument("--env-mode", default="goal", choices=("goal", "reward_only"))
+    p.add_argument("--input-seed", type=int, default=0, help="which drawn input image each class is cloned from (dataset.input_seed)")
+    p.add_argument("--judge-train", type=int, default=20000, help="real renders the judge is trained on")
+    p.add_argument("--judge-steps", type=int, default=3000, help="judge training steps (cached in <out>/judge)")
     p.add_argument("--workers", type=int, default=2, help="Ray workers (one torch thread each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-real", type=int, default=None, help="real val images for the metrics (default: as many as one clone)")
@@ -212,6 +241,8 @@ def main() -> None:
     from pipeline.markdown import replace_block
     from pipeline.metrics.cas import classification_accuracy_score, load_labelled
     from pipeline.metrics.features import extract
+    from pipeline.metrics.judge import judge_clone, train_judge
+    from pipeline.metrics.vendi import per_class_vendi
     from pipeline.metrics.scores import score_sets
     from pipeline.metrics.sources import ShapesImages, ShardImages
     from pipeline.shapes.world import ShapesWorld
@@ -235,7 +266,7 @@ def main() -> None:
     if a.fresh:
         for m in METHODS:
             shutil.rmtree(out / m, ignore_errors=True)
-    common = [f"model={a.model}", f"reward={a.reward}", f"env.mode={a.env_mode}", f"seed={a.seed}",
+    common = [f"model={a.model}", f"reward={a.reward}", f"dataset.input_seed={a.input_seed}", f"seed={a.seed}",
               f"clone.images_per_class={ipc}", f"clone.shard_size={min(ipc, 50)}", f"cluster.num_workers={a.workers}",
               "cluster.threads_per_worker=1", f"clone.progress={'true' if a.progress else 'false'}"]
     common += a.overrides
@@ -261,35 +292,42 @@ def main() -> None:
     real_val = extract(ShapesImages(world, "val", n_real, 32, classes=chosen), extractor, None, label="real val", **fx)
     sources = {m: ShardImages(str(out / m), 32) for m in methods}
     sources["real"] = ShapesImages(world, "cas-train", n_synth, 32, classes=chosen)
-    metrics = {}
+    metrics, vendi = {}, {}
     for name, src in sources.items():
         fs = extract(src, extractor, None, label=name, **fx)
         metrics[name] = score_sets(real_val, fs, k=3, kid_subsets=100, kid_subset_size=1000, seed=a.seed, class_names=names)
+        vendi[name] = float(np.mean(list(per_class_vendi(torch.from_numpy(fs.features), torch.from_numpy(fs.labels)).values())))
     t_metrics = time.perf_counter() - t0
 
-    # 3. CAS: train on each set, test on real cas-test images; contact sheets from the same images
+    # 3. the judge's readings and CAS (train on each set, test on real cas-test images); contact sheets
     t0 = time.perf_counter()
+    judge = train_judge(world, a.judge_train, a.judge_steps, cache=out / f"judge-{a.judge_train}-{a.judge_steps}")
     test = load_labelled(ShapesImages(world, "cas-test", n_cas_test, 32, classes=chosen))
     rows = {}
     for name, src in sources.items():
         train = load_labelled(src)
+        judged = judge_clone(judge, world, train.images, train.labels, seed=a.seed)
         cas = classification_accuracy_score(train, test, len(class_names), cas_steps, seed=a.seed, class_names=names,
                                             progress=a.progress, desc=f"CAS {name}")
         fig = figs / f"{name}.png"
         contact_sheet(train.images, train.labels.numpy(), {k: class_names[k] for k in keep}, 8, a.seed, fig)
         rows[name] = {"metrics": metrics[name]["overall"], "metrics_per_class": metrics[name]["per_class"], "cas": cas,
+                      "judge": judged, "vendi": vendi[name],
                       "figure": str(fig.relative_to(md.parent)) if fig.is_relative_to(md.parent) else str(fig)}
         if name in clones:
             rows[name]["clone"], rows[name]["search"] = clones[name], stats[name]
         print(f"{LABELS[name]}: FD {metrics[name]['overall']['fd']:.3f}, precision {metrics[name]['overall']['precision']:.3f}, "
-              f"recall {metrics[name]['overall']['recall']:.3f}, CAS {cas['accuracy']:.3f}", file=sys.stderr, flush=True)
+              f"recall {metrics[name]['overall']['recall']:.3f}, coverage {metrics[name]['overall']['coverage']:.3f}, "
+              f"judge class {judged['class_accuracy']:.3f}, entropy min {judged['entropy_min']:.2f}, "
+              f"shortcut {judged['shortcut_probe']:.3f}, CAS {cas['accuracy']:.3f}", file=sys.stderr, flush=True)
     t_cas = time.perf_counter() - t0
 
     result = {
         "args": {"quick": quick, "classes": len(chosen), "images_per_class": ipc, "budget": budget, "seed": a.seed,
-                 "model": a.model, "reward": a.reward, "env_mode": a.env_mode, "workers": a.workers, "n_real": n_real,
+                 "model": a.model, "reward": a.reward, "input_seed": a.input_seed, "workers": a.workers, "n_real": n_real,
                  "n_cas_test": int(len(test)), "cas_steps": cas_steps},
         "class_names": [class_names[k] for k in keep], "extractor": extractor.name, "rows": rows,
+        "judge": f"ShapesNet trained on {a.judge_train} real `judge` renders for {a.judge_steps} steps (seed 7)",
         "seconds": {"clones": t_clones, "metrics": t_metrics, "cas": t_cas, "total": time.perf_counter() - t_start},
         "command": "python scripts/evaluate.py " + " ".join(sys.argv[1:]), "versions": versions(),
     }

@@ -21,17 +21,13 @@ import torch
 from pipeline.encoders.clip import ClipEncoder
 from pipeline.generators.diffusers_generator import DiffusersGenerator
 from pipeline.grammar import Grammar
-from pipeline.models.shapes_cnn import ShapesNet, train_shapes_net
+from pipeline.metrics.judge import train_judge
+from pipeline.models.shapes_cnn import ShapesNet
 from pipeline.seeding import derive_seed, rng_for
 from pipeline.shapes.tensors import render_arrays
 from pipeline.shapes.world import ShapesWorld
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def train_judge(world: ShapesWorld, n: int, steps: int) -> ShapesNet:
-    """A classifier of its own (seed 7, split 'judge'), never shown generated images or the tiny CLIP."""
-    return train_shapes_net(world, render_arrays(world, n, "judge", seed=7), steps, seed=7)
 
 
 @torch.inference_mode()

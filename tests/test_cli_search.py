@@ -32,7 +32,7 @@ def test_search_writes_json_grid_and_plot(tmp_path):
 def test_search_from_an_image_file(tmp_path, world):
     img = tmp_path / "input.png"
     world.sample(4).image.save(img)
-    p = run(f"paths.output_dir={tmp_path / 'out'}", f"input_image={img}", "search=random", "search.budget=50",
+    p = run(f"paths.output_dir={tmp_path / 'out'}", f"input_image={img}", "search=random", "env.budget=50",
             "reward.semantic_encoder.samples_per_choice=2")
     assert p.returncode == 0, p.stderr
     assert json.loads((tmp_path / "out" / "result.json").read_text())["renders"] == 50

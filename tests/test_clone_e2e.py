@@ -18,8 +18,8 @@ from pipeline.cli.clone import summary_from_output
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "dataset.only=[circle,square,star,cross]"
-SMALL = ["model=procedural", "reward=pixel_stats", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
-         "reward.semantic_encoder.samples_per_choice=4", "search=noisy_gradient", "cluster.num_cpus=2"]
+SMALL = ["model=procedural", "reward=learned_shapes", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
+         "env.budget=64", "search=noisy_gradient", "cluster.num_cpus=2"]
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +68,10 @@ def test_clean_clone_writes_readable_shards(reference):
     sample = next(iter(wds.WebDataset(str(out / "shard-000000.tar"), shardshuffle=False).decode("pil")))
     meta = sample["json"]  # decoded by webdataset
     assert sample["png"].size == (32, 32) and int(sample["cls"]) == meta["class_index"] == 0
-    for field in ("class_id", "class_name", "encoding", "prompt", "seed", "reward", "model_id", "search", "pipeline_version"):
+    for field in ("class_id", "class_name", "encoding", "prompt", "seed", "reward", "score", "attempt", "model_id", "search",
+                  "pipeline_version"):
         assert field in meta
+    assert meta["score"] >= 0.5  # verified at its own seed against env.accept_threshold
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["samples"] == 48 and len(manifest["shards"]) == 12
     assert (out / "clone.log").read_text().count('"shard_done"') == 12
@@ -86,7 +88,7 @@ def test_resume_with_nothing_left_redoes_nothing(reference, tmp_path):
 def test_resume_under_other_settings_is_refused_unless_allowed(reference, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(reference[0], out)
-    p = clone(out, "search=random", "search.budget=20", check=False)
+    p = clone(out, "search=random", "env.budget=20", check=False)
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0 and len(lines) == 1, p.stderr[-2000:]
     assert "was started with other settings" in lines[0] and "search._target_" in lines[0]
@@ -94,7 +96,7 @@ def test_resume_under_other_settings_is_refused_unless_allowed(reference, tmp_pa
     # runtime knobs are not settings of the output: another batch size and worker count resume fine
     s = summary(clone(out, "clone.batch_size=3", "cluster.num_workers=1"))
     assert s["shards_reused"] == 12
-    s = summary(clone(out, "search=random", "search.budget=20", "clone.on_config_change=allow"))
+    s = summary(clone(out, "search=random", "env.budget=20", "clone.on_config_change=allow"))
     assert s["ok"] and s["shards_reused"] == 12 and sample_hashes(out) == reference[2]
     record = json.loads((out / "run.json").read_text())
     assert record["identity"]["search._target_"].endswith("RandomSearch") and len(record["history"]) == 1
@@ -198,7 +200,7 @@ def test_a_unit_that_keeps_failing_is_reported(tmp_path):
 
     Image.new("RGB", (32, 32), (200, 30, 30)).save(root / "circle" / "0.png")
     p = clone(tmp_path / "out", "dataset=imagefolder", f"dataset.root={root}", "dataset.only=null", "search=random",
-              "search.budget=20", check=False)
+              "env.budget=20", check=False)
     assert p.returncode == 1
     assert "search:star failed after 3 attempts" in p.stderr and "no image number 0" in p.stderr
     s = summary(p)
@@ -216,7 +218,7 @@ def test_a_class_subset_keeps_the_full_class_axis(tmp_path):
     """`dataset.only` selects classes to clone; the grammar keeps every class, so trained semantic
     encoders (whose heads cover all classes) stay on the grid."""
     cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={tmp_path}", "model=procedural",
-           "reward=learned_shapes", "dataset.only=[star,cross]", "search=random", "search.budget=24",
+           "reward=learned_shapes", "dataset.only=[star,cross]", "search=random", "env.budget=24",
            "clone.images_per_class=4", "clone.shard_size=4", "clone.progress=false", "cluster.num_cpus=2"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -50,5 +50,5 @@ def test_model_configs_compose(model):
 @pytest.mark.parametrize("reward", sorted(p.stem for p in (Path(CONF_DIR) / "reward").glob("*.yaml")))
 def test_reward_configs_compose(reward):
     cfg = compose_search([f"reward={reward}"])
-    assert set(cfg.reward.weights) <= {"segmentation", "features", "embedding"}
+    assert set(cfg.reward.weights) <= {"class", "segmentation", "features", "embedding"}
     assert cfg.reward.semantic_encoder._partial_

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.slow
 
 
 def evaluate(tmp_path, *extra):
-    cmd = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--model", "procedural", "--reward", "pixel_stats",
-           "--classes", "circle,star", "--methods", "class_name,qlearning", "--images-per-class", "6", "--budget", "16",
-           "--cas-steps", "30", "--n-cas-test", "60", "--out", str(tmp_path / "eval"), "--markdown", str(tmp_path / "results.md"),
-           "--figures", str(tmp_path / "figs"), "--no-progress", "--set", "reward.semantic_encoder.samples_per_choice=4",
+    cmd = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--model", "procedural", "--reward", "learned_shapes",
+           "--classes", "circle,star", "--methods", "class_name,qlearning", "--images-per-class", "6", "--budget", "96",
+           "--cas-steps", "30", "--n-cas-test", "60", "--judge-train", "500", "--judge-steps", "40", "--out", str(tmp_path / "eval"),
+           "--markdown", str(tmp_path / "results.md"), "--figures", str(tmp_path / "figs"), "--no-progress",
            "--set", "cluster.num_cpus=2", *extra]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -31,14 +31,19 @@ def test_evaluate_end_to_end_and_resume(tmp_path):
     assert set(res["rows"]) == {"class_name", "qlearning", "real"}
     for name, row in res["rows"].items():
         m = row["metrics"]
-        assert m["n_fake"] == 12 and m["n_real"] == res["args"]["n_real"]
+        short = sum(row["clone"]["shortfall"].values()) if "clone" in row else 0  # a class not found is short, not padded
+        assert m["n_fake"] == 12 - short and m["n_real"] == res["args"]["n_real"]
         assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1 and m["fd"] >= 0
-        assert 0 <= row["cas"]["accuracy"] <= 1 and row["cas"]["n_train"] == 12
+        assert 0 <= row["cas"]["accuracy"] <= 1 and row["cas"]["n_train"] == 12 - short
+        j = row["judge"]
+        assert 0 <= j["class_accuracy"] <= 1 and set(j["entropy"]) == {"colour", "background", "size", "pattern"}
+        assert 0 <= j["shortcut_probe"] <= 1 and row["vendi"] >= 1
         assert (tmp_path / "figs" / f"{name}.png").is_file()
-    assert res["rows"]["qlearning"]["search"]["renders_max"] <= 16 + 8  # one lockstep batch may cross the budget
+    assert res["rows"]["qlearning"]["search"]["renders_max"] <= 96 + 8  # one lockstep batch may cross the budget
     assert set(res["class_names"]) == {"circle", "star"}
     md = (tmp_path / "results.md").read_text()
-    assert "RLDF Q-learning" in md and "CAS" in md and "](figs/qlearning.png)" in md
+    assert "RLDF Q-learning" in md and "CAS" in md and "shortcut probe" in md and "](figs/qlearning.png)" in md
+    assert res["rows"]["qlearning"]["search"]["accepted_fraction"] > 0
 
     # prose around the tables survives; a rerun reuses the clones and their recorded timings
     (tmp_path / "results.md").write_text("# Mine\n\nintro\n\n" + md.split("# Results on the shapes world\n\n", 1)[1] + "\noutro\n")

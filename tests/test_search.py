@@ -1,5 +1,7 @@
 """The searches on the procedural shapes world, against the exhaustive optimum of the same grid."""
 
+import json
+
 import pytest
 
 from conftest import CountingGenerator
@@ -18,13 +20,15 @@ def semantic(grammar, generator, encoder):
     return PrototypeSemanticEncoder(grammar, generator, encoder, samples_per_choice=24)
 
 
-def make_env(grammar, generator, reward, target, start=(0, 0, 0, 0, 0), goal=None, mode="reward_only"):
+def make_env(grammar, generator, reward, target, start=(0, 0, 0, 0, 0), goal=None, mode="reward_only", **kw):
     ev = StateEvaluator(generator, reward, target, seeds=[123], batch_size=64)
-    return GridEnv(grammar, ev, start, goal=goal, mode=mode, horizon=30)
+    return GridEnv(grammar, ev, start, goal=goal, mode=mode, horizon=30, **kw)
 
 
-def qlearning() -> QLearning:  # the defaults of conf/search/qlearning.yaml
-    return QLearning(episodes=300, q_init=10.0, restart_from_best=0.8)
+def qlearning() -> QLearning:
+    """Q-learning as an optimiser of the paper's similarity rewards (no class term: nothing is accepted, so
+    novelty and leaving play no part); optimistic values make it try every move."""
+    return QLearning(episodes=300, q_init=10.0, restart_from_accepted=0.8)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +61,11 @@ def test_qlearning_goal_mode_reaches_the_goal(semantic, grammar, generator, rewa
         image = world.sample(target).image
         goal = semantic.encode([image])[0]
         start = semantic.encode([noise_image(32, target)])[0]
-        env = make_env(grammar, generator, reward, image, start=start, goal=goal, mode="goal")
+        env = make_env(grammar, generator, reward, image, start=start, goal=goal, mode="goal",
+                       goal_axes=[a.name for a in grammar.axes], end_at_goal=True, budget=300)
         res = qlearning().run(SearchProblem(env, seed=0))
         assert res.best_trajectory[-1] == goal
-        assert res.renders < 300
+        assert res.renders <= 300 + 1
 
 
 def test_semantic_encoder_mostly_recovers_the_caption(semantic, grammar, world):
@@ -70,7 +75,7 @@ def test_semantic_encoder_mostly_recovers_the_caption(semantic, grammar, world):
 
 def test_noisy_gradient_goal_mode_reaches_the_goal(grammar, generator, reward, world):
     goal = (7, 5, 3, 2, 1)
-    env = make_env(grammar, generator, reward, world.sample(5).image, goal=goal, mode="goal")
+    env = make_env(grammar, generator, reward, world.sample(5).image, goal=goal, mode="goal", goal_axes=[a.name for a in grammar.axes])
     res = NoisyGradient().run(SearchProblem(env, seed=3))
     assert res.best_trajectory[-1] == goal
     assert any(c.encoding == goal for c in res.candidates)
@@ -84,28 +89,30 @@ def test_noisy_gradient_reward_only_improves_on_the_start(grammar, generator, re
     assert res.renders < grammar.size
 
 
-@pytest.mark.parametrize("make", [qlearning, NoisyGradient, lambda: RandomSearch(budget=200)])
+@pytest.mark.parametrize("make", [qlearning, NoisyGradient, RandomSearch])
 def test_identical_results_under_the_same_seed(make, grammar, generator, reward, world):
     runs = []
     for _ in range(2):
         counting = CountingGenerator(generator)
-        res = make().run(SearchProblem(make_env(grammar, counting, reward, world.sample(9).image), seed=4))
+        res = make().run(SearchProblem(make_env(grammar, counting, reward, world.sample(9).image, budget=200), seed=4))
         runs.append((res.to_dict(), counting.calls))
-    assert runs[0] == runs[1]
-    other = make().run(SearchProblem(make_env(grammar, generator, reward, world.sample(9).image), seed=5))
+    assert json.dumps(runs[0]) == json.dumps(runs[1])  # (NaN scores: compare the serialised form)
+    other = make().run(SearchProblem(make_env(grammar, generator, reward, world.sample(9).image, budget=200), seed=5))
     assert other.to_dict()["candidates"] != runs[0][0]["candidates"]
 
 
 def test_no_search_renders_a_state_seed_twice(grammar, generator, reward, world):
-    for make in (qlearning, NoisyGradient, lambda: RandomSearch(budget=300)):
+    for make in (qlearning, NoisyGradient, RandomSearch):
         counting = CountingGenerator(generator)
-        make().run(SearchProblem(make_env(grammar, counting, reward, world.sample(1).image), seed=0))
+        make().run(SearchProblem(make_env(grammar, counting, reward, world.sample(1).image, budget=300), seed=0))
         assert len(counting.calls) == len(set(counting.calls))
 
 
-def test_random_search_respects_its_budget(grammar, generator, reward, world):
-    res = RandomSearch(budget=150).run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
+def test_random_search_respects_the_env_budget(grammar, generator, reward, world):
+    res = RandomSearch(batch_states=10).run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image, budget=150)))
     assert res.renders == 150 and len({c.encoding for c in res.candidates}) == 150
+    with pytest.raises(ConfigError, match="env.budget"):
+        RandomSearch().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
 
 
 def test_class_name_baseline(grammar, generator, reward, world):
@@ -116,20 +123,17 @@ def test_class_name_baseline(grammar, generator, reward, world):
         ClassNamePrompt().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
 
 
-def test_result_sampling_and_serialisation(grammar, generator, reward, world):
-    res = RandomSearch(budget=300).run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
-    picks = res.sample(40, seed=1, margin=0.05)
-    assert len(picks) == 40 and all(p.reward >= 0.95 * res.best.reward for p in picks)
-    assert picks == res.sample(40, seed=1, margin=0.05)
-    back = SearchResult.from_dict(res.to_dict())
-    assert back.to_dict() == res.to_dict()
+def test_result_serialisation(grammar, generator, reward, world):
+    res = RandomSearch().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image, budget=300)))
+    back = SearchResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert json.dumps(back.to_dict()) == json.dumps(res.to_dict())
 
 
 def test_invalid_search_config():
     with pytest.raises(ConfigError, match="alpha"):
         QLearning(alpha=2.0)
-    with pytest.raises(ConfigError, match="budget"):
-        RandomSearch(budget=0)
+    with pytest.raises(ConfigError, match="novelty"):
+        QLearning(novelty=-1)
     with pytest.raises(ConfigError, match="template"):
         ClassNamePrompt(template="a photo")
 
@@ -137,7 +141,7 @@ def test_invalid_search_config():
 def test_parallel_episodes_batch_their_renders(grammar, generator, reward, world):
     counting = CountingGenerator(generator)
     env = make_env(grammar, counting, reward, world.sample(2000).image)
-    res = QLearning(episodes=64, q_init=10.0, restart_from_best=0.8, parallel_episodes=8).run(SearchProblem(env, seed=0))
+    res = QLearning(episodes=64, q_init=10.0, restart_from_accepted=0.8, parallel_episodes=8).run(SearchProblem(env, seed=0))
     assert max(counting.batches) == 8 and len(counting.calls) == len(set(counting.calls)) == res.renders
     assert res.info["episodes"] == 64
     with pytest.raises(ConfigError, match="parallel_episodes"):

@@ -80,6 +80,9 @@ def run(cfg: DictConfig) -> int:
     print(json.dumps(out, indent=1))
     print(f"shards: {cfg.paths.output_dir} ({summary.shards_written} written, {summary.shards_reused} reused, "
           f"{len(summary.failures)} failed)")
+    for cls_id, missing in sorted(summary.shortfall.items()):
+        print(f"warning: class '{cls_id}' is {missing} images short of clone.images_per_class={plan.images_per_class}: "
+              f"no candidate reached env.accept_threshold in clone.max_tries tries (see its searches/ result)", file=sys.stderr)
     if not summary.ok:
         for f in summary.failures:
             print(f"error: {f['unit']} failed after {f['attempts']} attempts: {f['error']}", file=sys.stderr)

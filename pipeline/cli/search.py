@@ -35,11 +35,12 @@ def run(cfg: DictConfig) -> dict:
     result = stack.search.run(SearchProblem(env, seed=int(cfg.seed), class_name=class_name))
     result.info.update(wall_s=round(time.perf_counter() - t0, 3), model_id=stack.generator.model_id, class_name=class_name)
     out = Path(cfg.paths.output_dir)
-    paths = write_search_report(result, env.evaluator, stack.grammar, out, input_image=target)
+    paths = write_search_report(result, env, stack.grammar, out, input_image=target)
     best = result.best
     summary = {
         "method": result.method, "renders": result.renders, "best_prompt": best.prompt,
         "best_reward": round(best.reward, 4), "goal": env.goal and stack.grammar.decode(env.goal),
+        "accepted_states": len(result.accepted), "accept_threshold": result.accept_threshold,
         "outputs": {k: str(v) for k, v in paths.items()},
     }
     print(json.dumps(summary, indent=1))

@@ -42,6 +42,8 @@ class CloneSummary:
     searches_run: int = 0
     searches_reused: int = 0
     images_written: int = 0
+    #: class -> image indices left out because no candidate passed verification (whole run, reused shards too)
+    shortfall: dict[str, int] = field(default_factory=dict)
     corrupt_redone: dict[str, str] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     workers_lost: int = 0
@@ -191,7 +193,8 @@ class CloneDriver:
                         b = busy.setdefault(wid, [0.0, 0.0])
                         b[0] += out["images"]
                         b[1] += out["seconds"]
-                        self.event("shard_done", shard=unit.shard, worker=wid, images=out["images"],
+                        self.event("shard_done", shard=unit.shard, worker=wid, images=out["images"], missing=out["missing"],
+                                   renders=out["renders"],
                                    seconds=round(out["seconds"], 4), sha256=out["record"]["sha256"])
                     elapsed = time.perf_counter() - t0
                     bar.set_postfix(searched=summary.searches_run + summary.searches_reused,
@@ -206,6 +209,12 @@ class CloneDriver:
         summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in busy.items() if s > 0}
         summary.generator_images_per_s = round(summary.images_written / gen_seconds, 3) if gen_seconds else 0.0
         self.manifest.consolidate({"classes": [c.id for c in self.plan.classes]})
+        for rec in self.manifest.records().values():
+            if rec.missing:
+                for c in rec.classes:
+                    summary.shortfall[c] = summary.shortfall.get(c, 0) + rec.missing
+        if summary.shortfall:
+            self.event("shortfall", classes=summary.shortfall)
         self.event("summary", **summary.to_dict())
         return summary
 

@@ -8,26 +8,27 @@ from typing import Any, Mapping
 from pipeline.clone.plan import ClonePlan
 from pipeline.generators.base import Generator
 from pipeline.grammar import Grammar
-from pipeline.search import ClassNamePrompt, Exhaustive, NoisyGradient, QLearning, RandomSearch
+from pipeline.search import (
+    ClassNamePrompt, ClassNameRandomAttributes, Exhaustive, GoalEncoding, NoisyGradient, QLearning, RandomSearch,
+)
 
 
 def search_render_bound(search: Any, env_cfg: Mapping[str, Any], grammar: Grammar) -> int:
-    """An upper bound on one search's renders (its configured budget); cached revisits cost nothing."""
+    """An upper bound on one search's renders: the env's budget (plus the last step's overshoot of at most
+    one batch), or what the search can render at most; cached revisits cost nothing."""
     per_state = int(env_cfg.get("seeds_per_state", 1))
     if isinstance(search, QLearning):
         bound = min(search.episodes * int(env_cfg.get("horizon", 30)) + 1, grammar.size) * per_state
     elif isinstance(search, NoisyGradient):
         bound = min(search.steps * search.samples_per_step + 2, grammar.size) * per_state
-    elif isinstance(search, RandomSearch):
-        bound = search.budget
-    elif isinstance(search, Exhaustive):
+    elif isinstance(search, (RandomSearch, ClassNameRandomAttributes, Exhaustive)):
         bound = grammar.size * per_state
-    elif isinstance(search, ClassNamePrompt):
-        bound = per_state
+    elif isinstance(search, (ClassNamePrompt, GoalEncoding)):
+        return per_state
     else:
         return 0
-    cap = getattr(search, "max_renders", None)
-    return min(bound, int(cap)) if cap else bound
+    cap = env_cfg.get("budget")
+    return min(bound, int(cap) + int(env_cfg.get("batch_size", 16))) if cap else bound
 
 
 def measure_throughput(generator: Generator, prompt: str, images: int, batch_size: int) -> float:

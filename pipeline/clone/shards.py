@@ -26,6 +26,7 @@ class ShardRecord:
     bytes: int
     sha256: str
     keys_sha256: str  # hash of the sorted sample keys (detects a shard holding the wrong samples)
+    missing: int = 0  # image indices of the shard left out: no candidate passed verification
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,7 +36,7 @@ def keys_digest(keys: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
 
 
-def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], classes: list[str]) -> ShardRecord:
+def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], classes: list[str], missing: int = 0) -> ShardRecord:
     """Write ``samples`` (WebDataset dicts with ``__key__``) as ``name`` under ``storage``, atomically."""
     tmp = storage.local_tmp(name)
     with open(tmp, "wb") as f:
@@ -49,7 +50,7 @@ def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], clas
             digest.update(block)
             size += len(block)
     storage.commit(tmp, name)
-    return ShardRecord(name, classes, len(samples), size, digest.hexdigest(), keys_digest(s["__key__"] for s in samples))
+    return ShardRecord(name, classes, len(samples), size, digest.hexdigest(), keys_digest(s["__key__"] for s in samples), missing)
 
 
 def tar_keys(data: bytes) -> list[str]:

@@ -60,8 +60,9 @@ class CloneWorker:
         c = self.cfg.clone
         self.seed, self.images_per_class = int(self.cfg.seed), int(c.images_per_class)
         self.image_format, self.quality = str(c.image_format), int(c.image_quality)
-        self.margin, self.batch_size = float(c.candidate_margin), int(c.batch_size)
-        self.keep_class = bool(c.keep_class_axis)
+        self.batch_size, self.verify, self.max_tries = int(c.batch_size), bool(c.verify), int(c.max_tries)
+        if self.max_tries < 1:
+            raise ConfigError(f"clone.max_tries must be >= 1, got {self.max_tries}")
         if self.image_format not in FORMATS:
             raise ConfigError(f"clone.image_format must be one of {list(FORMATS)}, got '{self.image_format}'")
 
@@ -81,30 +82,75 @@ class CloneWorker:
         self.storage.write_bytes(search_path(cls), json.dumps(result.to_dict()).encode())
         return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0}
 
+    def _render(self, prompts: list[str], seeds: list[int]) -> tuple[list[Image.Image], float]:
+        images, seconds = [], 0.0
+        for b in range(0, len(prompts), self.batch_size):
+            g0 = time.perf_counter()
+            images += self.stack.generator.generate(prompts[b : b + self.batch_size], seeds[b : b + self.batch_size])
+            seconds += time.perf_counter() - g0
+        return images, seconds
+
+    @staticmethod
+    def _next_candidate(seq: list, pos: int, tried: set[str]):
+        """The first candidate from ``seq[pos]`` on (cyclically) that this image has not tried yet, else ``seq[pos]``
+        (the same state again, at another seed)."""
+        for k in range(len(seq)):
+            cand = seq[(pos + k) % len(seq)]
+            if cand.prompt not in tried:
+                return cand
+        return seq[pos % len(seq)]
+
+    def image_seed(self, cls: ClassInfo, index: int, attempt: int) -> int:
+        """The render seed of image ``index``'s ``attempt``-th candidate (attempt 0 keeps the historic seed)."""
+        return derive_seed(self.seed, "sample", cls.id, index) if attempt == 0 else derive_seed(self.seed, "sample", cls.id, index, attempt)
+
     def generate(self, unit: ShardUnit) -> dict[str, Any]:
-        """Render one shard's samples from the class's persisted search result and commit the shard."""
+        """Render one shard's samples from the class's persisted search result and commit the shard.
+
+        Image ``i``'s attempt ``k`` renders, at its own seed, the first candidate from ``seq[i + k·n]`` on
+        (``n`` images per class) of the class's balanced sequence of accepted states that this image has not
+        tried yet, and keeps the first render whose class-consistency score reaches τ (``clone.verify``). Everything depends on (run seed, class, i) only, so a shard
+        is the same bytes whichever worker renders it, and when.
+        """
         t0 = time.perf_counter()
         cls = unit.cls
         result = SearchResult.from_dict(json.loads(self.storage.read_bytes(search_path(cls))))
-        grammar = self.stack.grammar
-        keep = [grammar.axis_index(grammar.class_axis)] if self.keep_class and grammar.class_axis else []
-        picks = result.sample(self.images_per_class, seed=derive_seed(self.seed, "pick", cls.id), margin=self.margin, keep_axes=keep)
+        grammar, full = self.stack.grammar, self.stack.full_grammar
+        free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
+        n = self.images_per_class
+        seq = result.sample(n * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
+        prepared = self.stack.reward.prepare(self.dataset.input_image(cls)) if self.verify and seq else None
+        tau = result.accept_threshold
         indices = list(range(unit.start, unit.start + unit.count))
-        seeds = [derive_seed(self.seed, "sample", cls.id, i) for i in indices]
-        images, gen_seconds = [], 0.0
-        for b in range(0, len(indices), self.batch_size):
-            chunk = indices[b : b + self.batch_size]
-            g0 = time.perf_counter()
-            images += self.stack.generator.generate([picks[i].prompt for i in chunk], seeds[b : b + len(chunk)])
-            gen_seconds += time.perf_counter() - g0
+        kept: dict[int, tuple[Any, int, Image.Image, float, int]] = {}
+        tried: dict[int, set[str]] = {i: set() for i in indices}
+        gen_seconds, renders = 0.0, 0
+        for attempt in range(self.max_tries if seq else 0):
+            todo = [i for i in indices if i not in kept]
+            if not todo:
+                break
+            picks = [self._next_candidate(seq, i + attempt * n, tried[i]) for i in todo]
+            for i, pick in zip(todo, picks):
+                tried[i].add(pick.prompt)
+            seeds = [self.image_seed(cls, i, attempt) for i in todo]
+            images, seconds = self._render([p.prompt for p in picks], seeds)
+            gen_seconds, renders = gen_seconds + seconds, renders + len(images)
+            scores = self.stack.reward.acceptance_score(images, prepared) if self.verify else [float("nan")] * len(images)
+            for i, pick, seed, image, score in zip(todo, picks, seeds, images, scores):
+                if not self.verify or score >= tau:
+                    kept[i] = (pick, seed, image, float(score), attempt)
+            if not self.verify:
+                break
         samples = []
-        for i, seed, image in zip(indices, seeds, images):
-            pick = picks[i]
+        for i in sorted(kept):
+            pick, seed, image, score, attempt = kept[i]
+            enc = full.translate(pick.encoding, grammar) if pick.encoding is not None else None
             meta = {
                 "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
-                "encoding": list(pick.encoding) if pick.encoding is not None else None, "prompt": pick.prompt,
-                "seed": seed, "reward": round(pick.reward, 6), "model_id": self.stack.generator.model_id,
-                "search": result.method, "pipeline_version": pipeline.__version__,
+                "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
+                "seed": seed, "reward": round(pick.reward, 6), "state_score": round(pick.score, 6),
+                "score": round(score, 6) if self.verify else None, "attempt": attempt,
+                "model_id": self.stack.generator.model_id, "search": result.method, "pipeline_version": pipeline.__version__,
             }
             samples.append({
                 "__key__": f"{cls.id}_{i:06d}",
@@ -112,9 +158,9 @@ class CloneWorker:
                 "cls": str(cls.index).encode(),
                 "json": json.dumps(meta, sort_keys=True).encode(),
             })
-        record = write_shard(self.storage, unit.shard, samples, [cls.id])
+        record = write_shard(self.storage, unit.shard, samples, [cls.id], missing=len(indices) - len(samples))
         self.manifest.add(record)
         return {
-            "record": record.to_dict(), "images": len(samples), "seconds": time.perf_counter() - t0,
-            "gen_seconds": gen_seconds, "worker": self.worker_id,
+            "record": record.to_dict(), "images": len(samples), "missing": record.missing, "renders": renders,
+            "seconds": time.perf_counter() - t0, "gen_seconds": gen_seconds, "worker": self.worker_id,
         }

@@ -32,11 +32,22 @@ class Segmenter(Protocol):
 
 @runtime_checkable
 class SemanticEncoder(Protocol):
-    """Images -> semantic encodings on ``grammar``'s grid (the input image gives the goal encoding)."""
+    """Images -> semantic encodings on ``grammar``'s grid (the input image gives the goal encoding).
+
+    ``probabilities`` gives, per axis, a distribution over that axis's choices (``[N, k_axis]``); the
+    class-consistency reward reads the class axis's. ``encode`` is its per-axis argmax.
+    """
 
     grammar: Grammar
 
     def encode(self, images: Sequence[Image.Image]) -> list[Encoding]: ...
+
+    def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]: ...
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)
 
 
 def to_array(images: Sequence[Image.Image], size: int | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.encoders.base import softmax
 from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
 from pipeline.models.loading import load_pretrained
@@ -97,7 +98,7 @@ class ClipZeroShotSemanticEncoder:
     """
 
     def __init__(self, grammar: Grammar, image_encoder: ClipEncoder, generator: Generator | None = None,
-                 prompts_per_choice: int = 16, seed: int = 0) -> None:
+                 prompts_per_choice: int = 16, seed: int = 0, logit_scale: float | None = None) -> None:
         self.grammar, self.clip = grammar, image_encoder
         rng = rng_for("zero-shot-prompts", seed)
         self.text: list[np.ndarray] = []
@@ -111,7 +112,15 @@ class ClipZeroShotSemanticEncoder:
             e = image_encoder.embed_text(prompts).reshape(len(axis), prompts_per_choice, -1).mean(1)
             e -= e.mean(0, keepdims=True)  # remove what all choices share
             self.text.append(e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-8))
+        # CLIP's own temperature turns similarities into zero-shot probabilities (100 for OpenAI's models)
+        scale = getattr(getattr(image_encoder, "model", None), "logit_scale", None)
+        self.logit_scale = float(logit_scale if logit_scale is not None else (scale.exp().item() if scale is not None else 100.0))
 
     def encode(self, images: Sequence[Image.Image]) -> list[Encoding]:
         emb = self.clip.embed(images)
         return [tuple(int(np.argmax(t @ e)) for t in self.text) for e in emb]
+
+    def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Zero-shot softmax over each axis's choices."""
+        emb = self.clip.embed(images)
+        return [softmax(self.logit_scale * emb @ t.T) for t in self.text]

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.encoders.base import ImageEncoder
+from pipeline.encoders.base import ImageEncoder, softmax
 from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
 from pipeline.seeding import derive_seed, rng_for
@@ -62,3 +62,8 @@ class PrototypeSemanticEncoder:
     def encode(self, images: Sequence[Image.Image]) -> list[Encoding]:
         emb = self.image_encoder.embed(images).astype(np.float64)
         return [tuple(int(np.argmax(w @ e + b)) for w, b in self.discriminants) for e in emb]
+
+    def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Per-axis softmax of the discriminant scores (LDA's posterior under equal priors)."""
+        emb = self.image_encoder.embed(images).astype(np.float64)
+        return [softmax(emb @ w.T + b) for w, b in self.discriminants]

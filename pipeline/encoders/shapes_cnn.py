@@ -41,6 +41,12 @@ class ShapesCnn:
         return np.concatenate(rows)
 
     @torch.inference_mode()
+    def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Per-axis softmax of the heads: one ``[N, k_axis]`` array per axis."""
+        parts = [[lg.softmax(1).numpy() for lg in self.net(x)[0]] for x in self._run(images)]
+        return [np.concatenate(axis) for axis in zip(*parts)]
+
+    @torch.inference_mode()
     def segment(self, images: Sequence[Image.Image]) -> np.ndarray:
         return np.concatenate([self.net(x)[1].softmax(1).numpy() for x in self._run(images)])
 
@@ -73,3 +79,6 @@ class ShapesCnnSemanticEncoder:
 
     def encode(self, images: Sequence[Image.Image]) -> list[Encoding]:
         return [tuple(int(v) for v in row) for row in self.cnn.predict(images)]
+
+    def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        return self.cnn.probabilities(images)

@@ -4,11 +4,14 @@ Relaxation (our choice; the paper leaves it open): each axis ``i`` holds logits 
 ``p_i = softmax(θ_i / τ)`` over its choices. Each step samples ``samples_per_step`` encodings from
 ``p``, renders them (diffusion feedback) and updates::
 
-    goal mode:        θ_i ← θ_i + η · (onehot(g_i) − p_i)                      + σ_t · ε
+    goal mode:        θ_i ← θ_i + η · (onehot(g_i) − p_i) · [i ∈ G]            + σ_t · ε
     reward-only mode: θ_i ← θ_i + η · mean_k  Â_k (onehot(s_k,i) − p_i)        + σ_t · ε
 
-with ``Â_k`` the rewards standardised within the step (a score-function gradient of the expected
-reward), ``ε ~ N(0, I)`` and ``σ_t = σ_0 · noise_decay^t``. The noise keeps the renders diverse.
+with ``G`` the env's goal axes (the class axis by default: the gradient pulls toward the class and leaves
+the other axes to the noise, which spreads them), ``Â_k`` the rewards standardised within the step (a
+score-function gradient of the expected reward), ``ε ~ N(0, I)`` and ``σ_t = σ_0 · noise_decay^t``.
+Every sampled encoding is rendered, so every one is a candidate for the dataset, accepted or not by its
+class-consistency score like Q-learning's. Stops after ``steps`` or when the env's render budget is spent.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ class NoisyGradient:
         noise_decay: float = 0.97,
         temperature: float = 1.0,
         init_confidence: float = 2.0,
-        max_renders: int | None = None,
     ) -> None:
         if steps < 1 or samples_per_step < 1:
             raise ConfigError("search.steps and search.samples_per_step must be >= 1")
@@ -41,7 +43,7 @@ class NoisyGradient:
             raise ConfigError(f"search.temperature must be > 0, got {temperature}")
         self.steps, self.samples_per_step, self.lr = int(steps), int(samples_per_step), float(lr)
         self.noise, self.noise_decay, self.temperature = float(noise), float(noise_decay), float(temperature)
-        self.init_confidence, self.max_renders = float(init_confidence), max_renders
+        self.init_confidence = float(init_confidence)
 
     def run(self, problem: SearchProblem) -> SearchResult:
         env, rng = problem.env, rng_for("noisy-gradient", problem.seed)
@@ -54,7 +56,7 @@ class NoisyGradient:
             samples = [tuple(int(rng.choice(k, p=p)) for k, p in zip(shape, probs)) for _ in range(self.samples_per_step)]
             rewards = env.reward_of(samples)
             if env.mode is RewardMode.GOAL:
-                grads = [np.eye(k)[g] - p for k, g, p in zip(shape, env.goal, probs)]
+                grads = [(np.eye(k)[g] - p) * (i in env.goal_axes) for i, (k, g, p) in enumerate(zip(shape, env.goal, probs))]
             else:
                 adv = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
                 grads = [
@@ -66,7 +68,7 @@ class NoisyGradient:
             mode_state = tuple(int(np.argmax(th)) for th in theta)
             if mode_state != trajectory[-1]:
                 trajectory.append(mode_state)
-            if self.max_renders is not None and env.evaluator.renders >= self.max_renders:
+            if env.exhausted:
                 break
         env.reward_of([trajectory[-1]])
         return SearchResult.from_env(self.name, env, trajectory, steps=t + 1)

@@ -6,7 +6,6 @@ from collections import defaultdict
 
 import numpy as np
 
-from pipeline.env import RewardMode
 from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding
 from pipeline.search.result import SearchProblem, SearchResult
@@ -16,9 +15,22 @@ from pipeline.seeding import rng_for
 class QLearning:
     """ε-greedy tabular Q-learning. ε decays per episode: ε_e = max(ε_end, ε_start · decay^e).
 
-    Stops after ``episodes``, after ``patience`` episodes without a new best reward, once
-    ``max_renders`` renders are spent, or (goal mode, ``stop_at_goal``) when an episode reaches the goal.
-    Renders are cached, so revisiting a state costs nothing: the budget measures distinct states seen.
+    The agent's reward is the env's reward plus a count-based novelty bonus inside the class-consistent
+    region, so that once it has the class it keeps walking the other axes instead of settling on a copy::
+
+        r'(s) = r(s) + κ · c(s) · mean_{a ∉ class} 1 / sqrt(1 + N_a(s_a))
+
+    with ``c(s)`` the state's class-consistency score and ``N_a(v)`` the number of steps so far that
+    landed on an accepted state with value ``v`` on axis ``a`` (κ = ``novelty``; 0 gives plain RLDF).
+    Every state the agent renders is a candidate for the dataset.
+
+    Stops after ``episodes``, after ``patience`` episodes without a new best reward, or once the env's
+    render budget is spent. Renders are cached, so revisiting a state costs nothing: the budget measures
+    distinct states seen. ``restart_from_accepted`` is the probability that an episode starts at a random
+    accepted state found so far (the best state while none is accepted) instead of the start state.
+    With ``leave_ends_episode``, an episode that has reached an accepted state ends when it steps out of
+    the accepted region (a terminal with that step's low reward), so an excursion costs one render
+    instead of a walk through another class's states.
 
     ``parallel_episodes`` agents run their episodes in lockstep on one shared Q-table (like vectorised
     environments), so each step renders up to that many states in one generator batch: what keeps a
@@ -36,74 +48,97 @@ class QLearning:
         epsilon_end: float = 0.05,
         epsilon_decay: float = 0.97,
         q_init: float = 0.0,
-        restart_from_best: float = 0.0,
+        restart_from_accepted: float = 0.0,
+        novelty: float = 0.0,
         patience: int | None = None,
-        stop_at_goal: bool = True,
-        max_renders: int | None = None,
         parallel_episodes: int = 1,
+        leave_ends_episode: bool = False,
     ) -> None:
-        for key, value in (("alpha", alpha), ("gamma", gamma), ("epsilon_start", epsilon_start), ("epsilon_end", epsilon_end)):
+        for key, value in (("alpha", alpha), ("gamma", gamma), ("epsilon_start", epsilon_start), ("epsilon_end", epsilon_end),
+                           ("restart_from_accepted", restart_from_accepted)):
             if not 0 <= value <= 1:
                 raise ConfigError(f"search.{key} must be in [0, 1], got {value}")
         if episodes < 1:
             raise ConfigError(f"search.episodes must be >= 1, got {episodes}")
-        self.episodes, self.alpha, self.gamma = int(episodes), float(alpha), float(gamma)
-        self.epsilon_start, self.epsilon_end, self.epsilon_decay = epsilon_start, epsilon_end, epsilon_decay
-        if not 0 <= restart_from_best <= 1:
-            raise ConfigError(f"search.restart_from_best must be in [0, 1], got {restart_from_best}")
-        self.q_init, self.max_renders = float(q_init), max_renders
-        self.restart_from_best = float(restart_from_best)
-        self.patience, self.stop_at_goal = patience, bool(stop_at_goal)
+        if novelty < 0:
+            raise ConfigError(f"search.novelty must be >= 0, got {novelty}")
         if parallel_episodes < 1:
             raise ConfigError(f"search.parallel_episodes must be >= 1, got {parallel_episodes}")
-        self.parallel = int(parallel_episodes)
+        self.episodes, self.alpha, self.gamma = int(episodes), float(alpha), float(gamma)
+        self.epsilon_start, self.epsilon_end, self.epsilon_decay = epsilon_start, epsilon_end, epsilon_decay
+        self.q_init, self.restart_from_accepted, self.novelty = float(q_init), float(restart_from_accepted), float(novelty)
+        self.patience, self.parallel = patience, int(parallel_episodes)
+        self.leave_ends_episode = bool(leave_ends_episode)
 
     def run(self, problem: SearchProblem) -> SearchResult:
         env, rng = problem.env, rng_for("qlearning", problem.seed)
+        grammar = env.grammar
         Q: dict[Encoding, np.ndarray] = defaultdict(lambda: np.full(env.n_actions, self.q_init))
+        free_axes = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
+        visits = [np.zeros(k) for k in grammar.shape]  # N_a(v): steps onto accepted states, per axis value
+        accepted: list[Encoding] = []
+
+        def bonus(s: Encoding) -> float:
+            if not self.novelty or not free_axes:
+                return 0.0
+            v = env.visit(s)
+            return self.novelty * v.score * float(np.mean([1 / np.sqrt(1 + visits[a][s[a]]) for a in free_axes]))
+
         env.reward_of([env.start])  # the start state is rendered too
         parent: dict[Encoding, Encoding | None] = {env.start: None}  # first discovery, for the best path
+        if env.accepted(env.start):
+            accepted.append(env.start)
         best_state, best_reward, best_episode, episode = env.start, -np.inf, 0, 0
         stop = False
         while episode < self.episodes and not stop:
             agents = list(range(episode, min(episode + self.parallel, self.episodes)))
             states = []
-            for e in agents:  # exploring starts (our choice): often resume from the best state found so far
-                states.append(best_state if e > 0 and rng.random() < self.restart_from_best else env.start)
+            for e in agents:  # exploring starts (our choice): often resume inside the accepted region
+                if e > 0 and rng.random() < self.restart_from_accepted:
+                    states.append(accepted[int(rng.integers(len(accepted)))] if accepted else best_state)
+                else:
+                    states.append(env.start)
             epsilon = {e: max(self.epsilon_end, self.epsilon_start * self.epsilon_decay**e) for e in agents}
             alive = list(range(len(agents)))
+            inside = [env.accepted(s) for s in states]  # whether each agent has reached the accepted region
             for t in range(env.horizon):
                 actions = []
                 for i in alive:
+                    valid = np.array(env.actions(states[i]) or range(env.n_actions))  # moves that change the state
                     if rng.random() < epsilon[agents[i]]:
-                        actions.append(int(rng.integers(env.n_actions)))
+                        actions.append(int(rng.choice(valid)))
                     else:  # greedy, ties broken at random
-                        q = Q[states[i]]
-                        actions.append(int(rng.choice(np.flatnonzero(q == q.max()))))
+                        q = Q[states[i]][valid]
+                        actions.append(int(rng.choice(valid[q == q.max()])))
                 outcomes = env.step_many([states[i] for i in alive], actions, t)
                 still = []
                 for i, a, (s2, r, done) in zip(alive, actions, outcomes):
                     s = states[i]
-                    target = r if done else r + self.gamma * Q[s2].max()
+                    if self.leave_ends_episode and inside[i] and not env.accepted(s2):
+                        done = True  # stepped out of the class-consistent region: a terminal, like a cliff
+                    inside[i] = inside[i] or env.accepted(s2)
+                    r_agent = r + bonus(s2)
+                    if env.accepted(s2):
+                        for ax in free_axes:
+                            visits[ax][s2[ax]] += 1
+                    target = r_agent if done else r_agent + self.gamma * Q[s2].max()
                     Q[s][a] += self.alpha * (target - Q[s][a])  # Q(s,a) ← Q(s,a) + α [r + γ max_a' Q(s',a') − Q(s,a)]
-                    parent.setdefault(s2, s)
+                    if s2 not in parent:
+                        parent[s2] = s
+                        if env.accepted(s2):
+                            accepted.append(s2)
                     if r > best_reward:
                         best_state, best_reward, best_episode = s2, r, agents[i]
                     states[i] = s2
-                    if done and self.stop_at_goal and env.mode is RewardMode.GOAL and s2 == env.goal:
-                        stop = True
                     if not done:
                         still.append(i)
                 alive = still
-                if not alive or self._spent(env):
+                if not alive or env.exhausted:
                     break
             episode = agents[-1] + 1
-            if self._spent(env) or (self.patience is not None and episode - 1 - best_episode >= self.patience):
+            if env.exhausted or (self.patience is not None and episode - 1 - best_episode >= self.patience):
                 stop = True
         path = [best_state]
         while parent[path[-1]] is not None:
             path.append(parent[path[-1]])
         return SearchResult.from_env(self.name, env, path[::-1], episodes=episode, q_states=len(Q))
-
-    def _spent(self, env) -> bool:
-        return self.max_renders is not None and env.evaluator.renders >= self.max_renders

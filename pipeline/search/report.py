@@ -10,14 +10,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline.env import StateEvaluator  # noqa: E402
+from pipeline.env import GridEnv  # noqa: E402
 from pipeline.grammar import Grammar  # noqa: E402
 from pipeline.images import contact_grid  # noqa: E402
 from pipeline.search.result import SearchResult  # noqa: E402
 
 
 def write_search_report(
-    result: SearchResult, evaluator: StateEvaluator, grammar: Grammar, out_dir: str | Path, input_image=None, max_cells: int = 32
+    result: SearchResult, env: GridEnv, grammar: Grammar, out_dir: str | Path, input_image=None, max_cells: int = 32
 ) -> dict[str, Path]:
     """Write ``result.json``, ``trajectory.png`` and ``reward_curve.png`` under ``out_dir``."""
     out = Path(out_dir)
@@ -35,7 +35,7 @@ def write_search_report(
         images.append(input_image)
         labels.append("input")
     for p in prompts:
-        for img in evaluator.images(p)[:1]:
+        for img in env.images(p)[:1]:
             images.append(img)
             labels.append(f"{next((c.reward for c in result.candidates if c.prompt == p), float('nan')):.3f}")
     if images:

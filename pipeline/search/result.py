@@ -10,7 +10,6 @@ import numpy as np
 from pipeline.env import GridEnv
 from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding
-from pipeline.seeding import rng_for
 
 
 @dataclass
@@ -24,11 +23,13 @@ class SearchProblem:
 
 @dataclass
 class Candidate:
-    """An evaluated state: its prompt, mean image reward over the state's seeds, and grid encoding."""
+    """An evaluated state: its prompt, mean image reward and class-consistency score over the state's
+    seeds, and its grid encoding (None for a free-text prompt)."""
 
     prompt: str
     reward: float
     encoding: Encoding | None = None
+    score: float = float("nan")
 
 
 @dataclass
@@ -41,19 +42,17 @@ class SearchResult:
     goal: Encoding | None = None
     best_trajectory: list[Encoding] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    accept_threshold: float = 0.5  # τ: a candidate is accepted when its score reaches it
 
     @classmethod
     def from_env(cls, method: str, env: GridEnv, best_trajectory: Sequence[Encoding] = (), **info: Any) -> "SearchResult":
-        grammar, cands, trace, best = env.grammar, [], [], -np.inf
-        for renders, prompt, reward in env.evaluator.trace:
-            try:
-                enc: Encoding | None = grammar.parse(prompt)
-            except ConfigError:
-                enc = None
-            cands.append(Candidate(prompt, reward, enc))
-            best = max(best, reward)
-            trace.append((renders, float(best)))
-        return cls(method, cands, env.evaluator.renders, trace, env.start, env.goal, list(best_trajectory), dict(info))
+        cands, trace, best = [], [], -np.inf
+        for v in env.trace:
+            cands.append(Candidate(v.prompt, v.reward, v.encoding, v.score))
+            best = max(best, v.reward)
+            trace.append((v.renders, float(best)))
+        return cls(method, cands, env.renders, trace, env.start, env.goal, list(best_trajectory), dict(info),
+                   env.accept_threshold)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -65,29 +64,23 @@ class SearchResult:
     def top(self, k: int) -> list[Candidate]:
         return sorted(self.candidates, key=lambda c: -c.reward)[:k]
 
+    @property
+    def accepted(self) -> list[Candidate]:
+        """Candidates whose class-consistency score reaches τ, in discovery order."""
+        return [c for c in self.candidates if c.score >= self.accept_threshold]
+
     def renders_to_reach(self, reward: float) -> int | None:
         """Renders spent when the best reward first reached ``reward`` (None if never)."""
         return next((n for n, r in self.trace if r >= reward), None)
 
-    def sample(self, n: int, seed: int, margin: float = 0.05, keep_axes: Sequence[int] = ()) -> list[Candidate]:
-        """``n`` diverse high-reward candidates: the pool is every state within ``margin`` (relative) of
-        the best reward that agrees with the best state on ``keep_axes`` (e.g. the class axis, so a
-        class's images keep its class while the other axes vary); the pool is shuffled
-        deterministically and cycled, so each member is used about equally often."""
-        best_c = self.best
-        best = best_c.reward
+    def sample(self, n: int, seed: int, axes: Sequence[int] = ()) -> list[Candidate]:
+        """A deterministic sequence of ``n`` accepted candidates that covers ``axes`` (the non-class axes)
+        as evenly as the accepted set allows (:func:`pipeline.search.sampling.balanced_sequence`).
+        Empty if no candidate is accepted."""
+        from pipeline.search.sampling import balanced_sequence
 
-        def agrees(c: Candidate) -> bool:
-            if not keep_axes or best_c.encoding is None:
-                return True
-            return c.encoding is not None and all(c.encoding[a] == best_c.encoding[a] for a in keep_axes)
-
-        pool = [c for c in self.candidates if c.reward >= best - margin * abs(best) and agrees(c)]
-        rng = rng_for("sample-candidates", seed)
-        order: list[Candidate] = []
-        while len(order) < n:
-            order.extend(pool[i] for i in rng.permutation(len(pool)))
-        return order[:n]
+        pool = self.accepted
+        return [pool[i] for i in balanced_sequence([c.encoding for c in pool], n, axes, seed)]
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -100,11 +93,12 @@ class SearchResult:
         tup = lambda e: tuple(e) if e is not None else None  # noqa: E731
         return cls(
             method=d["method"],
-            candidates=[Candidate(c["prompt"], c["reward"], tup(c["encoding"])) for c in d["candidates"]],
+            candidates=[Candidate(c["prompt"], c["reward"], tup(c["encoding"]), c.get("score", float("nan"))) for c in d["candidates"]],
             renders=d["renders"],
             trace=[tuple(t) for t in d["trace"]],
             start=tup(d.get("start")),
             goal=tup(d.get("goal")),
             best_trajectory=[tuple(e) for e in d.get("best_trajectory", [])],
             info=d.get("info", {}),
+            accept_threshold=d.get("accept_threshold", 0.5),
         )
