@@ -158,6 +158,10 @@ class GridEnv:
         return self.evaluator.renders
 
     @property
+    def seeds_per_state(self) -> int:
+        return len(self.evaluator.seeds)
+
+    @property
     def exhausted(self) -> bool:
         """Whether the render budget is spent (never, without a budget)."""
         return self.budget is not None and self.renders >= self.budget

@@ -106,25 +106,6 @@ def search_stats(out: Path, class_names: list[str], grammar) -> dict:
             "accepted_fraction": float(np.mean(fraction))}
 
 
-def contact_sheet(images, labels, classes: dict[int, str], per_class: int, seed: int, path: Path) -> None:
-    """Rows = classes, ``per_class`` random samples each (seeded), class name under the first cell."""
-    from PIL import Image
-
-    from pipeline.images import contact_grid
-
-    rng = np.random.default_rng(seed)
-    cells, names = [], []
-    for k, name in classes.items():
-        idx = np.flatnonzero(labels == k)
-        pick = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
-        row = [Image.fromarray(images[i].permute(1, 2, 0).numpy()) for i in pick]
-        row += [Image.new("RGB", (8, 8), (255, 255, 255))] * (per_class - len(row))
-        cells += row
-        names += [name] + [""] * (per_class - 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    contact_grid(cells, per_class, cell=64, labels=names).save(path)
-
-
 def versions() -> dict:
     import diffusers
     import ray
@@ -242,6 +223,7 @@ def main() -> None:
     from pipeline.metrics.cas import classification_accuracy_score, load_labelled
     from pipeline.metrics.features import extract
     from pipeline.metrics.judge import judge_clone, train_judge
+    from pipeline.metrics.sheets import class_contact_sheet
     from pipeline.metrics.vendi import per_class_vendi
     from pipeline.metrics.scores import score_sets
     from pipeline.metrics.sources import ShapesImages, ShardImages
@@ -310,7 +292,7 @@ def main() -> None:
         cas = classification_accuracy_score(train, test, len(class_names), cas_steps, seed=a.seed, class_names=names,
                                             progress=a.progress, desc=f"CAS {name}")
         fig = figs / f"{name}.png"
-        contact_sheet(train.images, train.labels.numpy(), {k: class_names[k] for k in keep}, 8, a.seed, fig)
+        class_contact_sheet(train.images, train.labels.numpy(), {k: class_names[k] for k in keep}, 8, a.seed, fig)
         rows[name] = {"metrics": metrics[name]["overall"], "metrics_per_class": metrics[name]["per_class"], "cas": cas,
                       "judge": judged, "vendi": vendi[name],
                       "figure": str(fig.relative_to(md.parent)) if fig.is_relative_to(md.parent) else str(fig)}

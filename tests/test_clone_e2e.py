@@ -200,7 +200,7 @@ def test_a_unit_that_keeps_failing_is_reported(tmp_path):
 
     Image.new("RGB", (32, 32), (200, 30, 30)).save(root / "circle" / "0.png")
     p = clone(tmp_path / "out", "dataset=imagefolder", f"dataset.root={root}", "dataset.only=null", "search=random",
-              "env.budget=20", check=False)
+              "env.budget=20", "reward=pixel_stats", "reward.semantic_encoder.samples_per_choice=4", check=False)
     assert p.returncode == 1
     assert "search:star failed after 3 attempts" in p.stderr and "no image number 0" in p.stderr
     s = summary(p)
@@ -218,10 +218,16 @@ def test_a_class_subset_keeps_the_full_class_axis(tmp_path):
     """`dataset.only` selects classes to clone; the grammar keeps every class, so trained semantic
     encoders (whose heads cover all classes) stay on the grid."""
     cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={tmp_path}", "model=procedural",
-           "reward=learned_shapes", "dataset.only=[star,cross]", "search=random", "env.budget=24",
-           "clone.images_per_class=4", "clone.shard_size=4", "clone.progress=false", "cluster.num_cpus=2"]
+           "reward=learned_shapes", "dataset.only=[star,cross]", "search=class_name_random", "env.budget=24",
+           "clone.images_per_class=4", "clone.shard_size=4", "clone.progress=false", "cluster.num_cpus=2",
+           "env.exclude={colour: [red, blue]}"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     s = summary(p)
     assert s["ok"] and s["shards_written"] == 2
     assert {k.rsplit("_", 1)[0] for k in sample_hashes(tmp_path)} == {"star", "cross"}
+    # concept exclusion: no excluded colour in any sample, nor in any state the search rendered
+    metas = [json.loads(x["json"]) for x in wds.WebDataset(sorted(str(t) for t in tmp_path.glob("*.tar")), shardshuffle=False)]
+    rendered = [c["prompt"] for f in (tmp_path / "searches").glob("*.json") for c in json.loads(f.read_text())["candidates"]]
+    assert len(metas) == 8 and len(rendered) == 48
+    assert not any(" red " in t or " blue " in t for t in [m["prompt"] for m in metas] + rendered)

@@ -62,10 +62,10 @@ def test_qlearning_goal_mode_reaches_the_goal(semantic, grammar, generator, rewa
         goal = semantic.encode([image])[0]
         start = semantic.encode([noise_image(32, target)])[0]
         env = make_env(grammar, generator, reward, image, start=start, goal=goal, mode="goal",
-                       goal_axes=[a.name for a in grammar.axes], end_at_goal=True, budget=300)
+                       goal_axes=[a.name for a in grammar.axes], end_at_goal=True, budget=600)
         res = qlearning().run(SearchProblem(env, seed=0))
         assert res.best_trajectory[-1] == goal
-        assert res.renders <= 300 + 1
+        assert res.renders <= 600 + 1 < grammar.size
 
 
 def test_semantic_encoder_mostly_recovers_the_caption(semantic, grammar, world):

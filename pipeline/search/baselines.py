@@ -22,7 +22,7 @@ from pipeline.seeding import rng_for
 def _states_in_budget(env: GridEnv, what: str) -> int:
     if env.budget is None:
         raise ConfigError(f"search={what} needs a render budget (env.budget)")
-    return max(1, env.budget // len(env.evaluator.seeds))
+    return max(1, env.budget // env.seeds_per_state)
 
 
 def _random_states(env: GridEnv, n: int, seed: int, fixed: dict[int, int] | None = None) -> list[Encoding]:
