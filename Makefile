@@ -29,7 +29,8 @@ setup: $(STAMP)
 # Re-running resumes (nothing left to do finishes in seconds); `make demo-clean` starts over.
 demo: $(STAMP)
 	$(PY) scripts/clone.py paths.output_dir=$(OUT) clone.images_per_class=32 clone.shard_size=16
-	@echo "demo shards: $(OUT)/shard-*.tar  (manifest: $(OUT)/manifest.json, log: $(OUT)/clone.log)"
+	$(PY) scripts/contact_sheet.py $(OUT) $(OUT)/contact_sheet.png
+	@echo "demo shards: $(OUT)/shard-*.tar  (manifest: $(OUT)/manifest.json, log: $(OUT)/clone.log, contact sheet: $(OUT)/contact_sheet.png)"
 
 demo-clean:
 	rm -rf $(OUT)

@@ -92,19 +92,26 @@ class Grammar:
         """A sub-grammar for attribute control and concept exclusion: each axis in ``fix`` keeps only the
         named choice, each choice in ``exclude`` is removed (the others keep their order). Prompts of the
         sub-grammar are prompts of this one."""
-        fix, exclude = dict(fix or {}), {k: list(v or []) for k, v in (exclude or {}).items()}
+        fix = dict(fix or {})
+        exclude = {k: [v] if isinstance(v, str) else list(v or []) for k, v in (exclude or {}).items()}
         for key, what in (("fix", fix), ("exclude", exclude)):
             for axis_name in what:
                 if axis_name not in self._index:
                     raise ConfigError(f"env.{key}: grammar '{self.name}' has no attribute '{axis_name}' (known: {', '.join(self._index)})")
+        def choice(key: str, axis: Axis, term: str) -> str:
+            try:
+                return axis.choices[self._choice_index(axis, term)]
+            except ConfigError as e:
+                raise ConfigError(f"env.{key}: {e}") from None
+
         rules = {}
         for a in self.axes:
             keep = list(a.choices)
             if a.name in exclude:
-                drop = {a.choices[self._choice_index(a, c)] for c in exclude[a.name]}
+                drop = {choice("exclude", a, c) for c in exclude[a.name]}
                 keep = [c for c in keep if c not in drop]
             if a.name in fix:
-                chosen = a.choices[self._choice_index(a, fix[a.name])]
+                chosen = choice("fix", a, fix[a.name])
                 if chosen not in keep:
                     raise ConfigError(f"env.fix: '{chosen}' of attribute '{a.name}' is also excluded")
                 keep = [chosen]

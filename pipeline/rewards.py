@@ -149,7 +149,7 @@ class CompositeReward:
     except ``acceptance`` (class consistency), which :meth:`score_with_acceptance` always reports."""
 
     def __init__(self, terms: Mapping[str, Reward], weights: Mapping[str, float], acceptance: str | None = ACCEPTANCE_TERM) -> None:
-        unknown = set(weights) - set(terms)
+        unknown = {k for k, w in weights.items() if k not in terms and w > 0}  # a 0 weight on a term not built is harmless
         if unknown:
             raise ConfigError(f"reward.weights names unknown reward '{sorted(unknown)[0]}' (known: {', '.join(terms)})")
         for name, w in weights.items():

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""RLDF from one input image per shapes-world class: does the best state found keep the input's class?
+"""RLDF from one input image per shapes-world class: does the best state found keep the input's class, and
+how many class-consistent (accepted) states does the search find?
 
 Hydra app on ``conf/run_search.yaml`` (so ``model=``, ``reward=``, ``search=``, ``env.*`` override as
 usual), e.g. ``python scripts/rldf_classes.py model=tiny_shapes reward=learned_shapes``. The input image of
@@ -25,7 +26,7 @@ from pipeline.seeding import derive_seed
 
 def run(cfg: DictConfig) -> dict:
     stack = build_stack(cfg)
-    dataset = ShapesDataset(stack.grammar, int(cfg.input_size), input_seed=int(cfg.input_seed))
+    dataset = ShapesDataset(stack.full_grammar, int(cfg.input_size), input_seed=int(cfg.input_seed))
     axis = stack.grammar.axis_index(stack.grammar.class_axis)
     rows = []
     for cls in dataset.classes():
@@ -36,7 +37,7 @@ def run(cfg: DictConfig) -> dict:
         best = res.best
         found = best.encoding is not None and best.encoding[axis] == cls.index
         rows.append({"class": cls.name, "found": bool(found), "best_prompt": best.prompt, "reward": round(best.reward, 4),
-                     "renders": res.renders, "seconds": round(time.perf_counter() - t0, 1)})
+                     "renders": res.renders, "accepted_states": len(res.accepted), "seconds": round(time.perf_counter() - t0, 1)})
         print(json.dumps(rows[-1]), flush=True)
     summary = {"method": stack.search.name, "model": stack.generator.model_id, "mode": cfg.env.mode,
                "found": sum(r["found"] for r in rows), "classes": len(rows),
