@@ -55,11 +55,11 @@ def run(cfg: DictConfig) -> int:
     search = instantiate(cfg.search)  # validates the search config before any worker starts
     grammar = instantiate(cfg.grammar)
     if not grammar.class_axis:  # acceptance and verification read the class axis
-        raise ConfigError(f"grammar '{grammar.name}' has no class_axis: a clone keeps each input's class, so the grammar must name it")
+        raise ConfigError(f"grammar '{grammar.name}' has no class_axis: a clone keeps each input's class, "
+                          "so the grammar must name it")
     grammar.restrict(cfg.env.fix, cfg.env.exclude)  # a bad env.fix / env.exclude fails here, in one line
     if c.dry_run:
-        if grammar.class_axis:
-            grammar = grammar.with_choices(grammar.class_axis, [c.name for c in dataset.all_classes()])
+        grammar = grammar.with_choices(grammar.class_axis, [c.name for c in dataset.all_classes()])
         measured = c.throughput is None
         if measured:
             model = instantiate_model(cfg.model, grammar)

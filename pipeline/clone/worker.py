@@ -102,26 +102,17 @@ class CloneWorker:
 
     def image_seed(self, cls: ClassInfo, index: int, attempt: int) -> int:
         """The render seed of image ``index``'s ``attempt``-th candidate (attempt 0 keeps the historic seed)."""
-        return derive_seed(self.seed, "sample", cls.id, index) if attempt == 0 else derive_seed(self.seed, "sample", cls.id, index, attempt)
+        if attempt == 0:
+            return derive_seed(self.seed, "sample", cls.id, index)
+        return derive_seed(self.seed, "sample", cls.id, index, attempt)
 
-    def generate(self, unit: ShardUnit) -> dict[str, Any]:
-        """Render one shard's samples from the class's persisted search result and commit the shard.
-
-        Image ``i``'s attempt ``k`` renders, at its own seed, the first candidate from ``seq[i + k·n]`` on
-        (``n`` images per class) of the class's balanced sequence of accepted states that this image has not
-        tried yet, and keeps the first render whose class-consistency score reaches τ (``clone.verify``). Everything depends on (run seed, class, i) only, so a shard
-        is the same bytes whichever worker renders it, and when.
-        """
-        t0 = time.perf_counter()
-        cls = unit.cls
-        result = SearchResult.from_dict(json.loads(self.storage.read_bytes(search_path(cls))))
-        grammar, full = self.stack.grammar, self.stack.full_grammar
-        free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
+    def _verified(self, cls: ClassInfo, seq: list, indices: list[int], tau: float) -> tuple[dict, int, float]:
+        """Image ``i``'s attempt ``k`` renders, at its own seed, the first candidate from ``seq[i + k·n]`` on
+        (``n`` images per class) that this image has not tried yet; the first render whose class-consistency
+        score reaches τ is kept (all first renders, without ``clone.verify``). Returns (index -> (candidate,
+        seed, image, score, attempt), renders, seconds in the generator)."""
         n = self.images_per_class
-        seq = result.sample(n * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
         prepared = self.stack.reward.prepare(self.dataset.input_image(cls)) if self.verify and seq else None
-        tau = result.accept_threshold
-        indices = list(range(unit.start, unit.start + unit.count))
         kept: dict[int, tuple[Any, int, Image.Image, float, int]] = {}
         tried: dict[int, set[str]] = {i: set() for i in indices}
         gen_seconds, renders = 0.0, 0
@@ -141,6 +132,21 @@ class CloneWorker:
                     kept[i] = (pick, seed, image, float(score), attempt)
             if not self.verify:
                 break
+        return kept, renders, gen_seconds
+
+    def generate(self, unit: ShardUnit) -> dict[str, Any]:
+        """Render one shard's samples from the class's persisted search result and commit the shard: the
+        class's accepted states in a balanced sequence over the non-class axes, each image verified at its
+        own seed (:meth:`_verified`). Everything depends on (run seed, class, index) only, so a shard is the
+        same bytes whichever worker renders it, and when."""
+        t0 = time.perf_counter()
+        cls = unit.cls
+        result = SearchResult.from_dict(json.loads(self.storage.read_bytes(search_path(cls))))
+        grammar, full = self.stack.grammar, self.stack.full_grammar
+        free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
+        seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
+        indices = list(range(unit.start, unit.start + unit.count))
+        kept, renders, gen_seconds = self._verified(cls, seq, indices, result.accept_threshold)
         samples = []
         for i in sorted(kept):
             pick, seed, image, score, attempt = kept[i]
