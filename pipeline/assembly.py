@@ -78,16 +78,26 @@ def make_env(stack: SearchStack, target: Image.Image, seed: int) -> GridEnv:
     seeds = [derive_seed("state-seed", seed, k) for k in range(n_seeds)]
     evaluator = StateEvaluator(stack.generator, stack.reward, target, seeds, int(e.get("batch_size", 16)))
     goal = stack.grammar.translate(stack.semantic_encoder.encode([target])[0], stack.full_grammar)
-    start = _start_encoding(stack, e.get("start", "noise"), target.size[0], seed)
+    mode = e.get("mode", "goal")
+    start = _start_encoding(stack, e.get("start", "auto"), mode, goal, target.size[0], seed)
     return GridEnv(
-        stack.grammar, evaluator, start, goal=goal, mode=e.get("mode", "goal"),
+        stack.grammar, evaluator, start, goal=goal, mode=mode,
         goal_weight=float(e.get("goal_weight", 1.0)), goal_axes=e["goal_axes"], horizon=int(e.get("horizon", 30)),
         end_at_goal=bool(e["end_at_goal"]), reward_threshold=e.get("reward_threshold"),
         budget=e["budget"], accept_threshold=float(e["accept_threshold"]),
     )
 
 
-def _start_encoding(stack: SearchStack, spec: Any, size: int, seed: int) -> Encoding:
+def _start_encoding(stack: SearchStack, spec: Any, mode: str, goal: Encoding, size: int, seed: int) -> Encoding:
+    """``auto``: the goal encoding in goal mode (the agent knows it; a walk from noise to the class spends
+    renders on states that are never accepted), the noise encoding in reward-only mode (the agent must not
+    be handed the goal)."""
+    if spec == "auto":
+        spec = "goal" if mode == "goal" else "noise"
+    if spec == "goal":
+        if mode != "goal":
+            raise ConfigError("env.start=goal needs env.mode=goal (in reward_only mode the agent never sees the goal encoding)")
+        return goal
     if spec == "noise":  # the paper's Y_0: the semantic encoding of a random-noise image
         return stack.grammar.translate(stack.semantic_encoder.encode([noise_image(size, seed)])[0], stack.full_grammar)
     if isinstance(spec, Mapping):
@@ -97,4 +107,4 @@ def _start_encoding(stack: SearchStack, spec: Any, size: int, seed: int) -> Enco
         return stack.grammar.encode(partial)
     if isinstance(spec, (list, tuple)):
         return stack.grammar.check(spec)
-    raise ConfigError(f"env.start must be 'noise', a list of indices or a mapping of attributes, got {spec!r}")
+    raise ConfigError(f"env.start must be 'auto', 'goal', 'noise', a list of indices or a mapping of attributes, got {spec!r}")

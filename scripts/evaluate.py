@@ -2,8 +2,8 @@
 """Clone the shapes world with each dataset-generation method and score every clone against real data.
 
 For each method (class-name prompting, class name + random attributes, the goal encoding, random search,
-noisy diffusion gradient, RLDF Q-learning in goal and reward-only modes, and Q-learning with a colour
-excluded) this runs the real clone job (``scripts/clone.py``: Ray workers, search, acceptance, verified
+noisy diffusion gradient, RLDF Q-learning in goal mode (from the goal encoding, and from the paper's
+noise start) and reward-only mode, and Q-learning with a colour excluded) this runs the real clone job (``scripts/clone.py``: Ray workers, search, acceptance, verified
 shards) with the same model, reward, seed and render budget, then scores the clone:
 
 * a judge CNN of its own (``pipeline.metrics.judge``) reads every image: class accuracy, normalised
@@ -43,10 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 METHODS = ("class_name", "class_name_random", "goal_encoding", "random", "noisy_gradient", "qlearning",
-           "qlearning_reward_only", "qlearning_no_red")
+           "qlearning_noise_start", "qlearning_reward_only", "qlearning_no_red")
 LABELS = {"class_name": "class-name prompting", "class_name_random": "class name + random attributes",
           "goal_encoding": "goal encoding (no search)", "random": "random search",
-          "qlearning": "RLDF Q-learning (goal)", "qlearning_reward_only": "RLDF Q-learning (reward-only)",
+          "qlearning": "RLDF Q-learning (goal)", "qlearning_noise_start": "RLDF Q-learning (goal, start from noise)",
+          "qlearning_reward_only": "RLDF Q-learning (reward-only)",
           "qlearning_no_red": "RLDF Q-learning, red excluded", "noisy_gradient": "noisy diffusion gradient",
           "real": "real data (held-out split)"}
 NEEDS_CLASS_NAME = {"class_name", "class_name_random"}
@@ -60,6 +61,7 @@ def method_overrides(method: str, budget: int) -> list[str]:
         "goal_encoding": ["search=goal_encoding"],
         "random": ["search=random"],
         "qlearning": ["search=qlearning_batched", "env.mode=goal"],
+        "qlearning_noise_start": ["search=qlearning_batched", "env.mode=goal", "env.start=noise"],
         "qlearning_reward_only": ["search=qlearning_batched", "env.mode=reward_only"],
         "qlearning_no_red": ["search=qlearning_batched", "env.mode=goal", "env.exclude={colour: [red]}"],
         "noisy_gradient": ["search=noisy_gradient"],
@@ -133,7 +135,8 @@ def fmt(v, digits: int = 3) -> str:
 def markdown(res: dict) -> str:
     from pipeline.markdown import table
 
-    a, rows = res["args"], res["rows"]
+    a = res["args"]
+    rows = {n: res["rows"][n] for n in (*METHODS, "real") if n in res["rows"]}  # table order, whatever the run order
     lines = [f"Shapes world, {a['classes']} classes, {a['images_per_class']} images per class per method "
              f"({'quick mode' if a['quick'] else 'full run'}), input seed {a['input_seed']}, run seed {a['seed']}, "
              f"render budget {a['budget']} per class, model `{a['model']}`, reward `{a['reward']}`, {a['workers']} Ray workers. "

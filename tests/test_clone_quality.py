@@ -129,6 +129,18 @@ def test_the_search_never_renders_excluded_or_unfixed_choices(world):
     assert {stack.full_grammar.axes[2].choices[s["background"]] for s in said} == {"white"}
 
 
+def test_start_is_the_goal_in_goal_mode_and_noise_without_a_goal(world):
+    from pipeline.assembly import build_stack, make_env
+
+    target = render(world, object="cross", colour="teal", background="grey")
+    goal_env = make_env(build_stack(compose_clone()), target, seed=1)  # env.start=auto
+    assert goal_env.start == goal_env.goal and goal_env.grammar.describe(goal_env.start)["object"] == "cross"
+    noise = make_env(build_stack(compose_clone("env.start=noise")), target, seed=1).start
+    assert make_env(build_stack(compose_clone("env.mode=reward_only")), target, seed=1).start == noise != goal_env.goal
+    with pytest.raises(ConfigError, match="env.start=goal needs env.mode=goal"):
+        make_env(build_stack(compose_clone("env.mode=reward_only", "env.start=goal")), target, seed=1)
+
+
 # ------------------------------------------------------------------ the search explores inside the class
 def cnn_env(grammar, generator, reward, target, budget):
     ev = StateEvaluator(generator, reward, target, seeds=[123], batch_size=64)
