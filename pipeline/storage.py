@@ -15,6 +15,8 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.errors import InputError
+
 TMP_SUFFIX = ".tmp"
 
 
@@ -27,7 +29,10 @@ class Storage:
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
             self.root = str(Path(self.root).resolve())
-        self.fs.makedirs(self.root, exist_ok=True)
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create the output folder '{self.url}': {e.strerror or e}") from None
 
     def path(self, rel: str) -> str:
         return f"{self.root.rstrip('/')}/{rel}"

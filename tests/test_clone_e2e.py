@@ -183,6 +183,9 @@ def test_worker_killed_mid_run_loses_nothing(tmp_path):
         (["dataset=imagefolder", "dataset.root=/no/such/root"], "dataset.root '/no/such/root' does not exist"),
         (["clone.images_per_class=0"], "images_per_class must be >= 1"),
         (["clone.image_format=gif"], "clone.image_format must be one of"),
+        (["seed=abc"], "seed must be an integer, got 'abc'"),
+        (["paths.output_dir=/proc/rldf-out"], "cannot create the output folder '/proc/rldf-out'"),
+        (["cluster.address=127.0.0.1:9"], "cannot reach a Ray cluster at cluster.address=127.0.0.1:9"),  # nothing listens
     ],
 )
 def test_invalid_config_is_one_line(tmp_path, overrides, message):
@@ -190,6 +193,14 @@ def test_invalid_config_is_one_line(tmp_path, overrides, message):
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], p.stderr[-2000:]
+
+
+def test_a_failed_first_start_does_not_block_the_corrected_command(tmp_path):
+    p = clone(tmp_path, "reward.segmenter.pretrained=/no/such/cnn", check=False)  # fails once run.json is written
+    assert p.returncode != 0 and (tmp_path / "run.json").is_file()
+    assert not list(tmp_path.glob("shard-*")) and not list(tmp_path.glob("searches/*.json"))
+    s = summary(clone(tmp_path))  # before: "was started with other settings, and resuming would mix two datasets"
+    assert s["ok"] and s["shards_written"] == 12
 
 
 def test_a_unit_that_keeps_failing_is_reported(tmp_path):

@@ -41,6 +41,12 @@ def config(weights, **changes):
     return cfg
 
 
+def started(storage, cfg):
+    """A first run that recorded its settings and committed output (one search result)."""
+    check_identity(storage, cfg)
+    storage.write_bytes("searches/circle.json", b"{}")
+
+
 def test_fingerprint_follows_content_not_location(weights, tmp_path):
     moved = tmp_path / "elsewhere"
     shutil.copytree(weights, moved)
@@ -81,7 +87,7 @@ def test_first_run_records_and_same_settings_resume(weights, tmp_path):
 ])
 def test_changed_settings_are_refused_by_name(weights, tmp_path, key, value, named):
     storage = Storage(tmp_path / "out")
-    check_identity(storage, config(weights))
+    started(storage, config(weights))
     with pytest.raises(ConfigError) as e:
         check_identity(storage, config(weights, **{key: value}))
     assert named in str(e.value) and "clone.on_config_change=allow" in str(e.value)
@@ -89,7 +95,7 @@ def test_changed_settings_are_refused_by_name(weights, tmp_path, key, value, nam
 
 def test_weights_retrained_in_place_are_a_change(weights, tmp_path):
     storage = Storage(tmp_path / "out")
-    check_identity(storage, config(weights))
+    started(storage, config(weights))
     (weights / "unet" / "weights.bin").write_bytes(b"\x03" * 1000)
     with pytest.raises(ConfigError, match="model.pretrained: \"sha256:"):
         check_identity(storage, config(weights))
@@ -97,7 +103,7 @@ def test_weights_retrained_in_place_are_a_change(weights, tmp_path):
 
 def test_allow_records_the_change_and_keeps_history(weights, tmp_path):
     storage = Storage(tmp_path / "out")
-    check_identity(storage, config(weights))
+    started(storage, config(weights))
     changes = check_identity(storage, config(weights, **{"search.budget": 64}), policy="allow")
     assert changes == ["search.budget: 480 -> 64"]
     record = json.loads(storage.read_bytes(IDENTITY_FILE))
@@ -112,3 +118,15 @@ def test_bad_policy_and_unreadable_record(weights, tmp_path):
     (tmp_path / "out" / IDENTITY_FILE).write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         check_identity(storage, config(weights))
+
+
+@pytest.mark.parametrize("output", ["searches/circle.json", "manifest/shard-000000.json", "shard-000000.tar"])
+def test_a_start_that_committed_nothing_blocks_nothing(weights, tmp_path, output):
+    storage = Storage(tmp_path / "out")
+    check_identity(storage, config(weights, **{"model.guidance_scale": 9.0}))  # e.g. a start whose model failed to load
+    assert check_identity(storage, config(weights)) == []  # the corrected command runs
+    record = json.loads(storage.read_bytes(IDENTITY_FILE))
+    assert record["identity"] == run_identity(config(weights)) and record["history"] == []
+    storage.write_bytes(output, b"x")  # once anything is committed, the settings are the folder's
+    with pytest.raises(ConfigError, match="model.guidance_scale"):
+        check_identity(storage, config(weights, **{"model.guidance_scale": 9.0}))

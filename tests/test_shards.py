@@ -1,5 +1,6 @@
 """Atomic shards, the manifest and its validation, the plan (no Ray)."""
 
+import json
 import os
 
 import pytest
@@ -79,3 +80,19 @@ def test_plan_splits_classes_into_named_shards():
     assert len(plan.all_shards()) == 9 and plan.total_images == 135
     with pytest.raises(ConfigError, match="images_per_class"):
         ClonePlan(classes, 0, 10)
+
+
+def test_the_event_log_lives_beside_the_shards_on_an_object_store(tmp_path, monkeypatch):
+    from pipeline.clone.driver import LOG_FILE, CloneDriver
+
+    monkeypatch.chdir(tmp_path)  # it used to land in the working directory
+    cfg = {"cluster": {"num_workers": 1}, "clone": {"max_attempts": 1}, "paths": {"output_dir": "memory://bucket/run"}}
+    plan = ClonePlan([ClassInfo(0, "c0", "c0")], 4, 4)
+    for run in range(2):  # no appends on an object store: each run's events follow the earlier ones
+        driver = CloneDriver(cfg, plan)
+        driver.event("plan", run=run)
+        driver.event("summary", run=run)
+        driver._upload_log()
+    lines = Storage("memory://bucket/run").read_bytes(LOG_FILE).decode().splitlines()
+    assert [(json.loads(x)["event"], json.loads(x)["run"]) for x in lines] == [("plan", 0), ("summary", 0), ("plan", 1), ("summary", 1)]
+    assert not os.listdir(tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 
 import hydra
@@ -22,13 +23,33 @@ from pipeline.storage import Storage
 log = logging.getLogger("rldf.clone")
 
 
+def _probe(address: str, timeout: float) -> None:
+    """Fail in one line, within ``timeout`` seconds, when a ``host:port`` Ray address does not answer (``ray.init``
+    itself retries for minutes). ``auto`` finds a cluster on this machine, and Ray says at once when there is none."""
+    hostport = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in hostport:
+        return
+    host, port = hostport.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot reach a Ray cluster at cluster.address={address} ({getattr(e, 'strerror', None) or e}); "
+                          "start one (`ray start --head`) or use cluster=local") from None
+
+
 def _init_ray(cluster: DictConfig) -> int:
     """Start or join Ray; return the number of workers to run."""
     import ray
 
     kwargs = {"include_dashboard": False, "log_to_driver": bool(cluster.log_to_driver), "logging_level": logging.WARNING}
     if cluster.address:
-        ray.init(address=cluster.address, **kwargs)
+        _probe(str(cluster.address), float(cluster.connect_timeout_s))
+        try:
+            ray.init(address=cluster.address, **kwargs)
+        except ConnectionError as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot reach a Ray cluster at cluster.address={cluster.address} ({reason}); start one "
+                              "(`ray start --head`) or use cluster=local") from None
     else:
         ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **kwargs)
     if cluster.num_workers:
@@ -49,6 +70,8 @@ def summary_from_output(stdout: str) -> dict:
 
 
 def run(cfg: DictConfig) -> int:
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     dataset = instantiate(cfg.dataset)
     c = cfg.clone
     plan = ClonePlan(dataset.classes(), int(c.images_per_class), int(c.shard_size))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
 Unit = SearchUnit | ShardUnit
+LOG_FILE = "clone.log"
 
 
 @dataclass
@@ -95,7 +97,13 @@ class CloneDriver:
         self.storage = Storage(cfg["paths"]["output_dir"])
         self.manifest = Manifest(self.storage)
         self.on_event = on_event or (lambda e: None)
-        self.log_path = os.path.join(self.storage.root, "clone.log") if self.storage.is_local else "clone.log"
+        # the event log lives beside the shards; on an object store (no appends) it is kept in a local file
+        # and uploaded, after what earlier runs logged, when the run ends
+        if self.storage.is_local:
+            self.log_path = os.path.join(self.storage.root, LOG_FILE)
+        else:
+            fd, self.log_path = tempfile.mkstemp(prefix="clone-", suffix=".log")
+            os.close(fd)
         self.workers: dict[int, Any] = {}
         self._next_worker = 0
 
@@ -200,6 +208,9 @@ class CloneDriver:
                     bar.set_postfix(searched=summary.searches_run + summary.searches_reused,
                                     shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
                                     img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}")
+        except BaseException:
+            self._upload_log()
+            raise
         finally:
             bar.close()
             for actor in self.workers.values():
@@ -216,7 +227,18 @@ class CloneDriver:
         if summary.shortfall:
             self.event("shortfall", classes=summary.shortfall)
         self.event("summary", **summary.to_dict())
+        self._upload_log()
         return summary
+
+    def _upload_log(self) -> None:
+        """Object stores: append this run's events to the stored ``clone.log`` (local storage appends as it goes)."""
+        if self.storage.is_local or not os.path.exists(self.log_path):
+            return
+        with open(self.log_path, "rb") as f:
+            new = f.read()
+        old = self.storage.read_bytes(LOG_FILE) if self.storage.exists(LOG_FILE) else b""
+        self.storage.write_bytes(LOG_FILE, old + new)
+        os.remove(self.log_path)
 
     def _dispatch(self, queue: deque, in_flight: dict) -> None:
         load = {wid: 0 for wid in self.workers}

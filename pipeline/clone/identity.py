@@ -110,8 +110,14 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return lines
 
 
+def has_output(storage: Storage) -> bool:
+    """Whether anything a resume would reuse was committed: a search result, a shard or its manifest record."""
+    return bool(storage.list("searches", ".json") or storage.list("manifest", ".json") or storage.list("", ".tar"))
+
+
 def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error") -> list[str]:
-    """Record the run's identity on the first run; on a resume compare and return the differences.
+    """Record the run's identity on the first run; on a resume compare and return the differences. While
+    the folder holds no committed output (an earlier start failed early), the record is simply replaced.
 
     Raises :class:`ConfigError` on a difference when ``policy`` is ``"error"``; with ``"allow"`` the new
     identity is recorded (the previous ones are kept under ``history``) and the differences returned."""
@@ -119,7 +125,7 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error")
         raise ConfigError(f"clone.on_config_change must be one of {list(POLICIES)}, got '{policy}'")
     new = run_identity(cfg)
     if not storage.exists(IDENTITY_FILE):
-        if storage.list("manifest", ".json") or storage.list("searches", ".json"):
+        if has_output(storage):
             log.warning("%s has output but no %s (written by an older version): recording the current settings",
                         storage.url, IDENTITY_FILE)
         storage.write_bytes(IDENTITY_FILE, json.dumps({"identity": new, "history": []}, indent=1).encode())
@@ -131,6 +137,10 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error")
         raise ConfigError(f"{storage.path(IDENTITY_FILE)} is unreadable ({e}); delete it to record the current settings") from e
     changes = identity_diff(old, new)
     if not changes:
+        return []
+    if not has_output(storage):  # a start that failed before committing anything blocks nothing
+        log.info("%s holds no output yet: replacing the settings of the earlier start (%s)", storage.url, "; ".join(changes))
+        storage.write_bytes(IDENTITY_FILE, json.dumps({"identity": new, "history": []}, indent=1).encode())
         return []
     if policy == "error":
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
