@@ -186,6 +186,7 @@ def test_worker_killed_mid_run_loses_nothing(tmp_path):
         (["seed=abc"], "seed must be an integer, got 'abc'"),
         (["paths.output_dir=/proc/rldf-out"], "cannot create the output folder '/proc/rldf-out'"),
         (["cluster.address=127.0.0.1:9"], "cannot reach a Ray cluster at cluster.address=127.0.0.1:9"),  # nothing listens
+        (["cluster.cpus_per_worker=4", "cluster.worker_start_timeout_s=3"], "no worker started within cluster.worker_start_timeout_s=3 s"),
     ],
 )
 def test_invalid_config_is_one_line(tmp_path, overrides, message):

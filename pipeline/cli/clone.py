@@ -112,6 +112,9 @@ def run(cfg: DictConfig) -> int:
     if not summary.ok:
         for f in summary.failures:
             print(f"error: {f['unit']} failed after {f['attempts']} attempts: {f['error']}", file=sys.stderr)
+        if summary.stopped:
+            print(f"error: stopped with {summary.units_left} units left: {summary.stopped}; every committed shard is valid, "
+                  "run the same command again to resume", file=sys.stderr)
         return 1
     return 0
 

@@ -6,6 +6,10 @@
 * Each worker has at most ``cluster.max_in_flight`` calls queued, so work goes where capacity is.
 * A worker that dies (actor crash, node loss) is replaced and its units are re-queued; a unit whose own
   code keeps failing is given up after ``clone.max_attempts`` tries, reported, and the run exits non-zero.
+* Nothing waits on a worker that cannot be placed: a replacement is requested and joins when Ray places
+  it, while the surviving workers keep going. When no worker is alive and none has started within
+  ``cluster.worker_start_timeout_s``, the run stops with its summary (every committed shard is valid) and
+  the same command resumes it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class CloneSummary:
     corrupt_redone: dict[str, str] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     workers_lost: int = 0
+    #: why the run stopped before its queue was empty (None: it ran to the end), and units left undone
+    stopped: str | None = None
+    units_left: int = 0
     wall_s: float = 0.0
     startup_s: float = 0.0  # starting workers (model loading), part of wall_s
     worker_images_per_s: dict[str, float] = field(default_factory=dict)
@@ -56,7 +63,7 @@ class CloneSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and self.stopped is None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -65,6 +72,10 @@ class CloneSummary:
         d["images_per_s_after_startup"] = round(self.images_written / work, 3) if work > 0 else 0.0
         d["ok"] = self.ok
         return d
+
+
+def _resources(res: dict[str, float]) -> str:
+    return ", ".join(f"{res.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
 
 
 def short_error(exc: BaseException) -> str:
@@ -89,6 +100,7 @@ class CloneDriver:
         self.max_in_flight = int(cluster.get("max_in_flight", 2))
         self.max_attempts = int(cfg["clone"]["max_attempts"])
         self.max_worker_restarts = int(cluster.get("max_worker_restarts", 8))
+        self.worker_start_timeout = float(cluster.get("worker_start_timeout_s", 600))
         self.actor_options = {
             "num_cpus": float(cluster.get("cpus_per_worker", 1)),
             "num_gpus": float(cluster.get("gpus_per_worker", 0)),
@@ -105,6 +117,7 @@ class CloneDriver:
             fd, self.log_path = tempfile.mkstemp(prefix="clone-", suffix=".log")
             os.close(fd)
         self.workers: dict[int, Any] = {}
+        self.starting: dict[Any, tuple[int, Any]] = {}  # ping ref -> (worker id, actor) of workers not yet up
         self._next_worker = 0
 
     # ------------------------------------------------------------------ bookkeeping
@@ -114,22 +127,48 @@ class CloneDriver:
             f.write(json.dumps(e, default=str) + "\n")
         self.on_event(e)
 
-    def _start_workers(self, n: int) -> None:
-        """Start ``n`` workers in parallel and wait until each has loaded its models."""
-        started = {}
+    def _request_workers(self, n: int) -> None:
+        """Ask Ray for ``n`` workers without waiting: each joins when its ping answers (:meth:`_joined`)."""
         for _ in range(n):
             wid = self._next_worker
             self._next_worker += 1
-            started[wid] = ray.remote(CloneWorker).options(**self.actor_options).remote(self.cfg, wid)
-        for wid, actor in started.items():
-            try:
-                info = ray.get(actor.ping.remote())
-            except (RayActorError, RayTaskError) as e:
-                for a in started.values():
-                    ray.kill(a)
+            actor = ray.remote(CloneWorker).options(**self.actor_options).remote(self.cfg, wid)
+            self.starting[actor.ping.remote()] = (wid, actor)
+
+    def _joined(self, ref: Any, summary: CloneSummary, first_start: bool) -> None:
+        """A starting worker answered: it joins, or (it failed to load) the run stops at the first start, where
+        a failure is a configuration error, and later counts as a lost worker that is replaced."""
+        wid, actor = self.starting.pop(ref)
+        try:
+            info = ray.get(ref)
+        except (RayActorError, RayTaskError) as e:
+            ray.kill(actor)
+            if first_start:
                 raise PipelineError(f"worker failed to start: {short_error(e)}") from None
-            self.workers[wid] = actor
-            self.event("worker_started", **info)
+            summary.workers_lost += 1
+            self.event("worker_start_failed", worker=wid, error=short_error(e))
+            self._check_restarts(summary, e)
+            self._request_workers(1)
+            return
+        self.workers[wid] = actor
+        self.event("worker_started", **info)
+
+    def _start_workers(self, n: int, summary: CloneSummary) -> None:
+        """The first start: ask for ``n`` workers and wait until all have loaded their models, or, once the
+        worker start timeout has passed, go on with those that did (the rest join when Ray places them)."""
+        self._request_workers(n)
+        deadline = time.perf_counter() + self.worker_start_timeout
+        while self.starting and (left := deadline - time.perf_counter()) > 0:
+            done, _ = ray.wait(list(self.starting), num_returns=1, timeout=min(1.0, left))
+            for ref in done:
+                self._joined(ref, summary, first_start=True)
+        if not self.workers:
+            raise PipelineError(
+                f"no worker started within cluster.worker_start_timeout_s={self.worker_start_timeout:g} s; each needs "
+                f"{self.actor_options['num_cpus']:g} CPU and {self.actor_options['num_gpus']:g} GPU, and the Ray cluster has "
+                f"{_resources(ray.available_resources())} free")
+        if self.starting:
+            self.event("workers_pending", count=len(self.starting))
 
     def _todo(self, summary: CloneSummary) -> tuple[list[SearchUnit], list[ShardUnit]]:
         removed = self.storage.clean_tmp() + self.storage.clean_tmp("searches") + self.storage.clean_tmp("manifest")
@@ -171,14 +210,30 @@ class CloneDriver:
         gen_seconds = 0.0  # time inside generator.generate, summed over shards
         n_units = len(queue) + sum(len(self.plan.shards(u.cls)) for u in searches)
         bar = tqdm(total=n_units, desc="clone", unit="unit", disable=not self.cfg["clone"].get("progress", True))
+        alone_since: float | None = None  # since when no worker has been alive
         try:
             if queue:
-                self._start_workers(min(self.num_workers, len(queue)))
+                self._start_workers(min(self.num_workers, len(queue)), summary)
             summary.startup_s = round(time.perf_counter() - t0, 3)
             while queue or in_flight:
+                if self.workers:
+                    alone_since = None
+                else:  # every worker is lost: wait for a replacement, but not forever
+                    alone_since = alone_since or time.perf_counter()
+                    if not self.starting:
+                        self._request_workers(1)
+                    if time.perf_counter() - alone_since > self.worker_start_timeout:
+                        summary.stopped = (f"no worker alive and none started within cluster.worker_start_timeout_s="
+                                           f"{self.worker_start_timeout:g} s")
+                        break
                 self._dispatch(queue, in_flight)
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+                done, _ = ray.wait(list(in_flight) + list(self.starting), num_returns=1, timeout=1.0)
                 for ref in done:
+                    if ref in self.starting:
+                        self._joined(ref, summary, first_start=False)
+                        continue
+                    if ref not in in_flight:  # a unit of a worker already declared lost
+                        continue
                     unit, wid = in_flight.pop(ref)
                     try:
                         out = ray.get(ref)
@@ -213,9 +268,13 @@ class CloneDriver:
             raise
         finally:
             bar.close()
-            for actor in self.workers.values():
+            for actor in [*self.workers.values(), *(a for _, a in self.starting.values())]:
                 ray.kill(actor)
             self.workers.clear()
+            self.starting.clear()
+        if summary.stopped:
+            summary.units_left = len(queue) + len(in_flight) + sum(len(self.plan.shards(u.cls)) for u in queue if isinstance(u, SearchUnit))
+            self.event("stopped", why=summary.stopped, units_left=summary.units_left)
         summary.wall_s = round(time.perf_counter() - t0, 3)
         summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in busy.items() if s > 0}
         summary.generator_images_per_s = round(summary.images_written / gen_seconds, 3) if gen_seconds else 0.0
@@ -264,9 +323,12 @@ class CloneDriver:
                     del in_flight[ref]
                     queue.appendleft(u)
             self.event("worker_lost", worker=wid, unit=unit.id, error=short_error(err))
-            if summary.workers_lost > self.max_worker_restarts:
-                raise PipelineError(f"{summary.workers_lost} workers lost (> cluster.max_worker_restarts): {short_error(err)}")
-            self._start_workers(1)
+            self._check_restarts(summary, err)
+            self._request_workers(1)
+
+    def _check_restarts(self, summary: CloneSummary, err: Exception) -> None:
+        if summary.workers_lost > self.max_worker_restarts:
+            raise PipelineError(f"{summary.workers_lost} workers lost (> cluster.max_worker_restarts): {short_error(err)}")
 
     def _unit_failed(self, unit: Unit, queue: deque, attempts: dict, summary: CloneSummary, err: Exception) -> None:
         attempts[unit.id] = attempts.get(unit.id, 0) + 1

@@ -1,0 +1,88 @@
+"""A real two-node Ray cluster on this machine (two raylets, ``ray start --head`` + ``ray start --address``):
+losing a node mid-run, with no spare capacity for a replacement, loses nothing and hangs nothing."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from test_clone_e2e import ROOT, SMALL, clone, sample_hashes, summary
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster_processes(temp_dir: str) -> list[psutil.Process]:
+    """The processes of the cluster under ``temp_dir`` (every Ray daemon names its session folder)."""
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in arg for arg in p.info["cmdline"] or ()):
+                procs.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return procs
+
+
+def raylets(temp_dir: str) -> list[psutil.Process]:
+    return [p for p in cluster_processes(temp_dir) if Path(p.info["cmdline"][0]).name == "raylet"]
+
+
+@pytest.fixture
+def two_nodes():
+    """A head node and a second node, one CPU each; stopped (only these processes) at the end."""
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    port = free_port()
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp_dir}",
+                        *common], check=True, capture_output=True, timeout=120)
+        head = {p.pid for p in raylets(temp_dir)}
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common], check=True, capture_output=True, timeout=120)
+        second = [p for p in raylets(temp_dir) if p.pid not in head]
+        assert len(head) == 1 and len(second) == 1
+        yield f"127.0.0.1:{port}", second[0]
+    finally:
+        procs = cluster_processes(temp_dir)
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=30)
+
+
+def test_losing_a_node_mid_run_loses_nothing(two_nodes, tmp_path):
+    address, second_raylet = two_nodes
+    settings = ["clone.images_per_class=96"]  # 96 shards of 4: the run is still going when the node goes
+    out = tmp_path / "cluster"
+    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *SMALL, *settings, "cluster=ray",
+           f"cluster.address={address}", "cluster.num_workers=2", "cluster.cpus_per_worker=1", "cluster.gpus_per_worker=0",
+           "cluster.threads_per_worker=1", "cluster.log_to_driver=false"]
+    run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "clone.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and run.poll() is None:
+        if log.is_file() and log.read_text().count('"shard_done"') >= 8:
+            break
+        time.sleep(0.2)
+    assert run.poll() is None, "the clone ended before the node could be killed"
+    second_raylet.send_signal(signal.SIGKILL)  # the node is gone, and the head has no free CPU for a replacement
+    stdout, stderr = run.communicate(timeout=300)  # before: blocked for good, waiting for a replacement worker
+    assert run.returncode == 0, stderr[-3000:]
+    s = summary(subprocess.CompletedProcess(cmd, 0, stdout, stderr))
+    assert s["workers_lost"] >= 1 and s["ok"] and s["shards_written"] == 96
+    got = sample_hashes(out)  # fails on a duplicate key
+    reference = tmp_path / "reference"
+    clone(reference, *settings)  # a clean run on a local Ray: the samples do not depend on the cluster
+    assert got == sample_hashes(reference) and len(got) == 4 * 96
