@@ -11,3 +11,7 @@ class ConfigError(PipelineError):
 
 class InputError(PipelineError):
     """A missing or unreadable input (image, dataset, model folder)."""
+
+
+class Interrupted(PipelineError):
+    """The run was stopped by a signal before it finished (its committed output is valid)."""

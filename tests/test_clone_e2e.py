@@ -15,6 +15,8 @@ import pytest
 import webdataset as wds
 
 from pipeline.cli.clone import summary_from_output
+from pipeline.clone.manifest import Manifest
+from pipeline.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "dataset.only=[circle,square,star,cross]"
@@ -202,6 +204,55 @@ def test_a_failed_first_start_does_not_block_the_corrected_command(tmp_path):
     assert not list(tmp_path.glob("shard-*")) and not list(tmp_path.glob("searches/*.json"))
     s = summary(clone(tmp_path))  # before: "was started with other settings, and resuming would mix two datasets"
     assert s["ok"] and s["shards_written"] == 12
+
+
+LONGER = ["clone.images_per_class=48"]  # 48 shards: long enough to be stopped mid-run
+
+
+@pytest.fixture(scope="module")
+def longer_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("longer")
+    clone(out, *LONGER)
+    return sample_hashes(out)
+
+
+def started(out, shards, *overrides):
+    """A clone running in the background, once it has committed ``shards`` shards."""
+    run = subprocess.Popen(clone_cmd(out, *LONGER, *overrides), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and run.poll() is None:
+        log = Path(out) / "clone.log"
+        if log.is_file() and log.read_text().count('"shard_done"') >= shards:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"the clone ended (exit {run.poll()}) before {shards} shards were committed")
+
+
+def test_sigterm_lets_units_in_flight_finish_and_says_how_to_resume(longer_reference, tmp_path):
+    run = started(tmp_path, 4)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1, stderr[-2000:]
+    assert "error: stopped with" in stderr and "stopped by SIGTERM" in stderr and "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    s = summary_from_output(stdout)
+    assert s["stopped"] == "stopped by SIGTERM" and 4 <= s["shards_written"] < 48 and s["units_left"] > 0
+    valid, problems = Manifest(Storage(tmp_path)).validate()
+    assert not problems and len(valid) == s["shards_written"]  # every committed shard is whole and listed
+    assert (tmp_path / "manifest.json").is_file() and '"event": "stopped"' in (tmp_path / "clone.log").read_text()
+    assert summary(clone(tmp_path, *LONGER))["shards_reused"] == s["shards_written"]
+    assert sample_hashes(tmp_path) == longer_reference
+
+
+def test_a_second_signal_stops_at_once(longer_reference, tmp_path):
+    run = started(tmp_path, 2, "cluster.stop_grace_s=600")
+    run.send_signal(signal.SIGTERM)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 2 and "stopped at once by a second signal" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
+    clone(tmp_path, *LONGER)
+    assert sample_hashes(tmp_path) == longer_reference
 
 
 def test_a_unit_that_keeps_failing_is_reported(tmp_path):

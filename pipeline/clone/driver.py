@@ -10,6 +10,9 @@
   it, while the surviving workers keep going. When no worker is alive and none has started within
   ``cluster.worker_start_timeout_s``, the run stops with its summary (every committed shard is valid) and
   the same command resumes it.
+* SIGTERM or Ctrl-C (preemption, a scheduler's time limit) stops dispatching and lets the units in flight
+  finish for ``cluster.stop_grace_s``; the manifest and log are written and the run exits non-zero with a
+  resume line. A second signal stops at once. Either way every committed shard is valid.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,7 +36,7 @@ from pipeline.clone.identity import check_identity
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.worker import CloneWorker, search_path
-from pipeline.errors import PipelineError
+from pipeline.errors import Interrupted, PipelineError
 from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
@@ -101,6 +106,9 @@ class CloneDriver:
         self.max_attempts = int(cfg["clone"]["max_attempts"])
         self.max_worker_restarts = int(cluster.get("max_worker_restarts", 8))
         self.worker_start_timeout = float(cluster.get("worker_start_timeout_s", 600))
+        self.stop_grace = float(cluster.get("stop_grace_s", 60))
+        self._stop_signal: str | None = None  # the first SIGTERM / SIGINT received
+        self._stop_at = 0.0
         self.actor_options = {
             "num_cpus": float(cluster.get("cpus_per_worker", 1)),
             "num_gpus": float(cluster.get("gpus_per_worker", 0)),
@@ -192,8 +200,29 @@ class CloneDriver:
                 searches.append(SearchUnit(cls))
         return searches, shards
 
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_signal is not None:  # the second signal: stop now
+            raise Interrupted(f"stopped at once by a second signal ({name}); every committed shard is valid, "
+                              "run the same command again to resume")
+        self._stop_signal, self._stop_at = name, time.perf_counter()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> CloneSummary:
+        previous = self._install_signal_handlers()
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> CloneSummary:
         t0 = time.perf_counter()
         summary = CloneSummary(classes=len(self.plan.classes), shards_total=len(self.plan.all_shards()))
         changes = self.identity_changes
@@ -216,7 +245,13 @@ class CloneDriver:
                 self._start_workers(min(self.num_workers, len(queue)), summary)
             summary.startup_s = round(time.perf_counter() - t0, 3)
             while queue or in_flight:
-                if self.workers:
+                if self._stop_signal is not None:  # a signal: dispatch nothing more, let the units in flight finish
+                    if not in_flight or time.perf_counter() - self._stop_at > self.stop_grace:
+                        summary.stopped = (f"stopped by {self._stop_signal}"
+                                           + (f" ({len(in_flight)} units still in flight after cluster.stop_grace_s={self.stop_grace:g} s)"
+                                              if in_flight else ""))
+                        break
+                elif self.workers:
                     alone_since = None
                 else:  # every worker is lost: wait for a replacement, but not forever
                     alone_since = alone_since or time.perf_counter()
@@ -226,7 +261,8 @@ class CloneDriver:
                         summary.stopped = (f"no worker alive and none started within cluster.worker_start_timeout_s="
                                            f"{self.worker_start_timeout:g} s")
                         break
-                self._dispatch(queue, in_flight)
+                if self._stop_signal is None:
+                    self._dispatch(queue, in_flight)
                 done, _ = ray.wait(list(in_flight) + list(self.starting), num_returns=1, timeout=1.0)
                 for ref in done:
                     if ref in self.starting:
