@@ -12,16 +12,37 @@ from pipeline.errors import InputError
 from pipeline.seeding import rng_for
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode: greyscale and palette images are expanded, 16- and 32-bit integer
+    images are scaled from their bit depth (not clipped at 255), and transparency is composited on white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        if im.mode == "F" and a.max(initial=0) <= 1.0:
+            top = 1.0
+        im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB, or raise :class:`InputError` naming the file."""
+    """Open an image as 8-bit RGB (:func:`to_rgb`), or raise :class:`InputError` naming the file."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"input image '{p}' does not exist")
+    if p.stat().st_size == 0:
+        raise InputError(f"input image '{p}' is empty (0 bytes)")
     try:
         with Image.open(p) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"input image '{p}' cannot be read as an image ({type(e).__name__})") from None
+            im.load()
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InputError(f"input image '{p}' cannot be read as an image ({type(e).__name__}: {e})".splitlines()[0]) from None
 
 
 def noise_image(size: int, seed: int) -> Image.Image:

@@ -7,10 +7,12 @@ once complete). Nothing is ever half-visible under its final name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -80,12 +82,25 @@ class Storage:
             self.fs.put_file(tmp, self.path(rel))
             os.remove(tmp)
 
+    @contextlib.contextmanager
+    def staged(self, rel: str) -> Iterator[str]:
+        """A temporary local path to write ``rel``'s content into; committed when the block ends. A write that
+        fails (a full disk, no permission) leaves nothing under ``rel`` and no temporary file, and raises
+        :class:`InputError` naming the file and the reason."""
+        tmp = None
+        try:
+            tmp = self.local_tmp(rel)
+            yield tmp
+            self.commit(tmp, rel)
+        except OSError as e:
+            if tmp is not None and os.path.exists(tmp):
+                os.remove(tmp)
+            raise InputError(f"cannot write '{rel}' to the output folder '{self.url}': {e.strerror or e}") from None
+
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Atomically write ``data`` to ``rel``."""
-        tmp = self.local_tmp(rel)
-        with open(tmp, "wb") as f:
+        with self.staged(rel) as tmp, open(tmp, "wb") as f:
             f.write(data)
-        self.commit(tmp, rel)
 
     def clean_tmp(self, folder: str = "") -> int:
         """Remove temporary files a killed run left behind (local storage only). Returns how many."""

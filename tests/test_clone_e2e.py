@@ -255,19 +255,54 @@ def test_a_second_signal_stops_at_once(longer_reference, tmp_path):
     assert sample_hashes(tmp_path) == longer_reference
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: room for the searches and a few shards, not for the whole clone."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {p.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_commits_no_partial_shard_and_says_so(small_disk, reference):
+    p = clone(small_disk, check=False)
+    assert p.returncode == 1 and "No space left on device" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+    s = summary(p)
+    assert s["failures"] and 0 < s["shards_written"] < 12
+    valid, problems = Manifest(Storage(small_disk)).validate()
+    assert not problems and len(valid) == s["shards_written"]  # what was committed is whole; nothing half-written
+    assert not list(small_disk.rglob("*.tmp")) and len(list(small_disk.glob("shard-*.tar"))) == s["shards_written"]
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)  # space freed: resume
+    assert summary(clone(small_disk))["shards_reused"] == s["shards_written"]
+    assert sample_hashes(small_disk) == reference[2]
+
+
 def test_a_unit_that_keeps_failing_is_reported(tmp_path):
-    root = tmp_path / "folder"
-    (root / "circle").mkdir(parents=True)
-    (root / "star").mkdir()  # a class folder with no image: its search can never start
+    import numpy as np
     from PIL import Image
 
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(root / "circle" / "0.png")
+    root = tmp_path / "folder"
+    for name in ("circle", "square", "crescent", "star", "cross"):
+        (root / name).mkdir(parents=True)
+    # greyscale, 16-bit and transparent inputs simply work
+    Image.new("L", (32, 32), 90).save(root / "circle" / "0.png")
+    Image.fromarray(np.full((32, 32), 30000, np.uint16)).save(root / "square" / "0.png")
+    Image.new("RGBA", (32, 32), (200, 30, 30, 128)).save(root / "crescent" / "0.png")
+    # star has no image, cross a corrupt one: their searches can never start
+    (root / "cross" / "0.png").write_bytes(b"\x89PNG not really")
     p = clone(tmp_path / "out", "dataset=imagefolder", f"dataset.root={root}", "dataset.only=null", "search=random",
               "env.budget=20", "reward=pixel_stats", "reward.semantic_encoder.samples_per_choice=4", check=False)
     assert p.returncode == 1
     assert "search:star failed after 3 attempts" in p.stderr and "no image number 0" in p.stderr
+    assert "search:cross failed after 3 attempts" in p.stderr and "cannot be read as an image" in p.stderr
+    assert "Traceback" not in p.stderr
     s = summary(p)
-    assert s["shards_written"] == 3 and len(s["failures"]) == 1  # the other class is complete and valid
+    assert s["shards_written"] == 9 and len(s["failures"]) == 2  # the other classes are complete and valid
 
 
 def test_dry_run_prints_the_plan(tmp_path):

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -36,7 +37,7 @@ from pipeline.clone.identity import check_identity
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.worker import CloneWorker, search_path
-from pipeline.errors import Interrupted, PipelineError
+from pipeline.errors import InputError, Interrupted, PipelineError
 from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
@@ -115,6 +116,7 @@ class CloneDriver:
             "max_restarts": 0,
         }
         self.storage = Storage(cfg["paths"]["output_dir"])
+        self._log_failed = False
         self.manifest = Manifest(self.storage)
         self.on_event = on_event or (lambda e: None)
         # the event log lives beside the shards; on an object store (no appends) it is kept in a local file
@@ -131,8 +133,14 @@ class CloneDriver:
     # ------------------------------------------------------------------ bookkeeping
     def event(self, kind: str, **fields: Any) -> None:
         e = {"t": round(time.time(), 3), "event": kind, **fields}
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps(e, default=str) + "\n")
+        try:
+            with open(self.log_path, "a") as f:
+                f.write(json.dumps(e, default=str) + "\n")
+        except OSError as err:  # a full disk must not take the run down with it: the shards say what is done
+            if not self._log_failed:
+                print(f"warning: cannot append to {self.log_path} ({err.strerror or err}); events are no longer logged",
+                      file=sys.stderr)
+            self._log_failed = True
         self.on_event(e)
 
     def _request_workers(self, n: int) -> None:
@@ -314,7 +322,10 @@ class CloneDriver:
         summary.wall_s = round(time.perf_counter() - t0, 3)
         summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in busy.items() if s > 0}
         summary.generator_images_per_s = round(summary.images_written / gen_seconds, 3) if gen_seconds else 0.0
-        self.manifest.consolidate({"classes": [c.id for c in self.plan.classes]})
+        try:
+            self.manifest.consolidate({"classes": [c.id for c in self.plan.classes]})
+        except InputError as err:  # manifest.json is an index of manifest/*.json: the next run rebuilds it
+            summary.failures.append({"unit": "manifest.json", "attempts": 1, "error": str(err)})
         for rec in self.manifest.records().values():
             if rec.missing:
                 for c in rec.classes:

@@ -38,18 +38,17 @@ def keys_digest(keys: Iterable[str]) -> str:
 
 def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], classes: list[str], missing: int = 0) -> ShardRecord:
     """Write ``samples`` (WebDataset dicts with ``__key__``) as ``name`` under ``storage``, atomically."""
-    tmp = storage.local_tmp(name)
-    with open(tmp, "wb") as f:
-        with wds.TarWriter(f, mtime=TAR_MTIME, user="rldf", group="rldf") as sink:
-            for sample in samples:
-                sink.write(sample)
-        f.flush()
-    digest, size = hashlib.sha256(), 0
-    with open(tmp, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    storage.commit(tmp, name)
+    with storage.staged(name) as tmp:  # a failed write (full disk) commits nothing and says why
+        with open(tmp, "wb") as f:
+            with wds.TarWriter(f, mtime=TAR_MTIME, user="rldf", group="rldf") as sink:
+                for sample in samples:
+                    sink.write(sample)
+            f.flush()
+        digest, size = hashlib.sha256(), 0
+        with open(tmp, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
     return ShardRecord(name, classes, len(samples), size, digest.hexdigest(), keys_digest(s["__key__"] for s in samples), missing)
 
 
