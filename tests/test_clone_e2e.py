@@ -198,6 +198,19 @@ def test_invalid_config_is_one_line(tmp_path, overrides, message):
     assert len(lines) == 1 and message in lines[0], p.stderr[-2000:]
 
 
+@pytest.mark.parametrize("override, message", [
+    ("clone.shard_size=abc", "clone.shard_size must be an integer, got 'abc'"),
+    ("clone.verify=maybe", "clone.verify must be true or false"),
+    ("cluster.max_in_flight=0", "cluster.max_in_flight must be >= 1, got 0"),
+    ("env.accept_threshold=1.5", "env.accept_threshold must be in [0, 1], got 1.5"),
+    ("clone.max_tries=0", "clone.max_tries must be >= 1"),  # was caught in the workers, after Ray started
+])
+def test_wrong_types_and_ranges_stop_before_anything_starts(tmp_path, override, message):
+    p = clone(tmp_path, override, check=False)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
+    assert not list(tmp_path.iterdir())  # nothing written: no run.json, no clone.log
+
+
 def test_a_failed_first_start_does_not_block_the_corrected_command(tmp_path):
     p = clone(tmp_path, "reward.segmenter.pretrained=/no/such/cnn", check=False)  # fails once run.json is written
     assert p.returncode != 0 and (tmp_path / "run.json").is_file()

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.assembly import instantiate_model
 from pipeline.cli import CONF_DIR, user_errors
+from pipeline.clone.checks import check_clone_config
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
 from pipeline.clone.identity import check_identity
 from pipeline.clone.plan import ClonePlan
@@ -70,8 +71,7 @@ def summary_from_output(stdout: str) -> dict:
 
 
 def run(cfg: DictConfig) -> int:
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    check_clone_config(cfg)  # types and ranges, before anything is written or started
     dataset = instantiate(cfg.dataset)
     c = cfg.clone
     plan = ClonePlan(dataset.classes(), int(c.images_per_class), int(c.shard_size))
