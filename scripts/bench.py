@@ -7,8 +7,10 @@
   search    renders each method needs until its best state has the input image's class, and until it is
             within 1% of the grid's best reward (procedural shapes world: renders count the same for any model)
   metrics   feature extraction images/s (tiny CLIP) and precision/recall time on 10k x 10k features
+  resume    a 1000-shard clone (procedural generator) whose driver is SIGKILLed halfway: time to resume it,
+            time of a resume with nothing left to do, and whether every shard equals a clean run's
 
-Usage: python scripts/bench.py [--only overhead,scaling,search,metrics] [--model tiny_shapes] [--out docs/bench.json]
+Usage: python scripts/bench.py [--only overhead,scaling,search,metrics,resume] [--model tiny_shapes] [--out docs/bench.json]
 """
 
 from __future__ import annotations
@@ -37,6 +39,43 @@ def clone(out: Path, *overrides: str) -> dict:
     from pipeline.cli.clone import summary_from_output
 
     return summary_from_output(p.stdout)
+
+
+def bench_resume(shards: int) -> dict:
+    """A clean ``shards``-shard clone, then the same clone killed (driver SIGKILL, its Ray with it) once half
+    its shards are committed and resumed; then a resume with nothing left to do."""
+    import hashlib
+    import signal
+
+    classes = 10
+    common = ["model=procedural", "reward=learned_shapes", "search=random", "env.budget=64", "clone.shard_size=4",
+              f"clone.images_per_class={4 * shards // classes}"]
+    tmp = Path(tempfile.mkdtemp(prefix="rldf-bench-resume-"))
+
+    def timed(out: Path) -> float:
+        t0 = time.perf_counter()
+        clone(out, *common)
+        return time.perf_counter() - t0
+
+    def digests(out: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("shard-*.tar"))}
+
+    clean = timed(tmp / "clean")
+    killed = tmp / "killed"
+    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={killed}", "clone.progress=false", *common]
+    run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = killed / "clone.log"
+    while run.poll() is None and not (log.is_file() and log.read_text().count('"shard_done"') >= shards // 2):
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)  # the driver and the Ray it started: the whole "node" is gone
+    run.wait()
+    committed = len(list(killed.glob("shard-*.tar")))
+    resume = timed(killed)
+    noop = timed(killed)
+    same = digests(killed) == digests(tmp / "clean")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"shards": shards, "images": 4 * shards, "clean_run_s": round(clean, 1), "committed_before_kill": committed,
+            "resume_after_kill_s": round(resume, 1), "resume_nothing_left_s": round(noop, 1), "shards_identical_to_clean_run": same}
 
 
 def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> dict:
@@ -207,6 +246,17 @@ def markdown(report: dict, command: str) -> dict[str, str]:
                 table(["method", "to the input's class", "to within 1% of the optimum", "total renders (median)"],
                       [[m, _stat(r["renders_to_class"]), _stat(r["renders_to_1pct_of_optimum"]), f"{r['renders_total_median']:.0f}"]
                        for m, r in s.items() if m != "setup"])]
+    if "resume" in report:
+        r = report["resume"]
+        parts["resume"] = [where, "", f"Resume ({r['shards']} shards, {r['images']} images, procedural generator, 2 workers; the driver and its "
+                "local Ray SIGKILLed once half the shards were committed):", "",
+                table(["measure", "value"], [
+                    ["clean run, wall", f"{r['clean_run_s']} s"],
+                    ["shards committed before the kill", r["committed_before_kill"]],
+                    ["resume after the kill (validate committed shards, redo the rest), wall", f"{r['resume_after_kill_s']} s"],
+                    ["resume with nothing left to do (validate all shards), wall", f"{r['resume_nothing_left_s']} s"],
+                    ["every shard byte-identical to the clean run's", "yes" if r["shards_identical_to_clean_run"] else "**no**"],
+                ])]
     if "metrics" in report:
         m = report["metrics"]
         parts["metrics"] = [where, "", "Metrics cost:", "", table(["measure", "value"], [[k, v] for k, v in m.items()])]
@@ -215,7 +265,7 @@ def markdown(report: dict, command: str) -> dict[str, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="overhead,search,metrics")
+    p.add_argument("--only", default="overhead,search,metrics,resume")
     p.add_argument("--model", default="tiny_shapes")
     p.add_argument("--images", type=int, default=64, help="images per class in the pipeline benchmark")
     p.add_argument("--batch", type=int, default=16)
@@ -223,6 +273,7 @@ def main() -> None:
     p.add_argument("--inputs", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--prdc-n", type=int, default=10_000)
+    p.add_argument("--resume-shards", type=int, default=1000, help="shards in the resume benchmark")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
     p.add_argument("--markdown", type=Path, default=None, help="write the tables into this markdown file's bench block")
     a = p.parse_args()
@@ -234,6 +285,9 @@ def main() -> None:
     if "search" in parts:
         report["search"] = bench_search(a.inputs, a.seeds)
         print(json.dumps({"search": report["search"]}, indent=1), flush=True)
+    if "resume" in parts:
+        report["resume"] = bench_resume(a.resume_shards)
+        print(json.dumps({"resume": report["resume"]}, indent=1), flush=True)
     if "metrics" in parts:
         report["metrics"] = bench_metrics(a.prdc_n, 2048)
         print(json.dumps({"metrics": report["metrics"]}, indent=1), flush=True)
