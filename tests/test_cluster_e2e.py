@@ -42,16 +42,19 @@ def raylets(temp_dir: str) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def two_nodes():
-    """A head node and a second node, one CPU each; stopped (only these processes) at the end."""
+def two_nodes(request):
+    """A head node (one CPU, or as many as the test's ``head_cpus`` mark says) and a second node with one CPU;
+    stopped (only these processes) at the end."""
+    mark = request.node.get_closest_marker("head_cpus")
+    head_cpus = mark.args[0] if mark else 1
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
     port = free_port()
-    common = ["--num-cpus=1", "--disable-usage-stats"]
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp_dir}",
-                        *common], check=True, capture_output=True, timeout=120)
+                        f"--num-cpus={head_cpus}", "--disable-usage-stats"], check=True, capture_output=True, timeout=120)
         head = {p.pid for p in raylets(temp_dir)}
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", *common], check=True, capture_output=True, timeout=120)
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
+                       check=True, capture_output=True, timeout=120)
         second = [p for p in raylets(temp_dir) if p.pid not in head]
         assert len(head) == 1 and len(second) == 1
         yield f"127.0.0.1:{port}", second[0]
@@ -62,13 +65,14 @@ def two_nodes():
         psutil.wait_procs(procs, timeout=30)
 
 
-def test_losing_a_node_mid_run_loses_nothing(two_nodes, tmp_path):
-    address, second_raylet = two_nodes
-    settings = ["clone.images_per_class=96"]  # 96 shards of 4: the run is still going when the node goes
-    out = tmp_path / "cluster"
-    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *SMALL, *settings, "cluster=ray",
-           f"cluster.address={address}", "cluster.num_workers=2", "cluster.cpus_per_worker=1", "cluster.gpus_per_worker=0",
-           "cluster.threads_per_worker=1", "cluster.log_to_driver=false"]
+SETTINGS = ["clone.images_per_class=96"]  # 96 shards of 4: the run is still going when the node goes
+
+
+def clone_on(address, out, workers, *overrides):
+    """The clone on the cluster at ``address``, killed-node-ready: running, with 8 shards committed."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *SMALL, *SETTINGS, "cluster=ray",
+           f"cluster.address={address}", f"cluster.num_workers={workers}", "cluster.cpus_per_worker=1",
+           "cluster.gpus_per_worker=0", "cluster.threads_per_worker=1", "cluster.log_to_driver=false", *overrides]
     run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "clone.log"
     deadline = time.time() + 240
@@ -77,6 +81,13 @@ def test_losing_a_node_mid_run_loses_nothing(two_nodes, tmp_path):
             break
         time.sleep(0.2)
     assert run.poll() is None, "the clone ended before the node could be killed"
+    return cmd, run
+
+
+def test_losing_a_node_mid_run_loses_nothing(two_nodes, tmp_path):
+    address, second_raylet = two_nodes
+    out = tmp_path / "cluster"
+    cmd, run = clone_on(address, out, 2)
     second_raylet.send_signal(signal.SIGKILL)  # the node is gone, and the head has no free CPU for a replacement
     stdout, stderr = run.communicate(timeout=300)  # before: blocked for good, waiting for a replacement worker
     assert run.returncode == 0, stderr[-3000:]
@@ -84,5 +95,22 @@ def test_losing_a_node_mid_run_loses_nothing(two_nodes, tmp_path):
     assert s["workers_lost"] >= 1 and s["ok"] and s["shards_written"] == 96
     got = sample_hashes(out)  # fails on a duplicate key
     reference = tmp_path / "reference"
-    clone(reference, *settings)  # a clean run on a local Ray: the samples do not depend on the cluster
+    clone(reference, *SETTINGS)  # a clean run on a local Ray: the samples do not depend on the cluster
     assert got == sample_hashes(reference) and len(got) == 4 * 96
+
+
+@pytest.mark.head_cpus(0)
+def test_with_every_worker_lost_and_none_placeable_the_run_stops_and_resumes(two_nodes, tmp_path):
+    address, second_raylet = two_nodes  # the head has no CPU: the only worker runs on the second node
+    out = tmp_path / "cluster"
+    cmd, run = clone_on(address, out, 1, "cluster.worker_start_timeout_s=30")  # long enough for the first start
+    second_raylet.send_signal(signal.SIGKILL)
+    stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr[-3000:]
+    assert "no worker alive and none started within cluster.worker_start_timeout_s=30 s" in stderr
+    assert "run the same command again to resume" in stderr
+    s = summary(subprocess.CompletedProcess(cmd, 1, stdout, stderr))
+    assert s["workers_lost"] >= 1 and s["units_left"] > 0 and s["shards_written"] >= 8
+    resumed = summary(clone(out, *SETTINGS))  # on a local Ray: the settings are the same, only the cluster differs
+    assert resumed["shards_reused"] == s["shards_written"] and resumed["ok"]
+    assert len(sample_hashes(out)) == 4 * 96
