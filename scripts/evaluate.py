@@ -199,6 +199,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="work folder (default runs/eval or runs/eval-quick)")
     p.add_argument("--markdown", type=Path, default=None, help="default docs/results.md (quick: <out>/results.md)")
     p.add_argument("--figures", type=Path, default=None, help="contact sheets (default docs/results (quick: <out>/figures))")
+    p.add_argument("--block", default="eval", help="name of the marked block of --markdown the tables go to (default eval)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for every clone (repeatable), e.g. --set clone.batch_size=32")
     p.add_argument("--fresh", action="store_true", help="delete earlier clones in --out first")
@@ -318,7 +319,7 @@ def main() -> None:
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
     block = markdown(result)
-    replace_block(md, "eval", block, title="Results on the shapes world")
+    replace_block(md, a.block, block, title="Results on the shapes world")
     print(block)
     print(f"\nresults: {md} (tables), {out / 'results.json'}, figures in {figs}", file=sys.stderr)
 
