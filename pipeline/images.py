@@ -13,8 +13,9 @@ from pipeline.seeding import rng_for
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """8-bit RGB from any PIL mode: greyscale and palette images are expanded, 16- and 32-bit integer
-    images are scaled from their bit depth (not clipped at 255), and transparency is composited on white."""
+    """8-bit RGB from any PIL mode: greyscale and palette images are expanded; 16-bit images (and integer
+    images holding values above 255) are scaled from 65535 rather than clipped at 255, float images from 1
+    or 255; transparency is composited on white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0

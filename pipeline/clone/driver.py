@@ -340,11 +340,14 @@ class CloneDriver:
         """Object stores: append this run's events to the stored ``clone.log`` (local storage appends as it goes)."""
         if self.storage.is_local or not os.path.exists(self.log_path):
             return
-        with open(self.log_path, "rb") as f:
-            new = f.read()
-        old = self.storage.read_bytes(LOG_FILE) if self.storage.exists(LOG_FILE) else b""
-        self.storage.write_bytes(LOG_FILE, old + new)
-        os.remove(self.log_path)
+        try:
+            with open(self.log_path, "rb") as f:
+                new = f.read()
+            old = self.storage.read_bytes(LOG_FILE) if self.storage.exists(LOG_FILE) else b""
+            self.storage.write_bytes(LOG_FILE, old + new)
+            os.remove(self.log_path)
+        except (OSError, PipelineError) as err:  # never hide the run's own outcome behind the log's
+            print(f"warning: {LOG_FILE} could not be uploaded ({err}); this run's events are in {self.log_path}", file=sys.stderr)
 
     def _dispatch(self, queue: deque, in_flight: dict) -> None:
         load = {wid: 0 for wid in self.workers}
