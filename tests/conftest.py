@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,10 @@ class CountingGenerator:
         self.calls.extend(zip(prompts, seeds))
         self.batches.append(len(prompts))
         return self.inner.generate(prompts, seeds)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for the servers the tests start on 127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,9 +1,7 @@
 """A real two-node Ray cluster on this machine (two raylets, ``ray start --head`` + ``ray start --address``):
 losing a node mid-run, with no spare capacity for a replacement, loses nothing and hangs nothing."""
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,16 +11,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import free_port
 from test_clone_e2e import ROOT, SMALL, clone, sample_hashes, summary
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster_processes(temp_dir: str) -> list[psutil.Process]:

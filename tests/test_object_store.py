@@ -10,18 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from test_clone_e2e import clone, reference, sample_hashes, summary  # noqa: F401  (reference is a fixture)
 
 pytestmark = pytest.mark.slow
 boto3 = pytest.importorskip("boto3", reason="boto3 is not installed (pip install -e '.[dev]')")
 s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -e '.[dev]')")
 pytest.importorskip("moto.server", reason="moto's server is not installed (pip install -e '.[dev]')")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

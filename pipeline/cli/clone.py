@@ -34,8 +34,12 @@ def _probe(address: str, timeout: float) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot reach a Ray cluster at cluster.address={address} ({getattr(e, 'strerror', None) or e}); "
-                          "start one (`ray start --head`) or use cluster=local") from None
+        raise _unreachable(address, getattr(e, "strerror", None) or str(e)) from None
+
+
+def _unreachable(address: str, reason: str) -> ConfigError:
+    return ConfigError(f"cannot reach a Ray cluster at cluster.address={address} ({reason}); start one "
+                       "(`ray start --head`) or use cluster=local")
 
 
 def _init_ray(cluster: DictConfig) -> int:
@@ -48,9 +52,7 @@ def _init_ray(cluster: DictConfig) -> int:
         try:
             ray.init(address=cluster.address, **kwargs)
         except ConnectionError as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"cannot reach a Ray cluster at cluster.address={cluster.address} ({reason}); start one "
-                              "(`ray start --head`) or use cluster=local") from None
+            raise _unreachable(str(cluster.address), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
     else:
         ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **kwargs)
     if cluster.num_workers:
