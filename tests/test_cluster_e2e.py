@@ -58,6 +58,15 @@ def two_nodes(request):
         psutil.wait_procs(procs, timeout=30)
 
 
+def lose_node(raylet: psutil.Process) -> None:
+    """The node is gone, as when its machine dies: its raylet and every process it started (the workers
+    among them; a worker left alive would keep answering the driver directly for a while)."""
+    procs = [*raylet.children(recursive=True), raylet]
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=30)
+
+
 SETTINGS = ["clone.images_per_class=96"]  # 96 shards of 4: the run is still going when the node goes
 
 
@@ -81,11 +90,11 @@ def test_losing_a_node_mid_run_loses_nothing(two_nodes, tmp_path):
     address, second_raylet = two_nodes
     out = tmp_path / "cluster"
     cmd, run = clone_on(address, out, 2)
-    second_raylet.send_signal(signal.SIGKILL)  # the node is gone, and the head has no free CPU for a replacement
+    lose_node(second_raylet)  # and the head has no free CPU for a replacement
     stdout, stderr = run.communicate(timeout=300)  # before: blocked for good, waiting for a replacement worker
     assert run.returncode == 0, stderr[-3000:]
     s = summary(subprocess.CompletedProcess(cmd, 0, stdout, stderr))
-    assert s["workers_lost"] >= 1 and s["ok"] and s["shards_written"] == 96
+    assert s["workers_lost"] >= 1 and s["ok"] and s["shards_written"] == 96, (out / "clone.log").read_text()[-3000:]
     got = sample_hashes(out)  # fails on a duplicate key
     reference = tmp_path / "reference"
     clone(reference, *SETTINGS)  # a clean run on a local Ray: the samples do not depend on the cluster
@@ -97,7 +106,7 @@ def test_with_every_worker_lost_and_none_placeable_the_run_stops_and_resumes(two
     address, second_raylet = two_nodes  # the head has no CPU: the only worker runs on the second node
     out = tmp_path / "cluster"
     cmd, run = clone_on(address, out, 1, "cluster.worker_start_timeout_s=30")  # long enough for the first start
-    second_raylet.send_signal(signal.SIGKILL)
+    lose_node(second_raylet)
     stdout, stderr = run.communicate(timeout=300)
     assert run.returncode == 1, stderr[-3000:]
     assert "no worker alive and none started within cluster.worker_start_timeout_s=30 s" in stderr
