@@ -25,12 +25,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on the embedded default: clone all 10 shapes-world classes on a local Ray.
-# Half the default render budget per class (env.budget=240): 32 images need far fewer accepted states than
-# make eval's 200, and it keeps the demo under 10 minutes on 2 cores.
-# Re-running resumes (nothing left to do finishes in seconds); `make demo-clean` starts over.
+# The main job on the embedded default: clone all 10 shapes-world classes on a local Ray
+# (conf/experiment/shapes_demo.yaml says how). Re-running resumes (nothing left to do finishes in seconds); `make demo-clean` starts over.
 demo: $(STAMP)
-	$(PY) scripts/clone.py paths.output_dir=$(OUT) clone.images_per_class=32 clone.shard_size=16 env.budget=240
+	$(PY) scripts/clone.py experiment=shapes_demo paths.output_dir=$(OUT)
 	$(PY) scripts/contact_sheet.py $(OUT) $(OUT)/contact_sheet.png
 	@echo "demo shards: $(OUT)/shard-*.tar  (manifest: $(OUT)/manifest.json, log: $(OUT)/clone.log, contact sheet: $(OUT)/contact_sheet.png)"
 

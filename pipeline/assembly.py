@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +33,16 @@ class SearchStack:
     semantic_encoder: SemanticEncoder
     search: Any
     env_cfg: Mapping[str, Any]
+
+    def grammars(self, group: str | None = None, class_choices: Sequence[str] | None = None) -> tuple[Grammar, Grammar]:
+        """(search grammar, full grammar) of one class: the class group's vocabulary where the grammar has
+        groups, then env.fix / env.exclude, then the class axis cut to ``class_choices`` (a search's top-k
+        candidate classes) where given. Every prompt of both is a prompt of :attr:`full_grammar`'s language."""
+        full = self.full_grammar.for_group(group) if group is not None and self.full_grammar.groups else self.full_grammar
+        grammar = self.grammar if full is self.full_grammar else full.restrict(self.env_cfg["fix"], self.env_cfg["exclude"])
+        if class_choices is not None:
+            grammar = grammar.with_choices(grammar.class_axis, class_choices)
+        return grammar, full
 
 
 def instantiate_model(model_cfg: DictConfig, grammar: Grammar) -> Generator:
@@ -69,26 +81,45 @@ def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> Search
     return SearchStack(grammar, full, generator, encoder, reward, semantic, search, env_cfg)
 
 
-def make_env(stack: SearchStack, target: Image.Image, seed: int) -> GridEnv:
-    """The MDP for one input image: goal and start encodings from the semantic encoder, per-state seeds."""
+def class_candidates(stack: SearchStack, grammar: Grammar, probs: np.ndarray, k: int) -> list[str]:
+    """The ``k`` classes of ``grammar``'s class axis the semantic encoder finds likeliest in the input image
+    (``probs``: its class distribution over :attr:`SearchStack.full_grammar`'s class axis), likeliest first,
+    so the walk starts at the best guess and each step goes to the next most plausible class."""
+    axis = grammar.axis(grammar.class_axis)
+    names = stack.full_grammar.axis(grammar.class_axis).choices
+    allowed = {c.lower() for c in axis.choices}  # env.exclude may have removed some
+    ranked = [names[i] for i in np.argsort(-probs, kind="stable") if names[i].lower() in allowed]
+    return ranked[: int(k)]
+
+
+def make_env(stack: SearchStack, target: Image.Image, seed: int, group: str | None = None) -> GridEnv:
+    """The MDP for one input image: goal and start encodings from the semantic encoder, per-state seeds, the
+    grid of the class's group (:meth:`SearchStack.grammars`), the class axis cut to the input's likeliest
+    ``env.class_candidates`` classes."""
     e = stack.env_cfg
     n_seeds = int(e.get("seeds_per_state", 1))
     if n_seeds < 1:
         raise ConfigError(f"env.seeds_per_state must be >= 1, got {n_seeds}")
     seeds = [derive_seed("state-seed", seed, k) for k in range(n_seeds)]
     evaluator = StateEvaluator(stack.generator, stack.reward, target, seeds, int(e.get("batch_size", 16)))
-    goal = stack.grammar.translate(stack.semantic_encoder.encode([target])[0], stack.full_grammar)
+    reading = stack.semantic_encoder.encode([target])[0]
+    grammar, _ = stack.grammars(group)
+    k = e.get("class_candidates")
+    if k and grammar.class_axis and len(grammar.axis(grammar.class_axis)) > int(k):
+        probs = stack.semantic_encoder.probabilities([target])[stack.full_grammar.axis_index(grammar.class_axis)][0]
+        grammar, _ = stack.grammars(group, class_candidates(stack, grammar, probs, k))
+    goal = grammar.translate(reading, stack.full_grammar)
     mode = e.get("mode", "goal")
-    start = _start_encoding(stack, e.get("start", "auto"), mode, goal, target.size[0], seed)
+    start = _start_encoding(stack, grammar, e.get("start", "auto"), mode, goal, target.size[0], seed)
     return GridEnv(
-        stack.grammar, evaluator, start, goal=goal, mode=mode,
+        grammar, evaluator, start, goal=goal, mode=mode,
         goal_weight=float(e.get("goal_weight", 1.0)), goal_axes=e["goal_axes"], horizon=int(e.get("horizon", 30)),
         end_at_goal=bool(e["end_at_goal"]), reward_threshold=e.get("reward_threshold"),
         budget=e["budget"], accept_threshold=float(e["accept_threshold"]),
     )
 
 
-def _start_encoding(stack: SearchStack, spec: Any, mode: str, goal: Encoding, size: int, seed: int) -> Encoding:
+def _start_encoding(stack: SearchStack, grammar: Grammar, spec: Any, mode: str, goal: Encoding, size: int, seed: int) -> Encoding:
     """``auto``: the goal encoding in goal mode (the agent knows it; a walk from noise to the class spends
     renders on states that are never accepted), the noise encoding in reward-only mode (the agent must not
     be handed the goal)."""
@@ -99,12 +130,12 @@ def _start_encoding(stack: SearchStack, spec: Any, mode: str, goal: Encoding, si
             raise ConfigError("env.start=goal needs env.mode=goal (in reward_only mode the agent never sees the goal encoding)")
         return goal
     if spec == "noise":  # the paper's Y_0: the semantic encoding of a random-noise image
-        return stack.grammar.translate(stack.semantic_encoder.encode([noise_image(size, seed)])[0], stack.full_grammar)
+        return grammar.translate(stack.semantic_encoder.encode([noise_image(size, seed)])[0], stack.full_grammar)
     if isinstance(spec, Mapping):
         partial = dict(spec)
-        for a in stack.grammar.axes:
+        for a in grammar.axes:
             partial.setdefault(a.name, a.choices[0])
-        return stack.grammar.encode(partial)
+        return grammar.encode(partial)
     if isinstance(spec, (list, tuple)):
-        return stack.grammar.check(spec)
+        return grammar.check(spec)
     raise ConfigError(f"env.start must be 'auto', 'goal', 'noise', a list of indices or a mapping of attributes, got {spec!r}")

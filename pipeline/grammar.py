@@ -42,6 +42,7 @@ class Grammar:
         start: str,
         rules: Mapping[str, Sequence[str]],
         class_axis: str | None = None,
+        groups: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     ) -> None:
         self.name = name
         self.start = " ".join(str(start).split())
@@ -70,6 +71,16 @@ class Grammar:
             raise ConfigError(f"grammar '{name}': class_axis '{class_axis}' is not an axis")
         self.class_axis = class_axis
         self._parser = re.compile(self._pattern(), re.IGNORECASE)
+        self.groups: dict[str, dict[str, list[str]]] = {}
+        for group, axes in (groups or {}).items():
+            for axis_name in axes or {}:
+                if axis_name not in self._index:
+                    raise ConfigError(f"grammar '{name}': group '{group}' names unknown attribute '{axis_name}'")
+                if axis_name == class_axis:
+                    raise ConfigError(f"grammar '{name}': group '{group}' may not replace the class axis '{class_axis}'")
+            self.groups[str(group)] = {str(k): list(v) for k, v in (axes or {}).items()}
+        for group in self.groups:
+            self.for_group(group)  # every group's grammar loads (non-empty, no repeated choice)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -86,7 +97,18 @@ class Grammar:
         """A copy whose ``axis`` expands to ``choices`` (e.g. the class axis filled from a dataset)."""
         self.axis(axis)
         rules = {a.name: (list(choices) if a.name == axis else list(a.choices)) for a in self.axes}
-        return Grammar(self.name, self.start, rules, self.class_axis)
+        return Grammar(self.name, self.start, rules, self.class_axis, self.groups)
+
+    def for_group(self, group: str | None) -> "Grammar":
+        """The grammar of a class group: the axes the group names take its vocabulary (a shark's scenes are
+        underwater, a toaster's in kitchens), the others stay. ``None`` is this grammar."""
+        if group is None:
+            return self
+        if group not in self.groups:
+            known = ", ".join(self.groups) or "none"
+            raise ConfigError(f"grammar '{self.name}' has no group '{group}' (groups: {known})")
+        rules = {a.name: self.groups[group].get(a.name, list(a.choices)) for a in self.axes}
+        return Grammar(f"{self.name}/{group}", self.start, rules, self.class_axis)
 
     def restrict(self, fix: Mapping[str, str] | None = None, exclude: Mapping[str, Sequence[str]] | None = None) -> "Grammar":
         """A sub-grammar for attribute control and concept exclusion: each axis in ``fix`` keeps only the
@@ -118,12 +140,13 @@ class Grammar:
             if not keep:
                 raise ConfigError(f"env.exclude removes every choice of attribute '{a.name}'")
             rules[a.name] = keep
-        return Grammar(self.name, self.start, rules, self.class_axis)
+        return Grammar(self.name, self.start, rules, self.class_axis, self.groups)
 
     def translate(self, encoding: Sequence[int], source: "Grammar") -> Encoding:
         """An encoding of ``source`` (same axes, other choice lists, e.g. before :meth:`restrict`) on this
         grid: each choice by name, or, where this grammar lacks it, the nearest choice it has in
-        ``source``'s order (lower first on ties)."""
+        ``source``'s order (lower first on ties); an axis with no choice in common (a class group's own
+        vocabulary) takes the same relative position."""
         enc = source.check(encoding)
         out = []
         for a, src, i in zip(self.axes, source.axes, enc):
@@ -134,9 +157,7 @@ class Grammar:
                 continue
             src_pos = {c.lower(): k for k, c in enumerate(src.choices)}
             ranked = sorted((abs(src_pos[c] - i), src_pos[c], k) for k, c in enumerate(mine) if c in src_pos)
-            if not ranked:
-                raise ConfigError(f"attribute '{a.name}': no choice of grammar '{self.name}' is in grammar '{source.name}'")
-            out.append(ranked[0][2])
+            out.append(ranked[0][2] if ranked else min(len(a) - 1, i * len(a) // len(src)))
         return tuple(out)
 
     # ------------------------------------------------------------------ the grid

@@ -20,6 +20,8 @@ from fsspec.implementations.local import LocalFileSystem
 from pipeline.errors import InputError
 
 TMP_SUFFIX = ".tmp"
+#: where fsspec stores report the checksum they keep for an object (S3 and compatibles, GCS, others)
+STORE_CHECKSUMS = ("ETag", "etag", "md5Hash", "crc32c", "checksum")
 
 
 class Storage:
@@ -44,6 +46,25 @@ class Storage:
 
     def size(self, rel: str) -> int:
         return int(self.fs.size(self.path(rel)))
+
+    def stat(self, rel: str) -> tuple[int, str | None] | None:
+        """(size, stamp) of a committed file without reading it, or None if it does not exist. The stamp is the
+        checksum the store keeps (an object store's ETag, GCS's md5Hash or crc32c) or, on a local disk, the
+        modification time in ns: it changes whenever the content is rewritten. None where the store has none."""
+        if self.is_local:
+            try:
+                st = os.stat(self.path(rel))
+            except FileNotFoundError:
+                return None
+            return st.st_size, f"mtime_ns:{st.st_mtime_ns}"
+        try:
+            info = self.fs.info(self.path(rel))
+        except FileNotFoundError:
+            return None
+        for key in STORE_CHECKSUMS:
+            if info.get(key):
+                return int(info["size"]), f"{key}:{str(info[key]).strip(chr(34))}"
+        return int(info["size"]), None
 
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open(self.path(rel), "rb") as f:

@@ -200,7 +200,8 @@ def test_invalid_config_is_one_line(tmp_path, overrides, message):
 
 @pytest.mark.parametrize("override, message", [
     ("clone.shard_size=abc", "clone.shard_size must be an integer, got 'abc'"),
-    ("clone.verify=maybe", "clone.verify must be true or false"),
+    ("clone.verify_images=maybe", "clone.verify_images must be true or false"),
+    ("clone.verify=quick", "clone.verify must be one of fast, deep"),
     ("cluster.max_in_flight=0", "cluster.max_in_flight must be >= 1, got 0"),
     ("env.accept_threshold=1.5", "env.accept_threshold must be in [0, 1], got 1.5"),
     ("clone.max_tries=0", "clone.max_tries must be >= 1"),  # was caught in the workers, after Ray started

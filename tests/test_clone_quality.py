@@ -174,19 +174,19 @@ def test_images_below_tau_are_replaced_and_a_short_class_is_reported(tmp_path):
     cfg = compose_clone(f"paths.output_dir={tmp_path}", "clone.images_per_class=6", "clone.shard_size=6", "clone.max_tries=3")
     worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
     classes = {c.name: c for c in worker.dataset.classes()}
-    plan = ClonePlan(list(classes.values()), 6, 6)
+    shard_of = {u.classes[0].name: u for u in ClonePlan(list(classes.values()), 6, 6).shard_units()}
     # star: the search "accepted" circle states too (as a confused encoder might); verification catches them
     star = ["a large red solid star on a white background", "a small blue dotted circle on a black background",
             "a medium green striped star on a grey background"]
     write_search(worker, classes["star"], star)
-    out = worker.generate(plan.shards(classes["star"])[0])
+    out = worker.generate(shard_of["star"])
     assert out["images"] == 6 and out["missing"] == 0 and out["renders"] > 6
     metas = [json.loads(s) for s in tar_members(tmp_path / out["record"]["shard"], ".json")]
     assert all("star" in m["prompt"] and m["score"] >= 0.5 for m in metas)
     assert any(m["attempt"] > 0 for m in metas)
     # cross: every candidate renders another class; nothing is padded, the shortfall is recorded
     write_search(worker, classes["cross"], ["a large red solid circle on a white background"])
-    out = worker.generate(plan.shards(classes["cross"])[0])
+    out = worker.generate(shard_of["cross"])
     assert out["images"] == 0 and out["missing"] == 6 and out["renders"] == 18
     assert out["record"]["missing"] == 6 and out["record"]["count"] == 0
 

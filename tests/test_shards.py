@@ -20,7 +20,8 @@ def samples(n, tag=b"x"):
 def test_shard_bytes_depend_only_on_samples(tmp_path):
     a = write_shard(Storage(tmp_path / "a"), "shard-000000.tar", samples(5), ["c"])
     b = write_shard(Storage(tmp_path / "b"), "shard-000000.tar", samples(5), ["c"])
-    assert a == b and a.count == 5
+    same = lambda r: {**r.to_dict(), "stamp": None}  # noqa: E731  (the stamp is the store's, e.g. an mtime)
+    assert same(a) == same(b) and a.count == 5
     assert (tmp_path / "a" / "shard-000000.tar").read_bytes() == (tmp_path / "b" / "shard-000000.tar").read_bytes()
     assert not [p for p in os.listdir(tmp_path / "a") if p.endswith(".tmp")]
 
@@ -37,8 +38,19 @@ def test_verify_detects_missing_truncated_and_corrupt(tmp_path):
     flipped[700] ^= 0xFF
     path.write_bytes(bytes(flipped))
     assert verify_shard(st, rec) == "sha256 mismatch"
+    assert verify_shard(st, rec, "fast") == "sha256 mismatch"  # rewritten: the stamp changed, so it is read
     path.unlink()
-    assert verify_shard(st, rec) == "missing"
+    assert verify_shard(st, rec) == verify_shard(st, rec, "fast") == "missing"
+
+
+def test_fast_verification_reads_nothing_while_the_stamp_holds(tmp_path, monkeypatch):
+    st = Storage(tmp_path)
+    rec = write_shard(st, "shard-000001.tar", samples(4), ["c"])
+    monkeypatch.setattr(st, "read_bytes", lambda rel: pytest.fail(f"fast verification read {rel}"))
+    assert verify_shard(st, rec, "fast") is None
+    copied = {**rec.to_dict(), "stamp": "mtime_ns:1"}  # a copied folder: other stamps, same bytes
+    monkeypatch.undo()
+    assert verify_shard(st, type(rec)(**copied), "fast") is None  # re-verified deeply, not redone
 
 
 def test_tar_keys_rejects_a_truncated_tar(tmp_path):
@@ -74,12 +86,28 @@ def test_storage_cleans_leftover_temporaries(tmp_path):
 def test_plan_splits_classes_into_named_shards():
     classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
     plan = ClonePlan(classes, images_per_class=45, shard_size=20)
-    units = plan.shards(classes[1])
-    assert [(u.shard, u.start, u.count) for u in units] == [
+    units = [u for u in plan.shard_units() if u.classes == (classes[1],)]
+    assert [(u.shard, u.indices(0)[0], u.count) for u in units] == [
         ("shard-000003.tar", 0, 20), ("shard-000004.tar", 20, 20), ("shard-000005.tar", 40, 5)]
-    assert len(plan.all_shards()) == 9 and plan.total_images == 135
+    assert plan.num_shards == 9 == len(plan.shard_names()) and plan.total_images == 135
     with pytest.raises(ConfigError, match="images_per_class"):
         ClonePlan(classes, 0, 10)
+    with pytest.raises(ConfigError, match="shard_order must be one of class, shuffled"):
+        ClonePlan(classes, 4, 4, order="random")
+
+
+def test_shuffled_plan_mixes_classes_and_places_every_sample_once():
+    classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(50)]
+    plan = ClonePlan(classes, images_per_class=40, shard_size=100, order="shuffled", seed=3)
+    units = plan.shard_units()
+    assert len(units) == plan.num_shards == 20 and [u.shard for u in units] == plan.shard_names()
+    places = [(u.classes[k].id, i) for u in units for k, i in u.members.tolist()]
+    assert sorted(places) == sorted((c.id, i) for c in classes for i in range(40))  # each sample once
+    assert min(len(u.classes) for u in units) >= 35  # 100 samples of 50 classes: nearly every class in every shard
+    again = ClonePlan(classes, 40, 100, order="shuffled", seed=3).shard_units()
+    assert all((a.members == b.members).all() and a.classes == b.classes for a, b in zip(units, again))
+    other = ClonePlan(classes, 40, 100, order="shuffled", seed=4).shard_units()
+    assert any((a.members != b.members).any() for a, b in zip(units, other))
 
 
 def test_the_event_log_lives_beside_the_shards_on_an_object_store(tmp_path, monkeypatch):

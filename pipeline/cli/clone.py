@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> int:
     check_clone_config(cfg)  # types and ranges, before anything is written or started
     dataset = instantiate(cfg.dataset)
     c = cfg.clone
-    plan = ClonePlan(dataset.classes(), int(c.images_per_class), int(c.shard_size))
+    plan = ClonePlan(dataset.classes(), int(c.images_per_class), int(c.shard_size), str(c.shard_order), int(cfg.seed))
     search = instantiate(cfg.search)  # validates the search config before any worker starts
     grammar = instantiate(cfg.grammar)
     if not grammar.class_axis:  # acceptance and verification read the class axis
@@ -84,7 +84,7 @@ def run(cfg: DictConfig) -> int:
                           "so the grammar must name it")
     grammar.restrict(cfg.env.fix, cfg.env.exclude)  # a bad env.fix / env.exclude fails here, in one line
     if c.dry_run:
-        grammar = grammar.with_choices(grammar.class_axis, [c.name for c in dataset.all_classes()])
+        grammar = grammar.with_choices(grammar.class_axis, [c.prompt for c in dataset.all_classes()])
         measured = c.throughput is None
         if measured:
             model = instantiate_model(cfg.model, grammar)

@@ -20,7 +20,7 @@ RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "clone.images_per_class": (INT, 1, None, False),
     "clone.shard_size": (INT, 1, None, False),
     "clone.image_quality": (INT, 1, 100, False),
-    "clone.verify": (BOOL, None, None, False),
+    "clone.verify_images": (BOOL, None, None, False),
     "clone.max_tries": (INT, 1, None, False),
     "clone.batch_size": (INT, 1, None, False),
     "clone.max_attempts": (INT, 1, None, False),
@@ -44,6 +44,12 @@ RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "env.seeds_per_state": (INT, 1, None, False),
     "env.batch_size": (INT, 1, None, False),
     "env.goal_weight": (NUMBER, 0, None, False),
+    "env.class_candidates": (INT, 1, None, True),
+}
+# key -> the values it may take
+CHOICES: dict[str, tuple[str, ...]] = {
+    "clone.verify": ("fast", "deep"),
+    "clone.shard_order": ("class", "shuffled"),
 }
 
 
@@ -68,3 +74,7 @@ def check_clone_config(cfg: DictConfig) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
             raise ConfigError(f"{key} must be {bounds}, got {value!r}")
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")

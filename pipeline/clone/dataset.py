@@ -26,8 +26,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".JPEG"}
 class ClassInfo:
     index: int  # label written as ``cls``
     id: str  # stable identifier used in keys and file names (WordNet id where there is one)
-    name: str  # human-readable name; the grammar's class-axis terminal
+    name: str  # human-readable name
     wnid: str | None = None
+    prompt: str = ""  # the text naming the class in a prompt: the grammar's class-axis terminal (default: name)
+    group: str | None = None  # the class group whose nuisance vocabulary the grammar uses (grammar `groups`)
+
+    def __post_init__(self) -> None:
+        if not self.prompt:
+            object.__setattr__(self, "prompt", self.name)
 
 
 def _key_safe(text: str) -> str:
@@ -35,20 +41,32 @@ def _key_safe(text: str) -> str:
 
 
 def _parse_classes(spec: Sequence[Any]) -> list[ClassInfo]:
+    """Classes from a list of names or of ``{wnid, name, prompt, group}`` mappings, keyed by WordNet id where
+    there is one. Prompts name the classes in prompts, so no two may be equal (case-insensitively)."""
     out = []
     for i, c in enumerate(spec):
         if isinstance(c, Mapping):
             name, wnid = str(c.get("name") or c.get("wnid")), c.get("wnid")
+            prompt, group = str(c.get("prompt") or name), c.get("group")
         else:
-            name, wnid = str(c), None
-        out.append(ClassInfo(i, _key_safe(wnid or name), name, wnid))
+            name, wnid, prompt, group = str(c), None, str(c), None
+        out.append(ClassInfo(i, _key_safe(wnid or name), name, wnid, " ".join(prompt.split()), group))
+    seen: dict[str, ClassInfo] = {}
+    for c in out:
+        other = seen.setdefault(c.prompt.lower(), c)
+        if other is not c:
+            raise ConfigError(f"dataset classes {other.id} and {c.id} are both named '{c.prompt}' in prompts: give one a "
+                              "distinct `prompt` (e.g. its WordNet lemma plus a hypernym, as scripts/make_imagenet_classes.py does)")
+    ids = [c.id for c in out]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"dataset classes repeat the id '{next(i for i in ids if ids.count(i) > 1)}'")
     return out
 
 
 def _select(classes: list[ClassInfo], only: Sequence[str] | None, what: str) -> list[ClassInfo]:
     if not only:
         return classes
-    lookup = {c.name: c for c in classes} | {c.id: c for c in classes}
+    lookup = {c.name: c for c in classes} | {c.prompt: c for c in classes} | {c.id: c for c in classes}
     missing = [x for x in only if str(x) not in lookup]
     if missing:
         raise ConfigError(f"dataset.only: unknown class '{missing[0]}' in {what}")

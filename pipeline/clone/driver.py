@@ -53,6 +53,9 @@ class CloneSummary:
     shards_reused: int = 0
     searches_run: int = 0
     searches_reused: int = 0
+    #: searches of this run whose best state names the input's own class (with env.class_candidates, the
+    #: share of classes the cut class axis still found)
+    searches_found_class: int = 0
     images_written: int = 0
     #: class -> image indices left out because no candidate passed verification (whole run, reused shards too)
     shortfall: dict[str, int] = field(default_factory=dict)
@@ -105,6 +108,7 @@ class CloneDriver:
         self.num_workers = int(cluster["num_workers"] or os.cpu_count() or 1)
         self.max_in_flight = int(cluster.get("max_in_flight", 2))
         self.max_attempts = int(cfg["clone"]["max_attempts"])
+        self.verify_mode = str(cfg["clone"].get("verify", "deep"))
         self.max_worker_restarts = int(cluster.get("max_worker_restarts", 8))
         self.worker_start_timeout = float(cluster.get("worker_start_timeout_s", 600))
         self.stop_grace = float(cluster.get("stop_grace_s", 60))
@@ -187,23 +191,29 @@ class CloneDriver:
             self.event("workers_pending", count=len(self.starting))
 
     def _todo(self, summary: CloneSummary) -> tuple[list[SearchUnit], list[ShardUnit]]:
+        """Searches not yet persisted that some unfinished shard needs, and the shards not validly committed."""
         removed = self.storage.clean_tmp() + self.storage.clean_tmp("searches") + self.storage.clean_tmp("manifest")
         if removed:
             self.event("removed_temporary_files", count=removed)
-        valid, problems = self.manifest.validate()
+        t0 = time.perf_counter()
+        valid, problems = self.manifest.validate(self.verify_mode)
+        self.event("verified", mode=self.verify_mode, shards=len(valid) + len(problems), invalid=len(problems),
+                   seconds=round(time.perf_counter() - t0, 3))
         for shard, why in problems.items():
             self.event("shard_invalid", shard=shard, why=why)
             self.manifest.remove(shard)
         summary.corrupt_redone = problems
-        searches, shards = [], []
+        units = self.plan.shard_units()
+        shards = [u for u in units if u.shard not in valid]
+        summary.shards_reused = len(units) - len(shards)
+        needed = {c.id for u in shards for c in u.classes}
+        persisted = set(self.storage.list("searches", ".json"))
+        searches = []
         for cls in self.plan.classes:
-            todo = [u for u in self.plan.shards(cls) if u.shard not in valid]
-            summary.shards_reused += len(self.plan.shards(cls)) - len(todo)
-            if not todo:
+            if cls.id not in needed:
                 continue
-            if self.storage.exists(search_path(cls)):
+            if search_path(cls) in persisted:
                 summary.searches_reused += 1
-                shards += todo
             else:
                 searches.append(SearchUnit(cls))
         return searches, shards
@@ -232,7 +242,7 @@ class CloneDriver:
 
     def _run(self) -> CloneSummary:
         t0 = time.perf_counter()
-        summary = CloneSummary(classes=len(self.plan.classes), shards_total=len(self.plan.all_shards()))
+        summary = CloneSummary(classes=len(self.plan.classes), shards_total=self.plan.num_shards)
         changes = self.identity_changes
         if changes is None:
             changes = check_identity(self.storage, self.cfg, self.cfg["clone"].get("on_config_change", "error"))
@@ -240,12 +250,24 @@ class CloneDriver:
             self.event("config_changed", changes=changes)
         searches, shards = self._todo(summary)
         self.event("plan", searches=len(searches), shards=len(shards), reused_shards=summary.shards_reused)
-        queue: deque[Unit] = deque(searches + shards)
+        # a shard waits until every class it draws from has its search persisted
+        unsearched = {u.cls.id for u in searches}
+        waiting: dict[str, int] = {}  # shard -> classes it still waits for
+        by_class: dict[str, list[ShardUnit]] = {}
+        ready = []
+        for u in shards:
+            missing = [c.id for c in u.classes if c.id in unsearched]
+            if not missing:
+                ready.append(u)
+            waiting[u.shard] = len(missing)
+            for c in missing:
+                by_class.setdefault(c, []).append(u)
+        queue: deque[Unit] = deque(searches + ready)
         attempts: dict[str, int] = {}
         in_flight: dict[Any, tuple[Unit, int]] = {}
         busy: dict[int, list[float]] = {}
         gen_seconds = 0.0  # time inside generator.generate, summed over shards
-        n_units = len(queue) + sum(len(self.plan.shards(u.cls)) for u in searches)
+        n_units = len(searches) + len(shards)
         bar = tqdm(total=n_units, desc="clone", unit="unit", disable=not self.cfg["clone"].get("progress", True))
         alone_since: float | None = None  # since when no worker has been alive
         try:
@@ -290,8 +312,14 @@ class CloneDriver:
                     bar.update(1)
                     if isinstance(unit, SearchUnit):
                         summary.searches_run += 1
-                        # its shards go first: short units, early committed output, finer-grained resume
-                        queue.extendleft(reversed(self.plan.shards(unit.cls)))
+                        summary.searches_found_class += bool(out.get("found_class"))
+                        # the shards it completes go first: short units, early committed output, finer-grained resume
+                        done_now = []
+                        for u in by_class.pop(unit.cls.id, []):
+                            waiting[u.shard] -= 1
+                            if waiting[u.shard] == 0:
+                                done_now.append(u)
+                        queue.extendleft(reversed(done_now))
                         self.event("search_done", cls=unit.cls.id, **out)
                     else:
                         summary.shards_written += 1
@@ -317,7 +345,7 @@ class CloneDriver:
             self.workers.clear()
             self.starting.clear()
         if summary.stopped:
-            summary.units_left = len(queue) + len(in_flight) + sum(len(self.plan.shards(u.cls)) for u in queue if isinstance(u, SearchUnit))
+            summary.units_left = len(queue) + len(in_flight) + sum(1 for n in waiting.values() if n > 0)
             self.event("stopped", why=summary.stopped, units_left=summary.units_left)
         summary.wall_s = round(time.perf_counter() - t0, 3)
         summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in busy.items() if s > 0}
@@ -328,8 +356,8 @@ class CloneDriver:
             summary.failures.append({"unit": "manifest.json", "attempts": 1, "error": str(err)})
         for rec in self.manifest.records().values():
             if rec.missing:
-                for c in rec.classes:
-                    summary.shortfall[c] = summary.shortfall.get(c, 0) + rec.missing
+                for c, n in (rec.missing_by_class or {c: rec.missing for c in rec.classes}).items():
+                    summary.shortfall[c] = summary.shortfall.get(c, 0) + n
         if summary.shortfall:
             self.event("shortfall", classes=summary.shortfall)
         self.event("summary", **summary.to_dict())

@@ -34,9 +34,11 @@ WEIGHT_GROUPS = ("model", "reward")
 # leaf keys that are placement or bookkeeping, not content
 RUNTIME_LEAVES = frozenset({"device", "batch_size", "max_batch_size", "progress"})
 RUNTIME_KEYS = frozenset({
-    "clone.max_attempts", "clone.dry_run", "clone.throughput", "clone.warmup_images", "clone.on_config_change",
-    "dataset.only",  # which classes this invocation clones; each class's shards stand alone
+    "clone.max_attempts", "clone.verify", "clone.dry_run", "clone.throughput", "clone.warmup_images", "clone.on_config_change",
+    "dataset.only",  # which classes this invocation clones; in class order each class's shards stand alone
 })
+#: with clone.shard_order=shuffled every shard mixes the classes being cloned: the class set is content
+SHUFFLED_CONTENT_KEYS = frozenset({"dataset.only"})
 POLICIES = ("error", "allow")
 FULL_HASH_LIMIT = 256 << 20  # files above this are fingerprinted by size, head and tail (multi-GB checkpoints)
 PARTIAL_BYTES = 16 << 20
@@ -84,8 +86,9 @@ def run_identity(cfg: dict[str, Any]) -> dict[str, Any]:
         if group in cfg:
             _flatten(cfg[group], group, flat)
     out, hashed = {}, {}  # a folder named by several keys (e.g. the shapes CNN) is read once
+    content = SHUFFLED_CONTENT_KEYS if flat.get("clone.shard_order") == "shuffled" else frozenset()
     for key, value in sorted(flat.items()):
-        if key in RUNTIME_KEYS or key.rsplit(".", 1)[-1] in RUNTIME_LEAVES:
+        if (key in RUNTIME_KEYS and key not in content) or key.rsplit(".", 1)[-1] in RUNTIME_LEAVES:
             continue
         if key.split(".", 1)[0] in WEIGHT_GROUPS and isinstance(value, str) and value and os.path.exists(value):
             if value not in hashed:

@@ -38,11 +38,12 @@ class Manifest:
             out[rec.shard] = rec
         return out
 
-    def validate(self) -> tuple[dict[str, ShardRecord], dict[str, str]]:
-        """(valid records by shard, problems by shard) for every shard the manifest lists."""
+    def validate(self, mode: str = "deep") -> tuple[dict[str, ShardRecord], dict[str, str]]:
+        """(valid records by shard, problems by shard) for every shard the manifest lists, checked the
+        ``mode`` way (:func:`verify_shard`)."""
         valid, problems = {}, {}
         for shard, rec in self.records().items():
-            why = verify_shard(self.storage, rec)
+            why = verify_shard(self.storage, rec, mode)
             if why is None:
                 valid[shard] = rec
             else:

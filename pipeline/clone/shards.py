@@ -27,6 +27,11 @@ class ShardRecord:
     sha256: str
     keys_sha256: str  # hash of the sorted sample keys (detects a shard holding the wrong samples)
     missing: int = 0  # image indices of the shard left out: no candidate passed verification
+    stamp: str | None = None  # the store's own checksum at commit (Storage.stat): what clone.verify=fast compares
+    #: class id -> samples of that class in the shard (a shuffled shard mixes many)
+    class_counts: dict[str, int] | None = None
+    #: class id -> image indices of that class left out (only classes with some)
+    missing_by_class: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,7 +41,8 @@ def keys_digest(keys: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
 
 
-def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], classes: list[str], missing: int = 0) -> ShardRecord:
+def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], classes: list[str], missing: int = 0,
+                class_counts: dict[str, int] | None = None, missing_by_class: dict[str, int] | None = None) -> ShardRecord:
     """Write ``samples`` (WebDataset dicts with ``__key__``) as ``name`` under ``storage``, atomically."""
     with storage.staged(name) as tmp:  # a failed write (full disk) commits nothing and says why
         with open(tmp, "wb") as f:
@@ -49,7 +55,9 @@ def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], clas
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
                 size += len(block)
-    return ShardRecord(name, classes, len(samples), size, digest.hexdigest(), keys_digest(s["__key__"] for s in samples), missing)
+    stat = storage.stat(name)
+    return ShardRecord(name, classes, len(samples), size, digest.hexdigest(), keys_digest(s["__key__"] for s in samples), missing,
+                       stat[1] if stat else None, class_counts, missing_by_class or None)
 
 
 def tar_keys(data: bytes) -> list[str]:
@@ -62,12 +70,25 @@ def tar_keys(data: bytes) -> list[str]:
     return list(keys)
 
 
-def verify_shard(storage: Storage, record: ShardRecord) -> str | None:
-    """Why the committed shard does not match its record, or None if it does."""
-    if not storage.exists(record.shard):
+VERIFY_MODES = ("fast", "deep")
+
+
+def verify_shard(storage: Storage, record: ShardRecord, mode: str = "deep") -> str | None:
+    """Why the committed shard does not match its record, or None if it does.
+
+    ``deep`` reads the shard back: sha256, a readable tar, its sample keys. ``fast`` reads nothing of it:
+    it exists, has the recorded size and the store's checksum (:meth:`Storage.stat`) is the one recorded
+    at commit; where the stamp differs or was never recorded (a copied bucket or folder, an older record),
+    it falls back to ``deep`` for that shard, so a copy is re-verified, never regenerated."""
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"verify mode must be one of {VERIFY_MODES}, got {mode!r}")
+    stat = storage.stat(record.shard)
+    if stat is None:
         return "missing"
-    if storage.size(record.shard) != record.bytes:
-        return f"size {storage.size(record.shard)} != {record.bytes}"
+    if stat[0] != record.bytes:
+        return f"size {stat[0]} != {record.bytes}"
+    if mode == "fast" and record.stamp is not None and stat[1] == record.stamp:
+        return None
     data = storage.read_bytes(record.shard)
     if hashlib.sha256(data).hexdigest() != record.sha256:
         return "sha256 mismatch"

@@ -29,6 +29,7 @@ from pipeline.seeding import derive_seed
 from pipeline.storage import Storage
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
+CLASS_CACHE = 64  # classes whose search result and prepared input a worker keeps
 
 
 def search_path(cls: ClassInfo) -> str:
@@ -54,15 +55,16 @@ class CloneWorker:
         self.cfg = OmegaConf.create(cfg)
         self.worker_id = worker_id
         self.dataset = instantiate(self.cfg.dataset)
-        self.stack = build_stack(self.cfg, class_names=[c.name for c in self.dataset.all_classes()])
+        self.stack = build_stack(self.cfg, class_names=[c.prompt for c in self.dataset.all_classes()])
         self.storage = Storage(self.cfg.paths.output_dir)
         self.manifest = Manifest(self.storage)
         c = self.cfg.clone
         self.seed, self.images_per_class = int(self.cfg.seed), int(c.images_per_class)
         self.image_format, self.quality = str(c.image_format), int(c.image_quality)
-        self.batch_size, self.verify, self.max_tries = int(c.batch_size), bool(c.verify), int(c.max_tries)
+        self.batch_size, self.verify, self.max_tries = int(c.batch_size), bool(c.verify_images), int(c.max_tries)
         if self.max_tries < 1:
             raise ConfigError(f"clone.max_tries must be >= 1, got {self.max_tries}")
+        self._sources: dict[ClassInfo, dict[str, Any]] = {}
         if self.image_format not in FORMATS:
             raise ConfigError(f"clone.image_format must be one of {list(FORMATS)}, got '{self.image_format}'")
 
@@ -76,11 +78,18 @@ class CloneWorker:
         cls = unit.cls
         target = self.dataset.input_image(cls)
         seed = derive_seed(self.seed, "search", cls.id)
-        env = make_env(self.stack, target, seed)
-        result = self.stack.search.run(SearchProblem(env, seed=seed, class_name=cls.name))
-        result.info.update(class_id=cls.id, class_name=cls.name, model_id=self.stack.generator.model_id)
+        env = make_env(self.stack, target, seed, cls.group)
+        result = self.stack.search.run(SearchProblem(env, seed=seed, class_name=cls.prompt))
+        class_axis = env.grammar.class_axis
+        candidates = list(env.grammar.axis(class_axis).choices)
+        result.info.update(class_id=cls.id, class_name=cls.name, class_prompt=cls.prompt, group=cls.group,
+                           model_id=self.stack.generator.model_id)
+        if len(candidates) < len(self.stack.grammar.axis(class_axis)):  # env.class_candidates cut the class axis
+            result.info["class_candidates"] = candidates
         self.storage.write_bytes(search_path(cls), json.dumps(result.to_dict()).encode())
-        return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0}
+        best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
+        return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0,
+                "found_class": best is not None and best.lower() == cls.prompt.lower()}
 
     def _render(self, prompts: list[str], seeds: list[int]) -> tuple[list[Image.Image], float]:
         images, seconds = [], 0.0
@@ -106,13 +115,12 @@ class CloneWorker:
             return derive_seed(self.seed, "sample", cls.id, index)
         return derive_seed(self.seed, "sample", cls.id, index, attempt)
 
-    def _verified(self, cls: ClassInfo, seq: list, indices: list[int], tau: float) -> tuple[dict, int, float]:
+    def _verified(self, cls: ClassInfo, seq: list, prepared: Any, indices: list[int], tau: float) -> tuple[dict, int, float]:
         """Image ``i``'s attempt ``k`` renders, at its own seed, the first candidate from ``seq[i + k·n]`` on
         (``n`` images per class) that this image has not tried yet; the first render whose class-consistency
-        score reaches τ is kept (all first renders, without ``clone.verify``). Returns (index -> (candidate,
+        score reaches τ is kept (all first renders, without ``clone.verify_images``). Returns (index -> (candidate,
         seed, image, score, attempt), renders, seconds in the generator)."""
         n = self.images_per_class
-        prepared = self.stack.reward.prepare(self.dataset.input_image(cls)) if self.verify and seq else None
         kept: dict[int, tuple[Any, int, Image.Image, float, int]] = {}
         tried: dict[int, set[str]] = {i: set() for i in indices}
         gen_seconds, renders = 0.0, 0
@@ -134,37 +142,60 @@ class CloneWorker:
                 break
         return kept, renders, gen_seconds
 
-    def generate(self, unit: ShardUnit) -> dict[str, Any]:
-        """Render one shard's samples from the class's persisted search result and commit the shard: the
-        class's accepted states in a balanced sequence over the non-class axes, each image verified at its
-        own seed (:meth:`_verified`). Everything depends on (run seed, class, index) only, so a shard is the
-        same bytes whichever worker renders it, and when."""
-        t0 = time.perf_counter()
-        cls = unit.cls
+    def _class_source(self, cls: ClassInfo) -> dict[str, Any]:
+        """What rendering class ``cls``'s images needs, from its persisted search result: the balanced sequence
+        of accepted states, its grammars, τ and the input's prepared reward target. Kept for the last
+        :data:`CLASS_CACHE` classes (a shuffled shard draws from hundreds)."""
+        if cls in self._sources:
+            self._sources[cls] = self._sources.pop(cls)  # most recently used last
+            return self._sources[cls]
         result = SearchResult.from_dict(json.loads(self.storage.read_bytes(search_path(cls))))
-        grammar, full = self.stack.grammar, self.stack.full_grammar
+        grammar, full = self.stack.grammars(cls.group, result.info.get("class_candidates"))
         free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
         seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
-        indices = list(range(unit.start, unit.start + unit.count))
-        kept, renders, gen_seconds = self._verified(cls, seq, indices, result.accept_threshold)
-        samples = []
-        for i in sorted(kept):
-            pick, seed, image, score, attempt = kept[i]
-            enc = full.translate(pick.encoding, grammar) if pick.encoding is not None else None
-            meta = {
-                "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
-                "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
-                "seed": seed, "reward": round(pick.reward, 6), "state_score": round(pick.score, 6),
-                "score": round(score, 6) if self.verify else None, "attempt": attempt,
-                "model_id": self.stack.generator.model_id, "search": result.method, "pipeline_version": pipeline.__version__,
-            }
-            samples.append({
-                "__key__": f"{cls.id}_{i:06d}",
-                self.image_format: encode_image(image, self.image_format, self.quality),
-                "cls": str(cls.index).encode(),
-                "json": json.dumps(meta, sort_keys=True).encode(),
-            })
-        record = write_shard(self.storage, unit.shard, samples, [cls.id], missing=len(indices) - len(samples))
+        prepared = self.stack.reward.prepare(self.dataset.input_image(cls)) if self.verify and seq else None
+        source = {"result": result, "grammar": grammar, "full": full, "seq": seq, "prepared": prepared}
+        self._sources[cls] = source
+        while len(self._sources) > CLASS_CACHE:
+            self._sources.pop(next(iter(self._sources)))
+        return source
+
+    def generate(self, unit: ShardUnit) -> dict[str, Any]:
+        """Render one shard's samples from its classes' persisted search results and commit the shard: each
+        class's accepted states in a balanced sequence over the non-class axes, each image verified at its
+        own seed (:meth:`_verified`). Everything depends on (run seed, class, index) only, so a shard is the
+        same bytes whichever worker renders it, and when; samples are written in the plan's order."""
+        t0 = time.perf_counter()
+        made: dict[tuple[int, int], dict[str, Any]] = {}
+        gen_seconds, renders = 0.0, 0
+        counts: dict[str, int] = {}
+        short: dict[str, int] = {}
+        for k, cls in enumerate(unit.classes):
+            src = self._class_source(cls)
+            result = src["result"]
+            kept, n, seconds = self._verified(cls, src["seq"], src["prepared"], unit.indices(k), result.accept_threshold)
+            gen_seconds, renders = gen_seconds + seconds, renders + n
+            counts[cls.id] = len(kept)
+            if len(kept) < len(unit.indices(k)):
+                short[cls.id] = len(unit.indices(k)) - len(kept)
+            for i, (pick, seed, image, score, attempt) in kept.items():
+                enc = src["full"].translate(pick.encoding, src["grammar"]) if pick.encoding is not None else None
+                meta = {
+                    "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
+                    "class_prompt": cls.prompt, "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
+                    "seed": seed, "reward": round(pick.reward, 6), "state_score": round(pick.score, 6),
+                    "score": round(score, 6) if self.verify else None, "attempt": attempt,
+                    "model_id": self.stack.generator.model_id, "search": result.method, "pipeline_version": pipeline.__version__,
+                }
+                made[(k, i)] = {
+                    "__key__": f"{cls.id}_{i:06d}",
+                    self.image_format: encode_image(image, self.image_format, self.quality),
+                    "cls": str(cls.index).encode(),
+                    "json": json.dumps(meta, sort_keys=True).encode(),
+                }
+        samples = [made[(int(k), int(i))] for k, i in unit.members if (int(k), int(i)) in made]
+        record = write_shard(self.storage, unit.shard, samples, [c.id for c in unit.classes], missing=unit.count - len(samples),
+                             class_counts={c: n for c, n in counts.items() if n}, missing_by_class=short)
         self.manifest.add(record)
         return {
             "record": record.to_dict(), "images": len(samples), "missing": record.missing, "renders": renders,

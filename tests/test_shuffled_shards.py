@@ -1,0 +1,78 @@
+"""clone.shard_order=shuffled on a real local Ray: shards mix classes in one global order, hold exactly the
+samples a class-order clone holds, resume byte-identically after a SIGKILL, and load with webdataset and
+Hugging Face datasets' webdataset loader."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+import webdataset as wds
+
+from test_clone_e2e import ROOT, clone, clone_cmd, reference, sample_hashes, summary  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.slow
+SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # 4 classes x 12 images in 8 shards
+
+
+def file_hashes(out):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("shard-*.tar"))}
+
+
+@pytest.fixture(scope="module")
+def shuffled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shuffled")
+    return out, summary(clone(out, *SHUFFLED))
+
+
+def test_shuffled_shards_mix_classes_and_hold_the_class_order_samples(shuffled, reference):  # noqa: F811
+    out, s = shuffled
+    assert s["ok"] and s["shards_total"] == s["shards_written"] == 8 and s["images_written"] == 48
+    assert sample_hashes(out) == reference[2]  # the same 48 samples, byte for byte, in another arrangement
+    manifest = json.loads((out / "manifest.json").read_text())
+    for rec in manifest["shards"]:
+        keys = [x["__key__"] for x in wds.WebDataset(str(out / rec["shard"]), shardshuffle=False)]
+        classes = [k.rsplit("_", 1)[0] for k in keys]
+        assert len(set(classes)) >= 2 and rec["count"] == 6
+        assert rec["class_counts"] == {c: classes.count(c) for c in rec["classes"]}  # the manifest's histogram
+    positions = [k for rec in manifest["shards"] for k in
+                 (x["__key__"] for x in wds.WebDataset(str(out / rec["shard"]), shardshuffle=False))]
+    assert positions != sorted(positions)  # not class order
+
+
+def test_shuffled_resume_after_sigkill_is_byte_identical(shuffled, tmp_path):
+    ref_out, _ = shuffled
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(clone_cmd(out, *SHUFFLED), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    records = out / "manifest"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (records.exists() and any(records.iterdir())):
+        time.sleep(0.05)
+    for p in [proc] + psutil.Process(proc.pid).children(recursive=True):
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    done_at_kill = len(list(records.glob("*.json")))
+    assert 1 <= done_at_kill < 8
+    s = summary(clone(out, *SHUFFLED))
+    assert s["ok"] and s["shards_reused"] >= done_at_kill - 1 and s["shards_reused"] + s["shards_written"] == 8
+    assert file_hashes(out) == file_hashes(ref_out)  # every shard file, not just the samples
+
+
+def test_shuffled_shards_load_with_hugging_face_datasets(shuffled, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="datasets is not installed (pip install -e '.[dev]')")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out, _ = shuffled
+    files = sorted(str(p) for p in out.glob("shard-*.tar"))
+    ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.num_rows == 48 and {"png", "cls", "json", "__key__"} <= set(ds.column_names)
+    row = ds[0]
+    assert row["png"].size == (32, 32) and row["json"]["class_id"] == row["__key__"].rsplit("_", 1)[0]
+    assert len({r.rsplit("_", 1)[0] for r in ds["__key__"][:6]}) >= 2  # the first shard already mixes classes
