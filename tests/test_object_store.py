@@ -1,10 +1,14 @@
 """The clone on an object store: a real S3-protocol server (moto's, on 127.0.0.1) holds the output; a resume
-after deleting and truncating objects redoes exactly those shards, and clone.log lands in the bucket."""
+after deleting and truncating objects redoes exactly those shards, and clone.log lands in the bucket; a fast
+resume check reads no shard bytes (counted on the wire by a proxy in front of the server), a deep one all."""
 
+import collections
 import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,3 +81,84 @@ def test_clone_to_s3_resumes_after_lost_and_truncated_objects(s3_server, referen
     assert s["shards_written"] == 2 and s["shards_reused"] == 10 and set(s["corrupt_redone"]) == {"shard-000001.tar", "shard-000013.tar"}
     assert downloaded(fs, "clones/run", tmp_path / "resumed") == ref_hashes
     assert fs.cat("clones/run/clone.log").decode().count('"event": "plan"') == 2  # both runs' events, in order
+
+
+class CountingProxy:
+    """A TCP proxy in front of the S3 server that counts the bytes the server sends back, per request
+    (method, path). Clients send a request only after the previous response on that connection (HTTP/1.1
+    without pipelining), so a response belongs to the last request line seen on its connection."""
+
+    REQUEST = re.compile(rb"^(GET|HEAD|PUT|POST|DELETE) (/[^ ?]*)")
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.received: collections.Counter = collections.Counter()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            request = [("?", "?")]
+            threading.Thread(target=self._pipe, args=(client, upstream, request, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, request, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, request: list, counting: bool) -> None:
+        try:
+            while chunk := src.recv(1 << 16):
+                if counting:
+                    self.received[request[0]] += len(chunk)
+                elif m := self.REQUEST.match(chunk):
+                    request[0] = (m.group(1).decode(), m.group(2).decode())
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def shard_bytes(self, method: str | None = None) -> int:
+        return sum(n for (m, path), n in self.received.items() if path.endswith(".tar") and method in (None, m))
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_fast_resume_check_reads_no_shard_bytes_and_deep_reads_them_all(s3_server, reference, tmp_path, monkeypatch):  # noqa: F811
+    fs = s3_server
+    proxy = CountingProxy(int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")  # the clone talks to S3 through the proxy
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert summary(clone("s3://clones/verify"))["shards_written"] == 12
+        total = sum(fs.size(k) for k in fs.ls("clones/verify") if k.endswith(".tar"))
+        fs.rm("clones/verify/shard-000001.tar")  # lost
+        data = fs.cat("clones/verify/shard-000013.tar")
+        fs.pipe("clones/verify/shard-000013.tar", data[: len(data) // 2])  # truncated
+        for mode in ("fast", "deep"):
+            proxy.received.clear()
+            s = summary(clone("s3://clones/verify", f"clone.verify={mode}"))
+            redone = {"shard-000001.tar", "shard-000013.tar"} if mode == "fast" else set()
+            assert set(s["corrupt_redone"]) == redone and s["shards_written"] == len(redone) and s["ok"]
+            read = proxy.shard_bytes("GET")
+            if mode == "fast":
+                assert read < 0.01 * total, (read, total)  # sizes and ETags only: HEAD requests
+                assert proxy.shard_bytes() < 0.2 * total  # the HEAD responses' headers, all told
+            else:
+                assert read >= total  # every shard read back and hashed
+        flipped = bytearray(fs.cat("clones/verify/shard-000002.tar"))
+        flipped[2000] ^= 0xFF  # same size, other content: the store's checksum (ETag) changes, so fast reads it
+        fs.pipe("clones/verify/shard-000002.tar", bytes(flipped))
+        s = summary(clone("s3://clones/verify"))
+        assert set(s["corrupt_redone"]) == {"shard-000002.tar"}
+        assert downloaded(fs, "clones/verify", tmp_path / "after") == reference[2]
+    finally:
+        proxy.close()
