@@ -173,3 +173,33 @@ def test_metrics_cli_empty_input(tmp_path, clip_dir):
                     f"paths.output_dir={tmp_path / 'out'}", "cache_dir=null")
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert p.returncode == 2 and len(errors) == 1 and "has no images" in errors[0] and "Traceback" not in p.stderr
+
+
+def test_one_reader_for_inputs_and_metrics_and_the_clone_labels_a_real_tree(tmp_path):
+    """The clone's input reader and the metrics' folder source take the same files (".JPEG" too), and a real
+    ImageFolder tree of ImageNet-100 wnids is labelled with the clone's ImageNet-1k labels, not 0..99."""
+    import json
+
+    from PIL import Image
+
+    from pipeline.clone.dataset import ImageFolderDataset
+    from pipeline.metrics.sources import clone_class_labels, open_source
+
+    real = tmp_path / "real"
+    for wnid, colour in (("n01532829", "red"), ("n01558993", "blue")):
+        (real / wnid).mkdir(parents=True)
+        Image.new("RGB", (8, 8), colour).save(real / wnid / "a.JPEG", format="JPEG")
+        Image.new("RGB", (8, 8), colour).save(real / wnid / "b.png")
+        (real / wnid / ".hidden.png").write_bytes(b"")
+        (real / wnid / "notes.txt").write_text("not an image")
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "manifest.json").write_text(json.dumps({"shards": [], "class_labels": {"n01532829": 11, "n01558993": 15}}))
+    data = ImageFolderDataset(str(real), [{"wnid": "n01532829", "name": "house finch"}, {"wnid": "n01558993", "name": "robin"}])
+    assert data.input_image(data.classes()[0]).getpixel((0, 0))[0] > 200  # a.JPEG, the first image file
+    unlabelled = open_source(str(real), 8)
+    assert sorted(label for _, label in unlabelled.files) == [0, 0, 1, 1] and len(unlabelled.files) == 4
+    labelled = open_source(str(real), 8, labels=clone_class_labels(str(clone)))
+    assert [label for _, label in labelled.files] == [11, 11, 15, 15] and labelled.classes == {11: "n01532829", 15: "n01558993"}
+    assert labelled.fingerprint != unlabelled.fingerprint  # cached features carry their labels
+    assert [int(y) for _, y in (labelled[i] for i in range(4))] == [11, 11, 15, 15]

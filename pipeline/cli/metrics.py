@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 from pipeline.metrics.features import extract
 from pipeline.metrics.report import write_report
 from pipeline.metrics.scores import score_sets
-from pipeline.metrics.sources import FolderImages, ShapesImages, open_source
+from pipeline.metrics.sources import FolderImages, ShapesImages, clone_class_labels, open_source
 
 
 def run(cfg: DictConfig) -> dict:
@@ -25,7 +25,10 @@ def run(cfg: DictConfig) -> dict:
         from pipeline.shapes.world import ShapesWorld
 
         world = ShapesWorld(instantiate(cfg.grammar), int(cfg.image_size))
-    real_src = open_source(str(cfg.real), int(cfg.image_size), world, int(cfg.shapes_n))
+    # a real ImageFolder tree is labelled as the clone labelled its classes (an ImageNet-100 clone's cls values
+    # are ImageNet-1k labels; its 100-folder tree would otherwise be numbered 0-99)
+    labels = clone_class_labels(str(cfg.synthetic))
+    real_src = open_source(str(cfg.real), int(cfg.image_size), world, int(cfg.shapes_n), labels)
     fake_src = open_source(str(cfg.synthetic), int(cfg.image_size), world, int(cfg.shapes_n))
     extractor = instantiate(cfg.features)
     t0 = time.perf_counter()
@@ -38,7 +41,7 @@ def run(cfg: DictConfig) -> dict:
         if isinstance(src, ShapesImages):
             names = dict(enumerate(src.world.classes))
         elif isinstance(src, FolderImages):
-            names = dict(enumerate(src.classes))
+            names = dict(src.classes)
     result = score_sets(real, fake, int(cfg.k), int(cfg.kid_subsets), int(cfg.kid_subset_size), int(cfg.seed), int(cfg.chunk), names)
     result.update(
         extractor=extractor.name, resize=f"PIL bicubic to {cfg.image_size}px, then {getattr(extractor, 'resize', 'none')}",

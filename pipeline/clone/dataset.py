@@ -6,7 +6,6 @@ WebDataset shards (the first sample whose ``cls`` is the class).
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,9 @@ from PIL import Image
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.grammar import Grammar
+from pipeline.image_sets import decode_image, image_files, sample_image
 from pipeline.images import load_image
 from pipeline.seeding import derive_seed
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".JPEG"}
 
 
 @dataclass(frozen=True)
@@ -132,7 +130,7 @@ class ImageFolderDataset(_Catalogue):
         folder = next((self.root / n for n in (cls.wnid, cls.name) if n and (self.root / n).is_dir()), None)
         if folder is None:
             raise InputError(f"dataset.root '{self.root}' has no folder for class '{cls.name}'")
-        files = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES)
+        files = image_files(folder)
         if len(files) <= self.input_index:
             raise InputError(f"class folder '{folder}' has no image number {self.input_index}")
         return load_image(files[self.input_index])
@@ -160,11 +158,11 @@ class WebDatasetSource(_Catalogue):
 
             for sample in wds.WebDataset(self.urls, shardshuffle=False, empty_check=False):
                 label = int(sample.get("cls", b"-1"))
-                img = next((sample[k] for k in ("png", "jpg", "jpeg", "webp") if k in sample), None)
+                img = sample_image(sample)
                 if img is not None:
                     self._inputs.setdefault(label, img)
                 if cls.index in self._inputs:
                     break
         if cls.index not in self._inputs:
             raise InputError(f"no sample of class {cls.index} ('{cls.name}') in dataset.urls")
-        return Image.open(io.BytesIO(self._inputs[cls.index])).convert("RGB")
+        return decode_image(self._inputs[cls.index], f"of class {cls.index} ('{cls.name}') in dataset.urls")

@@ -351,7 +351,8 @@ class CloneDriver:
         summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in busy.items() if s > 0}
         summary.generator_images_per_s = round(summary.images_written / gen_seconds, 3) if gen_seconds else 0.0
         try:
-            self.manifest.consolidate({"classes": [c.id for c in self.plan.classes]})
+            self.manifest.consolidate({"classes": [c.id for c in self.plan.classes],
+                                       "class_labels": {c.id: c.index for c in self.plan.classes}})
         except InputError as err:  # manifest.json is an index of manifest/*.json: the next run rebuilds it
             summary.failures.append({"unit": "manifest.json", "attempts": 1, "error": str(err)})
         for rec in self.manifest.records().values():

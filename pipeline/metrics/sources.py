@@ -1,26 +1,24 @@
 """Image sets for the metrics: WebDataset shards, an ImageFolder tree, or the shapes world's real split.
 
 Every source yields ``(uint8 tensor [3, S, S], class label)`` resized to one size with PIL bicubic
-(the resize clean-fid recommends), and has a ``fingerprint`` that changes when its content does.
+(the resize clean-fid recommends), and has a ``fingerprint`` that changes when its content does. Files,
+sample fields and folder labels are read by :mod:`pipeline.image_sets`, as the clone reads its inputs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
 from pipeline.errors import InputError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+from pipeline.image_sets import class_folders, decode_image, image_files, sample_image
 
 
 def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
@@ -31,11 +29,7 @@ def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def _decode(data: bytes, where: str, size: int) -> torch.Tensor:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return _to_tensor(im, size)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"cannot read image {where} ({type(e).__name__})") from None
+    return _to_tensor(decode_image(data, where), size)
 
 
 def _file_fingerprint(paths: list[Path]) -> str:
@@ -72,26 +66,28 @@ class ShardImages(IterableDataset):
         worker = torch.utils.data.get_worker_info()
         urls = self.urls if worker is None else self.urls[worker.id :: worker.num_workers]
         for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False, workersplitter=None, nodesplitter=None):
-            key = next((k for k in IMAGE_KEYS if k in sample), None)
+            data = sample_image(sample)
             where = f"'{sample.get('__key__')}' in '{sample.get('__url__')}'"
-            if key is None:
+            if data is None:
                 raise InputError(f"sample {where} has no image field")
             label = int(sample["cls"]) if "cls" in sample else -1
-            yield _decode(sample[key], where, self.size), label
+            yield _decode(data, where, self.size), label
 
 
 class FolderImages(Dataset):
-    """``root/<class>/<image>``; labels follow the sorted class folder names."""
+    """``root/<class>/<image>``; labels from ``labels`` (folder name -> label, e.g. a clone's classes: only
+    those folders are read), else by sorted folder name (:func:`pipeline.image_sets.class_folders`)."""
 
-    def __init__(self, root: str, size: int) -> None:
+    def __init__(self, root: str, size: int, labels: Mapping[str, int] | None = None) -> None:
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise InputError(f"image folder '{root}' does not exist")
-        classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        self.files = [(f, i) for i, c in enumerate(classes) for f in sorted((self.root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-        self.classes, self.size = classes, size
-        self.fingerprint = _file_fingerprint([f for f, _ in self.files])
-        self.description = f"ImageFolder {root} ({len(classes)} classes)"
+        folders = class_folders(self.root, labels)
+        self.files = [(f, label) for folder, label in folders for f in image_files(folder)]
+        self.classes = {label: folder.name for folder, label in folders}  # label -> class folder
+        self.size = size
+        files = _file_fingerprint([f for f, _ in self.files])
+        self.fingerprint = hashlib.sha256(json.dumps([files, sorted(self.classes.items())]).encode()).hexdigest()[:16]
+        which = ", labelled as the clone's classes" if labels is not None else ""
+        self.description = f"ImageFolder {root} ({len(folders)} classes{which})"
 
     def __len__(self) -> int:
         return len(self.files)
@@ -130,8 +126,22 @@ class ShapesImages(Dataset):
         return _to_tensor(r.image, self.size), self.world.classes.index(r.attributes["object"])
 
 
-def open_source(spec: str, size: int, world=None, shapes_n: int = 2000) -> Dataset | IterableDataset:
-    """``shapes`` / ``shapes:<split>``, a folder of shards, a shard pattern, or an ImageFolder root."""
+def clone_class_labels(spec: str) -> dict[str, int] | None:
+    """A clone output folder's class id -> label (``manifest.json``'s ``class_labels``), or None if ``spec``
+    is not one: what an ImageFolder real set is labelled by, so per-class metrics compare the same classes."""
+    manifest = Path(spec) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        labels = json.loads(manifest.read_text()).get("class_labels")
+    except ValueError:
+        return None
+    return {str(k): int(v) for k, v in labels.items()} if labels else None
+
+
+def open_source(spec: str, size: int, world=None, shapes_n: int = 2000, labels: Mapping[str, int] | None = None) -> Dataset | IterableDataset:
+    """``shapes`` / ``shapes:<split>``, a folder of shards, a shard pattern, or an ImageFolder root (labelled
+    by ``labels`` where given)."""
     if spec == "shapes" or spec.startswith("shapes:"):
         split = spec.split(":", 1)[1] if ":" in spec else "val"
         return ShapesImages(world, split, shapes_n, size)
@@ -139,5 +149,5 @@ def open_source(spec: str, size: int, world=None, shapes_n: int = 2000) -> Datas
     if spec.endswith(".tar") or "{" in spec or (p.is_dir() and any(p.glob("*.tar"))):
         return ShardImages(spec, size)
     if p.is_dir():
-        return FolderImages(spec, size)
+        return FolderImages(spec, size, labels)
     raise InputError(f"'{spec}' is not a shard pattern, a folder of shards, an image folder or 'shapes[:split]'")
