@@ -92,6 +92,10 @@ class StateEvaluator:
                                   [e[2] for e in entries if e[2] is not None]))
         return out
 
+    def kept_renders(self, prompt: str) -> list[tuple[int, float, Image.Image]]:
+        """(seed, class-consistency score, image) of each kept render of an evaluated prompt."""
+        return [(s, e[1], e[2]) for s in self.seeds if (e := self._cache.get((prompt, s))) is not None and e[2] is not None]
+
     def images(self, prompt: str) -> list[Image.Image]:
         """The kept renders of an evaluated prompt (empty if images are not kept)."""
         return [e[2] for s in self.seeds if (e := self._cache.get((prompt, s))) is not None and e[2] is not None]
@@ -172,6 +176,10 @@ class GridEnv:
     def accepted(self, state: Encoding) -> bool:
         v = self._visits.get(state)
         return v is not None and v.score >= self.accept_threshold
+
+    def kept_renders(self, prompt: str) -> list[tuple[int, float, Image.Image]]:
+        """(seed, class-consistency score, image) of each kept render of an evaluated prompt."""
+        return [(s, e[1], e[2]) for s in self.seeds if (e := self._cache.get((prompt, s))) is not None and e[2] is not None]
 
     def images(self, prompt: str) -> list[Image.Image]:
         return self.evaluator.images(prompt)

@@ -21,6 +21,7 @@ RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "clone.shard_size": (INT, 1, None, False),
     "clone.image_quality": (INT, 1, 100, False),
     "clone.verify_images": (BOOL, None, None, False),
+    "clone.reuse_search_renders": (BOOL, None, None, False),
     "clone.max_tries": (INT, 1, None, False),
     "clone.batch_size": (INT, 1, None, False),
     "clone.max_attempts": (INT, 1, None, False),

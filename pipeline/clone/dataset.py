@@ -108,6 +108,29 @@ class ShapesDataset(_Catalogue):
         return self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id)).image
 
 
+class GlyphsDataset(_Catalogue):
+    """The glyphs world (:mod:`pipeline.glyphs.world`): ``num_classes`` classes ``glyph 000``…, the stand-in for
+    ImageNet's 1000; input images are drawn with random nuisance attributes, like the shapes world's."""
+
+    def __init__(self, grammar: Grammar, num_classes: int = 1000, image_size: int = 40, only: Sequence[str] | None = None,
+                 input_seed: int = 0, name: str = "glyphs") -> None:
+        from pipeline.glyphs.world import GlyphWorld, glyph_name
+
+        if int(num_classes) < 1:
+            raise ConfigError(f"dataset.num_classes must be >= 1, got {num_classes}")
+        self.name = name
+        names = [glyph_name(k) for k in range(int(num_classes))]
+        self.grammar = grammar.with_choices(grammar.class_axis or "object", names)
+        self.world = GlyphWorld(self.grammar, image_size)
+        self.input_seed = int(input_seed)
+        self._set_classes(names, only, "the glyphs world")
+
+    def input_image(self, cls: ClassInfo) -> Image.Image:
+        attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id))
+        attrs[self.grammar.class_axis or "object"] = cls.name
+        return self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id)).image
+
+
 class ImageFolderDataset(_Catalogue):
     """``root/<folder>/<image>``; ``classes`` lists ``{wnid, name}`` (folder = wnid, else name) in label order,
     or is null to use the sorted folder names. ``input_index`` picks which image (sorted) is the input."""

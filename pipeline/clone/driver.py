@@ -36,6 +36,7 @@ from tqdm import tqdm
 from pipeline.clone.identity import check_identity
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
+from pipeline.clone.search_renders import renders_path
 from pipeline.clone.worker import CloneWorker, search_path
 from pipeline.errors import InputError, Interrupted, PipelineError
 from pipeline.storage import Storage
@@ -56,7 +57,9 @@ class CloneSummary:
     #: searches of this run whose best state names the input's own class (with env.class_candidates, the
     #: share of classes the cut class axis still found)
     searches_found_class: int = 0
+    search_renders: int = 0  # renders the searches of this run spent
     images_written: int = 0
+    images_from_search: int = 0  # of images_written, search renders reused (clone.reuse_search_renders)
     #: class -> image indices left out because no candidate passed verification (whole run, reused shards too)
     shortfall: dict[str, int] = field(default_factory=dict)
     corrupt_redone: dict[str, str] = field(default_factory=dict)
@@ -207,12 +210,14 @@ class CloneDriver:
         shards = [u for u in units if u.shard not in valid]
         summary.shards_reused = len(units) - len(shards)
         needed = {c.id for u in shards for c in u.classes}
-        persisted = set(self.storage.list("searches", ".json"))
+        persisted = set(self.storage.list("searches"))
+        reuse = bool(self.cfg["clone"].get("reuse_search_renders", False))
         searches = []
         for cls in self.plan.classes:
             if cls.id not in needed:
                 continue
-            if search_path(cls) in persisted:
+            # with reuse, a search is done when its renders are there too (they are committed first)
+            if search_path(cls) in persisted and (not reuse or renders_path(cls.id) in persisted):
                 summary.searches_reused += 1
             else:
                 searches.append(SearchUnit(cls))
@@ -313,6 +318,7 @@ class CloneDriver:
                     if isinstance(unit, SearchUnit):
                         summary.searches_run += 1
                         summary.searches_found_class += bool(out.get("found_class"))
+                        summary.search_renders += int(out.get("renders", 0))
                         # the shards it completes go first: short units, early committed output, finer-grained resume
                         done_now = []
                         for u in by_class.pop(unit.cls.id, []):
@@ -324,6 +330,7 @@ class CloneDriver:
                     else:
                         summary.shards_written += 1
                         summary.images_written += out["images"]
+                        summary.images_from_search += int(out.get("from_search", 0))
                         gen_seconds += out["gen_seconds"]
                         b = busy.setdefault(wid, [0.0, 0.0])
                         b[0] += out["images"]

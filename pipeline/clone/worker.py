@@ -22,6 +22,7 @@ from pipeline.assembly import build_stack, make_env
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import SearchUnit, ShardUnit
+from pipeline.clone.search_renders import SearchRender, assign, read_renders, write_renders
 from pipeline.clone.shards import write_shard
 from pipeline.errors import ConfigError
 from pipeline.search.result import SearchProblem, SearchResult
@@ -62,6 +63,7 @@ class CloneWorker:
         self.seed, self.images_per_class = int(self.cfg.seed), int(c.images_per_class)
         self.image_format, self.quality = str(c.image_format), int(c.image_quality)
         self.batch_size, self.verify, self.max_tries = int(c.batch_size), bool(c.verify_images), int(c.max_tries)
+        self.reuse = bool(c.get("reuse_search_renders", False))
         if self.max_tries < 1:
             raise ConfigError(f"clone.max_tries must be >= 1, got {self.max_tries}")
         self._sources: dict[ClassInfo, dict[str, Any]] = {}
@@ -86,6 +88,11 @@ class CloneWorker:
                            model_id=self.stack.generator.model_id)
         if len(candidates) < len(self.stack.grammar.axis(class_axis)):  # env.class_candidates cut the class axis
             result.info["class_candidates"] = candidates
+        if self.reuse:  # the accepted states' renders, committed before the result that marks the search done
+            kept = [SearchRender(c.prompt, seed, float(score), encode_image(img, self.image_format, self.quality), self.image_format)
+                    for c in result.accepted for seed, score, img in env.evaluator.kept_renders(c.prompt) if score >= result.accept_threshold]
+            write_renders(self.storage, cls.id, kept)
+            result.info["reusable_renders"] = len(kept)
         self.storage.write_bytes(search_path(cls), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0,
@@ -115,13 +122,19 @@ class CloneWorker:
             return derive_seed(self.seed, "sample", cls.id, index)
         return derive_seed(self.seed, "sample", cls.id, index, attempt)
 
-    def _verified(self, cls: ClassInfo, seq: list, prepared: Any, indices: list[int], tau: float) -> tuple[dict, int, float]:
-        """Image ``i``'s attempt ``k`` renders, at its own seed, the first candidate from ``seq[i + k·n]`` on
-        (``n`` images per class) that this image has not tried yet; the first render whose class-consistency
-        score reaches τ is kept (all first renders, without ``clone.verify_images``). Returns (index -> (candidate,
-        seed, image, score, attempt), renders, seconds in the generator)."""
+    def _verified(self, cls: ClassInfo, seq: list, prepared: Any, indices: list[int], tau: float,
+                  reused: dict[int, SearchRender] | None = None) -> tuple[dict, int, float]:
+        """Image ``i`` takes its search render where ``reused`` has one (already scored at its seed); otherwise its
+        attempt ``k`` renders, at its own seed, the first candidate from ``seq[i + k·n]`` on (``n`` images per
+        class) that this image has not tried yet, and the first render whose class-consistency score reaches τ
+        is kept (all first renders, without ``clone.verify_images``). Returns (index -> (candidate, seed, image
+        or encoded bytes, score, attempt), renders, seconds in the generator)."""
         n = self.images_per_class
-        kept: dict[int, tuple[Any, int, Image.Image, float, int]] = {}
+        kept: dict[int, tuple[Any, int, Image.Image | bytes, float, int]] = {}
+        for i in indices:
+            if reused and i in reused:
+                r = reused[i]
+                kept[i] = (seq[i], r.seed, r.data, r.score, 0)
         tried: dict[int, set[str]] = {i: set() for i in indices}
         gen_seconds, renders = 0.0, 0
         for attempt in range(self.max_tries if seq else 0):
@@ -154,7 +167,8 @@ class CloneWorker:
         free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
         seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
         prepared = self.stack.reward.prepare(self.dataset.input_image(cls)) if self.verify and seq else None
-        source = {"result": result, "grammar": grammar, "full": full, "seq": seq, "prepared": prepared}
+        reused = assign(seq, read_renders(self.storage, cls.id), self.images_per_class) if self.reuse else {}
+        source = {"result": result, "grammar": grammar, "full": full, "seq": seq, "prepared": prepared, "reused": reused}
         self._sources[cls] = source
         while len(self._sources) > CLASS_CACHE:
             self._sources.pop(next(iter(self._sources)))
@@ -170,10 +184,13 @@ class CloneWorker:
         gen_seconds, renders = 0.0, 0
         counts: dict[str, int] = {}
         short: dict[str, int] = {}
+        from_search = 0  # images that are search renders
         for k, cls in enumerate(unit.classes):
             src = self._class_source(cls)
             result = src["result"]
-            kept, n, seconds = self._verified(cls, src["seq"], src["prepared"], unit.indices(k), result.accept_threshold)
+            kept, n, seconds = self._verified(cls, src["seq"], src["prepared"], unit.indices(k), result.accept_threshold,
+                                              src["reused"])
+            from_search += sum(1 for i in kept if i in src["reused"])
             gen_seconds, renders = gen_seconds + seconds, renders + n
             counts[cls.id] = len(kept)
             if len(kept) < len(unit.indices(k)):
@@ -184,12 +201,13 @@ class CloneWorker:
                     "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
                     "class_prompt": cls.prompt, "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
                     "seed": seed, "reward": round(pick.reward, 6), "state_score": round(pick.score, 6),
-                    "score": round(score, 6) if self.verify else None, "attempt": attempt,
+                    "score": round(score, 6) if self.verify or i in src["reused"] else None, "attempt": attempt,
+                    "from_search": i in src["reused"],
                     "model_id": self.stack.generator.model_id, "search": result.method, "pipeline_version": pipeline.__version__,
                 }
                 made[(k, i)] = {
                     "__key__": f"{cls.id}_{i:06d}",
-                    self.image_format: encode_image(image, self.image_format, self.quality),
+                    self.image_format: image if isinstance(image, bytes) else encode_image(image, self.image_format, self.quality),
                     "cls": str(cls.index).encode(),
                     "json": json.dumps(meta, sort_keys=True).encode(),
                 }
@@ -199,5 +217,6 @@ class CloneWorker:
         self.manifest.add(record)
         return {
             "record": record.to_dict(), "images": len(samples), "missing": record.missing, "renders": renders,
+            "from_search": from_search,
             "seconds": time.perf_counter() - t0, "gen_seconds": gen_seconds, "worker": self.worker_id,
         }

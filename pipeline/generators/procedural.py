@@ -1,4 +1,5 @@
-"""A generator that renders the shapes world directly from prompts: the whole core runs without a network."""
+"""A generator that renders a procedural world (shapes, or the 1000-class glyphs) directly from prompts: the
+whole core runs without a network."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from PIL import Image
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
 from pipeline.seeding import rng_for
+from pipeline.glyphs.world import GlyphWorld
 from pipeline.shapes.world import ShapesWorld
+
+WORLDS = {"shapes": ShapesWorld, "glyphs": GlyphWorld}
 
 
 class ProceduralGenerator:
@@ -19,10 +23,12 @@ class ProceduralGenerator:
     colour, size, pattern and background, each fixed by the sample's seed.
     """
 
-    def __init__(self, grammar: Grammar, image_size: int = 32) -> None:
-        self.world = ShapesWorld(grammar, image_size)
+    def __init__(self, grammar: Grammar, image_size: int = 32, world: str = "shapes") -> None:
+        if world not in WORLDS:
+            raise ConfigError(f"model.world must be one of {', '.join(WORLDS)}, got '{world}'")
+        self.world = WORLDS[world](grammar, image_size)
         self.grammar = grammar
-        self.model_id = f"procedural-shapes@{image_size}px"
+        self.model_id = f"procedural-{world}@{image_size}px"
 
     def attributes(self, prompt: str, seed: int) -> dict[str, str]:
         """The attributes the image of (prompt, seed) shows."""
