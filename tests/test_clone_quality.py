@@ -171,7 +171,8 @@ def test_images_below_tau_are_replaced_and_a_short_class_is_reported(tmp_path):
     from pipeline.clone.plan import ClonePlan
     from pipeline.clone.worker import CloneWorker
 
-    cfg = compose_clone(f"paths.output_dir={tmp_path}", "clone.images_per_class=6", "clone.shard_size=6", "clone.max_tries=3")
+    cfg = compose_clone(f"paths.output_dir={tmp_path}", "clone.images_per_class=6", "clone.shard_size=6", "clone.max_tries=3",
+                       "clone.reuse_search_renders=false")  # the searches below are written by hand, without renders
     worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
     classes = {c.name: c for c in worker.dataset.classes()}
     shard_of = {u.classes[0].name: u for u in ClonePlan(list(classes.values()), 6, 6).shard_units()}

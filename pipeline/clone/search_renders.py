@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import webdataset as wds
 
 from pipeline.clone.shards import TAR_MTIME
+from pipeline.errors import InputError
 from pipeline.storage import Storage
 
 
@@ -48,6 +49,8 @@ def write_renders(storage: Storage, class_id: str, renders: Sequence[SearchRende
 def read_renders(storage: Storage, class_id: str) -> list[SearchRender]:
     """A class's search renders in the order they were written."""
     samples: dict[str, dict[str, bytes]] = {}
+    if not storage.exists(renders_path(class_id)):  # the driver redoes such a search; only a mid-run deletion gets here
+        raise InputError(f"'{renders_path(class_id)}' is missing: run again to redo the search of class '{class_id}'")
     with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(renders_path(class_id))), mode="r:") as tar:
         for member in tar:
             key, field = member.name.split(".", 1)
