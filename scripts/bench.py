@@ -9,8 +9,15 @@
   metrics   feature extraction images/s (tiny CLIP) and precision/recall time on 10k x 10k features
   resume    a 1000-shard clone (procedural generator) whose driver is SIGKILLed halfway: time to resume it,
             time of a resume with nothing left to do, and whether every shard equals a clean run's
+  scale     the 1000-class stand-in (experiment=glyphs1000) at 10, 100 and 1000 classes, same images per
+            class: wall per class, driver peak RSS, driver CPU per unit, manifest size, no-op resume time,
+            and the share of searches whose best state has the input's class
+  presets   the experiment presets' dry-run plans (classes, units, shards, images, device-hours at an
+            assumed clone.throughput: no GPU is measured here)
+  searchcost  (not in the default set) search renders not reused as dataset images over dataset images, and
+            CAS, of two make-eval folders run with and without clone.reuse_search_renders (--eval-dirs)
 
-Usage: python scripts/bench.py [--only overhead,scaling,search,metrics,resume] [--model tiny_shapes] [--out docs/bench.json]
+Usage: python scripts/bench.py [--only overhead,scaling,search,metrics,resume,scale,presets] [--model tiny_shapes] [--out docs/bench.json]
 """
 
 from __future__ import annotations
@@ -76,6 +83,98 @@ def bench_resume(shards: int) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     return {"shards": shards, "images": 4 * shards, "clean_run_s": round(clean, 1), "committed_before_kill": committed,
             "resume_after_kill_s": round(resume, 1), "resume_nothing_left_s": round(noop, 1), "shards_identical_to_clean_run": same}
+
+
+def run_watched(cmd: list[str]) -> tuple[dict, float, int, float]:
+    """Run a clone command; (summary, wall s, the driver's peak RSS in bytes, the driver's CPU seconds)."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = psutil.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak, cpu = 0, 0.0
+    out: list[str] = []
+    import threading
+
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        try:
+            peak = max(peak, proc.memory_info().rss)
+            t = proc.cpu_times()
+            cpu = t.user + t.system
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    reader.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"clone failed ({' '.join(cmd[2:])})")
+    from pipeline.cli.clone import summary_from_output
+
+    return summary_from_output(out[0]), wall, peak, cpu
+
+
+def bench_scale(sizes: list[int], images: int) -> dict:
+    """The stand-in at each class count with the same images per class and settings (experiment=glyphs1000)."""
+    tmp = Path(tempfile.mkdtemp(prefix="rldf-bench-scale-"))
+    rows = {}
+    for n in sizes:
+        out = tmp / f"c{n}"
+        cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), "experiment=glyphs1000", f"dataset.num_classes={n}",
+               f"clone.images_per_class={images}", f"paths.output_dir={out}", "clone.progress=false"]
+        s, wall, rss, cpu = run_watched(cmd)
+        units = s["searches_run"] + s["shards_written"]
+        _, noop, _, _ = run_watched(cmd)
+        manifest = sum(p.stat().st_size for p in [out / "manifest.json", *(out / "manifest").glob("*.json")])
+        rows[str(n)] = {"classes": n, "images": s["images_written"], "units": units, "wall_s": round(wall, 1),
+                        "wall_per_class_s": round(wall / n, 3), "driver_peak_rss_mb": round(rss / 2**20, 1),
+                        "driver_cpu_ms_per_unit": round(1000 * cpu / units, 2), "manifest_kb": round(manifest / 1024, 1),
+                        "resume_nothing_left_s": round(noop, 1), "searches_found_class": round(s["searches_found_class"] / s["searches_run"], 3)}
+        print(json.dumps({"scale": rows[str(n)]}), flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    big, mid = rows[str(max(sizes))], rows[str(sorted(sizes)[-2])] if len(sizes) > 1 else None
+    return {"rows": rows, "images_per_class": images,
+            "per_class_wall_ratio": round(big["wall_per_class_s"] / mid["wall_per_class_s"], 3) if mid else None}
+
+
+PRESETS = {"imagenet1k_sd21": 1.8, "imagenet100_sd21": 1.8, "imagenet1k_sdxl_turbo": 12.0, "glyphs1000": None, "shapes_demo": None}
+
+
+def bench_presets() -> dict:
+    """Each preset's dry-run plan; ImageNet presets at an assumed throughput (images/s per GPU worker)."""
+    rows = {}
+    for name, throughput in PRESETS.items():
+        extra = [f"clone.throughput={throughput}"] if throughput else []
+        data = ["dataset.root=" + tempfile.gettempdir()] if name.startswith("imagenet") else []
+        cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"experiment={name}", "clone.dry_run=true", *data, *extra]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"dry run of {name} failed: {p.stderr[-1000:]}")
+        rows[name] = json.loads(p.stdout[p.stdout.index("{"):])
+    return rows
+
+
+def bench_searchcost(dirs: list[Path]) -> dict:
+    """From make-eval folders (the RLDF goal clone of each): search renders, images, the share of images that
+    are search renders, and the cost ratio (search renders not in the dataset / dataset images), with CAS."""
+    rows = {}
+    for d in dirs:
+        clone_dir = d / "qlearning"
+        events = [json.loads(x) for x in (clone_dir / "clone.log").read_text().splitlines() if x.strip()]
+        renders = sum(e.get("renders", 0) for e in events if e["event"] == "search_done")
+        images = sum(e["images"] for e in events if e["event"] == "shard_done")
+        from_search = 0
+        import webdataset as wds
+
+        for sample in wds.WebDataset(sorted(str(p) for p in clone_dir.glob("shard-*.tar")), shardshuffle=False, empty_check=False):
+            from_search += bool(json.loads(sample["json"]).get("from_search"))
+        res = json.loads((d / "results.json").read_text())["rows"]
+        q = res["qlearning"]
+        rows[d.name] = {"images": images, "search_renders": renders, "images_from_search": from_search,
+                        "cost_ratio": round((renders - from_search) / images, 3), "cas": q.get("cas"),
+                        "judge_class_accuracy": q.get("judge_class_accuracy"), "recall": q.get("recall"), "coverage": q.get("coverage"),
+                        "real_cas": res.get("real", {}).get("cas")}
+    return rows
 
 
 def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> dict:
@@ -257,6 +356,33 @@ def markdown(report: dict, command: str) -> dict[str, str]:
                     ["resume with nothing left to do (validate all shards), wall", f"{r['resume_nothing_left_s']} s"],
                     ["every shard byte-identical to the clean run's", "yes" if r["shards_identical_to_clean_run"] else "**no**"],
                 ])]
+    if "scale" in report:
+        sc = report["scale"]
+        parts["scale"] = [where, "", f"Scale (the 1000-class stand-in, `experiment=glyphs1000`: procedural glyphs, weightless reader, "
+                f"{sc['images_per_class']} images per class, shuffled shards of 100, top-10 class axis, 2 local workers):", "",
+                table(["classes", "images", "units", "wall", "wall per class", "driver peak RSS", "driver CPU per unit",
+                       "manifest", "resume, nothing left", "searches ending on the input's class"],
+                      [[r["classes"], r["images"], r["units"], f"{r['wall_s']} s", f"{r['wall_per_class_s']} s", f"{r['driver_peak_rss_mb']} MB",
+                        f"{r['driver_cpu_ms_per_unit']} ms", f"{r['manifest_kb']} KB", f"{r['resume_nothing_left_s']} s",
+                        f"{r['searches_found_class']:.1%}"] for r in sc["rows"].values()]), "",
+                f"Per-class wall at the largest size over the next: **{sc['per_class_wall_ratio']}×** (target ≤ 1.25)."]
+    if "presets" in report:
+        pr = report["presets"]
+        parts["presets"] = [where, "", "Experiment presets, dry-run plans (`clone.dry_run=true`; the ImageNet presets at an *assumed* "
+                "`clone.throughput` per GPU worker, not measured here; device-hours are an upper bound: every search at its full budget):", "",
+                table(["preset", "classes", "images", "shards", "shard order", "search renders/class (max)", "throughput (img/s/worker)",
+                       "device-hours (max)"],
+                      [[k, v["classes"], v["total_images"], v["shards"], v.get("shard_order", "class"), v["search_renders_per_class_max"],
+                        f"{v['throughput_images_per_s_per_worker']} ({'assumed' if v['throughput_source'] == 'clone.throughput' else 'measured here'})",
+                        v["device_hours_max"]] for k, v in pr.items()])]
+    if "searchcost" in report:
+        sc = report["searchcost"]
+        parts["searchcost"] = [where, "", "Search cost at 1300 images per class (shapes world, tiny model, RLDF goal clone of `make eval` "
+                "settings; cost ratio = search renders not in the dataset / dataset images):", "",
+                table(["run", "images", "search renders", "images that are search renders", "cost ratio", "CAS", "judge class acc",
+                       "recall", "coverage", "real CAS"],
+                      [[k, v["images"], v["search_renders"], v["images_from_search"], f"**{v['cost_ratio']}**", v["cas"],
+                        v["judge_class_accuracy"], v["recall"], v["coverage"], v["real_cas"]] for k, v in sc.items()])]
     if "metrics" in report:
         m = report["metrics"]
         parts["metrics"] = [where, "", "Metrics cost:", "", table(["measure", "value"], [[k, v] for k, v in m.items()])]
@@ -265,7 +391,10 @@ def markdown(report: dict, command: str) -> dict[str, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="overhead,search,metrics,resume")
+    p.add_argument("--only", default="overhead,search,metrics,resume,scale,presets")
+    p.add_argument("--scale-sizes", default="10,100,1000", help="class counts of the scale benchmark")
+    p.add_argument("--scale-images", type=int, default=10, help="images per class in the scale benchmark")
+    p.add_argument("--eval-dirs", default="runs/eval-1300-noreuse,runs/eval-1300-reuse", help="searchcost: make-eval folders")
     p.add_argument("--model", default="tiny_shapes")
     p.add_argument("--images", type=int, default=64, help="images per class in the pipeline benchmark")
     p.add_argument("--batch", type=int, default=16)
@@ -288,6 +417,13 @@ def main() -> None:
     if "resume" in parts:
         report["resume"] = bench_resume(a.resume_shards)
         print(json.dumps({"resume": report["resume"]}, indent=1), flush=True)
+    if "scale" in parts:
+        report["scale"] = bench_scale([int(x) for x in a.scale_sizes.split(",")], a.scale_images)
+        print(json.dumps({"scale": report["scale"]}, indent=1), flush=True)
+    if "presets" in parts:
+        report["presets"] = bench_presets()
+    if "searchcost" in parts:
+        report["searchcost"] = bench_searchcost([ROOT / d for d in a.eval_dirs.split(",")])
     if "metrics" in parts:
         report["metrics"] = bench_metrics(a.prdc_n, 2048)
         print(json.dumps({"metrics": report["metrics"]}, indent=1), flush=True)

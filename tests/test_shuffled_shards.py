@@ -4,16 +4,12 @@ Hugging Face datasets' webdataset loader."""
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import time
 
-import psutil
 import pytest
 import webdataset as wds
 
-from test_clone_e2e import ROOT, clone, clone_cmd, reference, sample_hashes, summary  # noqa: F401  (a fixture)
+from conftest import count, crash_when
+from test_clone_e2e import clone, clone_cmd, reference, sample_hashes, summary  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # 4 classes x 12 images in 8 shards
@@ -47,18 +43,8 @@ def test_shuffled_shards_mix_classes_and_hold_the_class_order_samples(shuffled, 
 def test_shuffled_resume_after_sigkill_is_byte_identical(shuffled, tmp_path):
     ref_out, _ = shuffled
     out = tmp_path / "killed"
-    proc = subprocess.Popen(clone_cmd(out, *SHUFFLED), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
     records = out / "manifest"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (records.exists() and any(records.iterdir())):
-        time.sleep(0.05)
-    for p in [proc] + psutil.Process(proc.pid).children(recursive=True):
-        try:
-            os.kill(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
+    crash_when(clone_cmd(out, *SHUFFLED), lambda: count(records, "*.json") > 0, timeout=240)
     done_at_kill = len(list(records.glob("*.json")))
     assert 1 <= done_at_kill < 8
     s = summary(clone(out, *SHUFFLED))
