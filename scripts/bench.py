@@ -12,12 +12,13 @@
   scale     the 1000-class stand-in (experiment=glyphs1000) at 10, 100 and 1000 classes, same images per
             class: wall per class, driver peak RSS, driver CPU per unit, manifest size, no-op resume time,
             and the share of searches whose best state has the input's class
+  reader    the stand-in's weightless reader: accuracy per attribute on random renders
   presets   the experiment presets' dry-run plans (classes, units, shards, images, device-hours at an
             assumed clone.throughput: no GPU is measured here)
   searchcost  (not in the default set) search renders not reused as dataset images over dataset images, and
             CAS, of two make-eval folders run with and without clone.reuse_search_renders (--eval-dirs)
 
-Usage: python scripts/bench.py [--only overhead,scaling,search,metrics,resume,scale,presets] [--model tiny_shapes] [--out docs/bench.json]
+Usage: python scripts/bench.py [--only overhead,scaling,search,metrics,resume,scale,reader,presets] [--model tiny_shapes] [--out docs/bench.json]
 """
 
 from __future__ import annotations
@@ -135,6 +136,25 @@ def bench_scale(sizes: list[int], images: int) -> dict:
     big, mid = rows[str(max(sizes))], rows[str(sorted(sizes)[-2])] if len(sizes) > 1 else None
     return {"rows": rows, "images_per_class": images,
             "per_class_wall_ratio": round(big["wall_per_class_s"] / mid["wall_per_class_s"], 3) if mid else None}
+
+
+def bench_reader(n: int) -> dict:
+    """The stand-in's weightless reader on ``n`` random renders of the 1000-class glyphs world: accuracy per axis."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from pipeline.cli import CONF_DIR
+    from pipeline.encoders.glyph_reader import GlyphReader
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        data = instantiate(compose(config_name="clone", overrides=["experiment=glyphs1000"]).dataset)
+    renders = [data.world.sample(10_000 + k) for k in range(n)]  # seeds apart from the tests' 0..599
+    t0 = time.perf_counter()
+    read = GlyphReader(data.grammar).encode([r.image for r in renders])
+    seconds = time.perf_counter() - t0
+    truth = [data.grammar.encode(r.attributes) for r in renders]
+    acc = {a.name: round(float(np.mean([x[k] == t[k] for x, t in zip(read, truth)])), 4) for k, a in enumerate(data.grammar.axes)}
+    return {"renders": n, "classes": len(data.classes()), "accuracy": acc, "ms_per_image": round(1000 * seconds / n, 3)}
 
 
 PRESETS = {"imagenet1k_sd21": 1.8, "imagenet100_sd21": 1.8, "imagenet1k_sdxl_turbo": 12.0, "glyphs1000": None, "shapes_demo": None}
@@ -366,6 +386,11 @@ def markdown(report: dict, command: str) -> dict[str, str]:
                         f"{r['driver_cpu_ms_per_unit']} ms", f"{r['manifest_kb']} KB", f"{r['resume_nothing_left_s']} s",
                         f"{r['searches_found_class']:.1%}"] for r in sc["rows"].values()]), "",
                 f"Per-class wall at the largest size over the next: **{sc['per_class_wall_ratio']}×** (target ≤ 1.25)."]
+    if "reader" in report:
+        r = report["reader"]
+        parts["reader"] = [where, "", f"The stand-in's weightless reader (`pipeline/encoders/glyph_reader.py`) on {r['renders']} random renders "
+                f"of the {r['classes']}-class glyphs world ({r['ms_per_image']} ms per image):", "",
+                table(["attribute", "accuracy"], [[k, f"{v:.1%}"] for k, v in r["accuracy"].items()])]
     if "presets" in report:
         pr = report["presets"]
         parts["presets"] = [where, "", "Experiment presets, dry-run plans (`clone.dry_run=true`; the ImageNet presets at an *assumed* "
@@ -391,7 +416,8 @@ def markdown(report: dict, command: str) -> dict[str, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="overhead,search,metrics,resume,scale,presets")
+    p.add_argument("--only", default="overhead,search,metrics,resume,scale,reader,presets")
+    p.add_argument("--reader-renders", type=int, default=5000, help="renders the stand-in's reader is scored on")
     p.add_argument("--scale-sizes", default="10,100,1000", help="class counts of the scale benchmark")
     p.add_argument("--scale-images", type=int, default=10, help="images per class in the scale benchmark")
     p.add_argument("--eval-dirs", default="runs/eval-1300-noreuse,runs/eval-1300-reuse", help="searchcost: make-eval folders")
@@ -420,6 +446,8 @@ def main() -> None:
     if "scale" in parts:
         report["scale"] = bench_scale([int(x) for x in a.scale_sizes.split(",")], a.scale_images)
         print(json.dumps({"scale": report["scale"]}, indent=1), flush=True)
+    if "reader" in parts:
+        report["reader"] = bench_reader(a.reader_renders)
     if "presets" in parts:
         report["presets"] = bench_presets()
     if "searchcost" in parts:

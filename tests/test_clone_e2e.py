@@ -70,8 +70,10 @@ def test_clean_clone_writes_readable_shards(reference):
     meta = sample["json"]  # decoded by webdataset
     assert sample["png"].size == (32, 32) and int(sample["cls"]) == meta["class_index"] == 0
     for field in ("class_id", "class_name", "encoding", "prompt", "seed", "reward", "score", "attempt", "model_id", "search",
-                  "pipeline_version"):
+                  "pipeline_version", "from_search"):
         assert field in meta
+    # accepted search renders are dataset images (clone.reuse_search_renders): they cost no second render
+    assert 0 < s["images_from_search"] < 48 and s["search_renders"] > 0
     assert meta["score"] >= 0.5  # verified at its own seed against env.accept_threshold
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["samples"] == 48 and len(manifest["shards"]) == 12
@@ -115,6 +117,16 @@ def test_corrupt_shards_are_detected_and_regenerated(reference, tmp_path):
     assert s["shards_written"] == 2 and s["shards_reused"] == 10
     assert set(s["corrupt_redone"]) == {"shard-000001.tar", "shard-000013.tar"}
     assert sample_hashes(out) == reference[2]
+
+
+def test_a_search_whose_renders_are_lost_is_redone_identically(reference, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(reference[0], out)
+    (out / "searches" / "star.renders.tar").unlink()  # the result is there, the renders its images reuse are not
+    for shard in ("shard-000021.tar", "shard-000022.tar", "shard-000023.tar"):  # star's shards
+        (out / shard).unlink()
+    s = summary(clone(out))
+    assert s["searches_run"] == 1 and s["shards_written"] == 3 and sample_hashes(out) == reference[2]
 
 
 def test_driver_sigkill_then_resume_is_byte_identical(reference, tmp_path):

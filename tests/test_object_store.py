@@ -157,7 +157,7 @@ def test_fast_resume_check_reads_no_shard_bytes_and_deep_reads_them_all(s3_serve
         flipped = bytearray(fs.cat("clones/verify/shard-000002.tar"))
         flipped[2000] ^= 0xFF  # same size, other content: the store's checksum (ETag) changes, so fast reads it
         fs.pipe("clones/verify/shard-000002.tar", bytes(flipped))
-        s = summary(clone("s3://clones/verify"))
+        s = summary(clone("s3://clones/verify", "clone.verify=fast"))
         assert set(s["corrupt_redone"]) == {"shard-000002.tar"}
         assert downloaded(fs, "clones/verify", tmp_path / "after") == reference[2]
     finally:
