@@ -70,6 +70,10 @@ class Storage:
         with self.fs.open(self.path(rel), "rb") as f:
             return f.read()
 
+    def read_range(self, rel: str, start: int, length: int) -> bytes:
+        """``length`` bytes of ``rel`` from ``start`` (an object store sends only those: a ranged GET)."""
+        return self.fs.cat_file(self.path(rel), start=start, end=start + length)
+
     def list(self, folder: str = "", suffix: str = "") -> list[str]:
         """Relative paths of the files directly in ``folder`` whose names end with ``suffix``."""
         base = self.path(folder) if folder else self.root

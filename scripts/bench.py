@@ -431,7 +431,13 @@ def main() -> None:
     p.add_argument("--resume-shards", type=int, default=1000, help="shards in the resume benchmark")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
     p.add_argument("--markdown", type=Path, default=None, help="write the tables into this markdown file's bench block")
+    p.add_argument("--from-json", type=Path, default=None, help="write the tables of an earlier --out report (its own command) instead of measuring")
     a = p.parse_args()
+    if a.from_json:
+        report = json.loads(a.from_json.read_text())
+        command = report.pop("command", f"(report {a.from_json})")
+        write_tables(report, command, a.markdown)
+        return
     report = {}
     parts = a.only.split(",")
     if "overhead" in parts or "scaling" in parts:
@@ -455,16 +461,21 @@ def main() -> None:
     if "metrics" in parts:
         report["metrics"] = bench_metrics(a.prdc_n, 2048)
         print(json.dumps({"metrics": report["metrics"]}, indent=1), flush=True)
+    command = "python scripts/bench.py " + " ".join(sys.argv[1:])
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(report, indent=1))
-    tables = markdown(report, "python scripts/bench.py " + " ".join(sys.argv[1:]))
+        a.out.write_text(json.dumps({**report, "command": command}, indent=1))
+    write_tables(report, command, a.markdown)
+
+
+def write_tables(report: dict, command: str, markdown_file: Path | None) -> None:
+    tables = markdown(report, command)
     print("\n\n".join(tables.values()))
-    if a.markdown:
+    if markdown_file:
         from pipeline.markdown import replace_block
 
         for part, text in tables.items():
-            replace_block(a.markdown, f"bench-{part}", text, title="Results on the shapes world")
+            replace_block(markdown_file, f"bench-{part}", text, title="Results on the shapes world")
 
 
 if __name__ == "__main__":

@@ -3,18 +3,18 @@
 A search renders every state it visits; the renders of accepted states already passed the class check at
 their seed, so throwing them away wastes most of a search (at ImageNet proportions, about a third of
 generating 1300 images per class). They are kept beside the search result, in ``searches/<class>.renders.tar``
-(written *before* the result, so a result on disk always has its renders), and the first image index of the
-class's balanced sequence that picks an accepted state takes that state's search render instead of a new
-one — the paper's "images along the trajectories". Which index takes which render depends only on the
-persisted search, so resumed shards stay byte-identical.
+(written *before* the result, so a result on disk always has its renders), with an index of each render's
+prompt, seed, score and byte range in the search result. The first image index of the class's balanced
+sequence that picks an accepted state takes that state's search render instead of a new one — the paper's
+"images along the trajectories". A shard reads only the byte ranges of the renders it uses (a shuffled
+shard draws from hundreds of classes). Which index takes which render depends only on the persisted search,
+so resumed shards stay byte-identical.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import webdataset as wds
@@ -26,42 +26,44 @@ from pipeline.storage import Storage
 
 @dataclass(frozen=True)
 class SearchRender:
+    """One reusable render: what it shows, and where its encoded bytes are in the class's renders file."""
+
     prompt: str
     seed: int
     score: float
-    data: bytes  # the encoded image, written into a shard as is
     fmt: str
+    offset: int
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def renders_path(class_id: str) -> str:
     return f"searches/{class_id}.renders.tar"
 
 
-def write_renders(storage: Storage, class_id: str, renders: Sequence[SearchRender]) -> None:
-    """Commit a class's reusable search renders atomically (an empty tar when there are none)."""
+def write_renders(storage: Storage, class_id: str, renders: Sequence[tuple[str, int, float, bytes, str]]) -> list[SearchRender]:
+    """Commit a class's reusable search renders, ``(prompt, seed, score, encoded image, format)``, as one tar
+    (empty when there are none), atomically; returns their index."""
     with storage.staged(renders_path(class_id)) as tmp:
         with open(tmp, "wb") as f, wds.TarWriter(f, mtime=TAR_MTIME, user="rldf", group="rldf") as sink:
-            for k, r in enumerate(renders):
-                sink.write({"__key__": f"r{k:06d}", r.fmt: r.data,
-                            "json": json.dumps({"prompt": r.prompt, "seed": r.seed, "score": r.score}).encode()})
+            for k, (_, _, _, data, fmt) in enumerate(renders):
+                sink.write({"__key__": f"r{k:06d}", fmt: data})
+        with tarfile.open(tmp, mode="r:") as tar:
+            ranges = [(m.offset_data, m.size) for m in tar]
+    return [SearchRender(p, int(seed), float(score), fmt, off, size) for (p, seed, score, _, fmt), (off, size) in zip(renders, ranges)]
 
 
-def read_renders(storage: Storage, class_id: str) -> list[SearchRender]:
-    """A class's search renders in the order they were written."""
-    samples: dict[str, dict[str, bytes]] = {}
-    if not storage.exists(renders_path(class_id)):  # the driver redoes such a search; only a mid-run deletion gets here
-        raise InputError(f"'{renders_path(class_id)}' is missing: run again to redo the search of class '{class_id}'")
-    with tarfile.open(fileobj=io.BytesIO(storage.read_bytes(renders_path(class_id))), mode="r:") as tar:
-        for member in tar:
-            key, field = member.name.split(".", 1)
-            samples.setdefault(key, {})[field] = tar.extractfile(member).read()
-    out = []
-    for key in sorted(samples):
-        s = samples[key]
-        meta = json.loads(s.pop("json"))
-        fmt, data = next(iter(s.items()))
-        out.append(SearchRender(meta["prompt"], int(meta["seed"]), float(meta["score"]), data, fmt))
-    return out
+def read_render(storage: Storage, class_id: str, render: SearchRender) -> bytes:
+    """The encoded image of one render (a ranged read: an object store sends only those bytes)."""
+    try:
+        data = storage.read_range(renders_path(class_id), render.offset, render.size)
+    except FileNotFoundError:  # the driver redoes such a search; only a mid-run deletion gets here
+        raise InputError(f"'{renders_path(class_id)}' is missing: run again to redo the search of class '{class_id}'") from None
+    if len(data) != render.size:
+        raise InputError(f"'{renders_path(class_id)}' is truncated: run again to redo the search of class '{class_id}'")
+    return data
 
 
 def assign(sequence: Sequence[Any], renders: Sequence[SearchRender], n: int) -> dict[int, SearchRender]:

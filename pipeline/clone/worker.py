@@ -22,7 +22,7 @@ from pipeline.assembly import build_stack, make_env
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import SearchUnit, ShardUnit
-from pipeline.clone.search_renders import SearchRender, assign, read_renders, write_renders
+from pipeline.clone.search_renders import SearchRender, assign, read_render, write_renders
 from pipeline.clone.shards import write_shard
 from pipeline.errors import ConfigError
 from pipeline.search.result import SearchProblem, SearchResult
@@ -30,7 +30,7 @@ from pipeline.seeding import derive_seed
 from pipeline.storage import Storage
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
-CLASS_CACHE = 64  # classes whose search result and prepared input a worker keeps
+CLASS_CACHE = 1024  # classes whose search result, sequence and prepared input a worker keeps (no image bytes)
 
 
 def search_path(cls: ClassInfo) -> str:
@@ -89,10 +89,9 @@ class CloneWorker:
         if len(candidates) < len(self.stack.grammar.axis(class_axis)):  # env.class_candidates cut the class axis
             result.info["class_candidates"] = candidates
         if self.reuse:  # the accepted states' renders, committed before the result that marks the search done
-            kept = [SearchRender(c.prompt, seed, float(score), encode_image(img, self.image_format, self.quality), self.image_format)
+            kept = [(c.prompt, seed, float(score), encode_image(img, self.image_format, self.quality), self.image_format)
                     for c in result.accepted for seed, score, img in env.evaluator.kept_renders(c.prompt) if score >= result.accept_threshold]
-            write_renders(self.storage, cls.id, kept)
-            result.info["reusable_renders"] = len(kept)
+            result.info["reusable_renders"] = [r.to_dict() for r in write_renders(self.storage, cls.id, kept)]
         self.storage.write_bytes(search_path(cls), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0,
@@ -134,7 +133,7 @@ class CloneWorker:
         for i in indices:
             if reused and i in reused:
                 r = reused[i]
-                kept[i] = (seq[i], r.seed, r.data, r.score, 0)
+                kept[i] = (seq[i], r.seed, read_render(self.storage, cls.id, r), r.score, 0)
         tried: dict[int, set[str]] = {i: set() for i in indices}
         gen_seconds, renders = 0.0, 0
         for attempt in range(self.max_tries if seq else 0):
@@ -167,7 +166,8 @@ class CloneWorker:
         free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
         seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
         prepared = self.stack.reward.prepare(self.dataset.input_image(cls)) if self.verify and seq else None
-        reused = assign(seq, read_renders(self.storage, cls.id), self.images_per_class) if self.reuse else {}
+        index = [SearchRender(**r) for r in result.info.get("reusable_renders", [])] if self.reuse else []
+        reused = assign(seq, index, self.images_per_class)
         source = {"result": result, "grammar": grammar, "full": full, "seq": seq, "prepared": prepared, "reused": reused}
         self._sources[cls] = source
         while len(self._sources) > CLASS_CACHE:
