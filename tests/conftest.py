@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
+import webdataset as wds
 
+from pipeline.cli.clone import summary_from_output
 from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
 from pipeline.generators.procedural import ProceduralGenerator
 from pipeline.grammar import Grammar
@@ -87,3 +91,46 @@ def crash_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 600) 
 
 def count(folder: Path, pattern: str) -> int:
     return len(list(folder.glob(pattern))) if folder.exists() else 0
+
+
+# ------------------------------------------------------------------ the clone end to end (subprocesses)
+CLASSES = "dataset.only=[circle,square,star,cross]"
+SMALL = ["model=procedural", "reward=learned_shapes", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
+         "env.budget=64", "search=noisy_gradient", "cluster.num_cpus=2"]
+
+
+def clone_cmd(out, *overrides):
+    return [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *SMALL, *overrides]
+
+
+def clone(out, *overrides, check=True):
+    p = subprocess.run(clone_cmd(out, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def summary(p):
+    return summary_from_output(p.stdout)
+
+
+def sample_hashes(out):
+    """key -> sha256 of the sample's fields; fails on duplicate keys."""
+    out_hashes = {}
+    shards = sorted(str(s) for s in Path(out).glob("shard-*.tar"))
+    for s in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
+        key = s["__key__"]
+        assert key not in out_hashes, f"duplicate key {key}"
+        h = hashlib.sha256()
+        for field in ("png", "cls", "json"):
+            h.update(s[field])
+        out_hashes[key] = h.hexdigest()
+    return out_hashes
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """A clean clone with the SMALL settings, shared by every test that compares against one: (folder, summary, hashes)."""
+    out = tmp_path_factory.mktemp("reference")
+    p = clone(out)
+    return out, summary(p), sample_hashes(out)

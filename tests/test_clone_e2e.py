@@ -1,6 +1,5 @@
 """The clone end to end on a real local Ray: shards, worker loss, driver SIGKILL + resume, corruption."""
 
-import hashlib
 import json
 import shutil
 import signal
@@ -12,53 +11,12 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from conftest import count, crash_when
+from conftest import ROOT, SMALL, clone, clone_cmd, count, crash_when, sample_hashes, summary
 from pipeline.cli.clone import summary_from_output
 from pipeline.clone.manifest import Manifest
 from pipeline.storage import Storage
 
-ROOT = Path(__file__).resolve().parents[1]
-CLASSES = "dataset.only=[circle,square,star,cross]"
-SMALL = ["model=procedural", "reward=learned_shapes", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
-         "env.budget=64", "search=noisy_gradient", "cluster.num_cpus=2"]
-
 pytestmark = pytest.mark.slow
-
-
-def clone_cmd(out, *overrides):
-    return [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *SMALL, *overrides]
-
-
-def clone(out, *overrides, check=True):
-    p = subprocess.run(clone_cmd(out, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if check:
-        assert p.returncode == 0, p.stderr[-3000:]
-    return p
-
-
-def summary(p):
-    return summary_from_output(p.stdout)
-
-
-def sample_hashes(out):
-    """key -> sha256 of the sample's fields; fails on duplicate keys."""
-    out_hashes = {}
-    shards = sorted(str(s) for s in Path(out).glob("shard-*.tar"))
-    for s in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
-        key = s["__key__"]
-        assert key not in out_hashes, f"duplicate key {key}"
-        h = hashlib.sha256()
-        for field in ("png", "cls", "json"):
-            h.update(s[field])
-        out_hashes[key] = h.hexdigest()
-    return out_hashes
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference")
-    p = clone(out)
-    return out, summary(p), sample_hashes(out)
 
 
 def test_clean_clone_writes_readable_shards(reference):

@@ -11,8 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import free_port
-from test_clone_e2e import ROOT, SMALL, clone, sample_hashes, summary
+from conftest import ROOT, SMALL, clone, free_port, sample_hashes, summary
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -8,8 +8,7 @@ import json
 import pytest
 import webdataset as wds
 
-from conftest import count, crash_when
-from test_clone_e2e import clone, clone_cmd, reference, sample_hashes, summary  # noqa: F401  (a fixture)
+from conftest import clone, clone_cmd, count, crash_when, sample_hashes, summary
 
 pytestmark = pytest.mark.slow
 SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # 4 classes x 12 images in 8 shards
@@ -25,7 +24,7 @@ def shuffled(tmp_path_factory):
     return out, summary(clone(out, *SHUFFLED))
 
 
-def test_shuffled_shards_mix_classes_and_hold_the_class_order_samples(shuffled, reference):  # noqa: F811
+def test_shuffled_shards_mix_classes_and_hold_the_class_order_samples(shuffled, reference):
     out, s = shuffled
     assert s["ok"] and s["shards_total"] == s["shards_written"] == 8 and s["images_written"] == 48
     assert sample_hashes(out) == reference[2]  # the same 48 samples, byte for byte, in another arrangement

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from conftest import count, crash_when
-from test_clone_e2e import ROOT, sample_hashes, summary
+from conftest import ROOT, count, crash_when, sample_hashes, summary
 
 pytestmark = pytest.mark.slow
 # 1000 classes x 2 images in 40 shuffled shards of 50; a short search each (the clone's cost is the 1000 units)

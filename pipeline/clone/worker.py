@@ -89,9 +89,9 @@ class CloneWorker:
         if len(candidates) < len(self.stack.grammar.axis(class_axis)):  # env.class_candidates cut the class axis
             result.info["class_candidates"] = candidates
         if self.reuse:  # the accepted states' renders, committed before the result that marks the search done
-            kept = [(c.prompt, seed, float(score), encode_image(img, self.image_format, self.quality), self.image_format)
-                    for c in result.accepted for seed, score, img in env.evaluator.kept_renders(c.prompt) if score >= result.accept_threshold]
-            result.info["reusable_renders"] = [r.to_dict() for r in write_renders(self.storage, cls.id, kept)]
+            reusable = [(c.prompt, s, float(score), encode_image(img, self.image_format, self.quality), self.image_format)
+                        for c in result.accepted for s, score, img in env.evaluator.kept_renders(c.prompt) if score >= result.accept_threshold]
+            result.info["reusable_renders"] = [r.to_dict() for r in write_renders(self.storage, cls.id, reusable)]
         self.storage.write_bytes(search_path(cls), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0,
