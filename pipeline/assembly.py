@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -33,13 +33,19 @@ class SearchStack:
     semantic_encoder: SemanticEncoder
     search: Any
     env_cfg: Mapping[str, Any]
+    _by_group: dict[str, tuple[Grammar, Grammar]] = field(default_factory=dict, repr=False)
 
     def grammars(self, group: str | None = None, class_choices: Sequence[str] | None = None) -> tuple[Grammar, Grammar]:
         """(search grammar, full grammar) of one class: the class group's vocabulary where the grammar has
         groups, then env.fix / env.exclude, then the class axis cut to ``class_choices`` (a search's top-k
         candidate classes) where given. Every prompt of both is a prompt of :attr:`full_grammar`'s language."""
-        full = self.full_grammar.for_group(group) if group is not None and self.full_grammar.groups else self.full_grammar
-        grammar = self.grammar if full is self.full_grammar else full.restrict(self.env_cfg["fix"], self.env_cfg["exclude"])
+        if group is None or not self.full_grammar.groups:
+            grammar, full = self.grammar, self.full_grammar
+        else:
+            if group not in self._by_group:  # built once per group: the class axis may hold 1000 choices
+                full = self.full_grammar.for_group(group)
+                self._by_group[group] = (full.restrict(self.env_cfg["fix"], self.env_cfg["exclude"]), full)
+            grammar, full = self._by_group[group]
         if class_choices is not None:
             grammar = grammar.with_choices(grammar.class_axis, class_choices)
         return grammar, full

@@ -189,11 +189,14 @@ def bench_searchcost(dirs: list[Path]) -> dict:
         for sample in wds.WebDataset(sorted(str(p) for p in clone_dir.glob("shard-*.tar")), shardshuffle=False, empty_check=False):
             from_search += bool(json.loads(sample["json"]).get("from_search"))
         res = json.loads((d / "results.json").read_text())["rows"]
-        q = res["qlearning"]
+        q, real = res["qlearning"], res.get("real", {})
         rows[d.name] = {"images": images, "search_renders": renders, "images_from_search": from_search,
-                        "cost_ratio": round((renders - from_search) / images, 3), "cas": q.get("cas"),
-                        "judge_class_accuracy": q.get("judge_class_accuracy"), "recall": q.get("recall"), "coverage": q.get("coverage"),
-                        "real_cas": res.get("real", {}).get("cas")}
+                        "cost_ratio": round((renders - from_search) / images, 3), "cas": round(q["cas"]["accuracy"], 3),
+                        "cas_per_class": {k: round(v, 3) for k, v in q["cas"]["per_class"].items()},
+                        "judge_class_accuracy": round(q["judge"]["class_accuracy"], 3), "shortcut_probe": round(q["judge"]["shortcut_probe"], 3),
+                        "fd": round(q["metrics"]["fd"], 3), "recall": round(q["metrics"]["recall"], 3),
+                        "coverage": round(q["metrics"]["coverage"], 3),
+                        "real_cas": round(real["cas"]["accuracy"], 3) if "cas" in real else None}
     return rows
 
 
@@ -402,12 +405,14 @@ def markdown(report: dict, command: str) -> dict[str, str]:
                         v["device_hours_max"]] for k, v in pr.items()])]
     if "searchcost" in report:
         sc = report["searchcost"]
-        parts["searchcost"] = [where, "", "Search cost at 1300 images per class (shapes world, tiny model, RLDF goal clone of `make eval` "
-                "settings; cost ratio = search renders not in the dataset / dataset images):", "",
-                table(["run", "images", "search renders", "images that are search renders", "cost ratio", "CAS", "judge class acc",
-                       "recall", "coverage", "real CAS"],
-                      [[k, v["images"], v["search_renders"], v["images_from_search"], f"**{v['cost_ratio']}**", v["cas"],
-                        v["judge_class_accuracy"], v["recall"], v["coverage"], v["real_cas"]] for k, v in sc.items()])]
+        parts["searchcost"] = [where, "", "Search cost at 1300 images per class (shapes world, tiny model, the RLDF goal clone with "
+                "`make eval`'s settings, one run without and one with `clone.reuse_search_renders`; cost ratio = search renders not in "
+                "the dataset / dataset images):", "",
+                table(["run", "images", "search renders", "images that are search renders", "cost ratio ↓", "CAS", "CAS per class",
+                       "judge class acc", "shortcut probe ↓", "FD ↓", "recall", "coverage", "real CAS"],
+                      [[k, v["images"], v["search_renders"], v["images_from_search"], f"**{v['cost_ratio']}**", f"**{v['cas']}**",
+                        " / ".join(f"{c} {a}" for c, a in v["cas_per_class"].items()), v["judge_class_accuracy"], v["shortcut_probe"],
+                        v["fd"], v["recall"], v["coverage"], v["real_cas"]] for k, v in sc.items()])]
     if "metrics" in report:
         m = report["metrics"]
         parts["metrics"] = [where, "", "Metrics cost:", "", table(["measure", "value"], [[k, v] for k, v in m.items()])]

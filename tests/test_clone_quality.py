@@ -141,6 +141,20 @@ def test_start_is_the_goal_in_goal_mode_and_noise_without_a_goal(world):
         make_env(build_stack(compose_clone("env.mode=reward_only", "env.start=goal")), target, seed=1)
 
 
+def test_the_class_axis_of_a_search_is_the_inputs_likeliest_classes(world):
+    from pipeline.assembly import build_stack, make_env
+
+    target = render(world, object="cross", colour="teal", background="grey")
+    stack = build_stack(compose_clone("env.class_candidates=3"))
+    env = make_env(stack, target, seed=1)
+    probs = stack.semantic_encoder.probabilities([target])[0][0]
+    names = stack.full_grammar.axis("object").choices
+    likeliest = [names[i] for i in np.argsort(-probs)[:3]]
+    assert env.grammar.axis("object").choices == tuple(likeliest) and likeliest[0] == "cross"
+    assert env.grammar.describe(env.start)["object"] == "cross" and env.grammar.shape[1:] == stack.grammar.shape[1:]
+    assert make_env(build_stack(compose_clone("env.class_candidates=20")), target, seed=1).grammar.shape == stack.grammar.shape
+
+
 # ------------------------------------------------------------------ the search explores inside the class
 def cnn_env(grammar, generator, reward, target, budget):
     ev = StateEvaluator(generator, reward, target, seeds=[123], batch_size=64)
