@@ -98,7 +98,7 @@ class StateEvaluator:
 
     def images(self, prompt: str) -> list[Image.Image]:
         """The kept renders of an evaluated prompt (empty if images are not kept)."""
-        return [e[2] for s in self.seeds if (e := self._cache.get((prompt, s))) is not None and e[2] is not None]
+        return [image for _, _, image in self.kept_renders(prompt)]
 
 
 class GridEnv:

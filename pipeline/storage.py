@@ -44,9 +44,6 @@ class Storage:
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
 
-    def size(self, rel: str) -> int:
-        return int(self.fs.size(self.path(rel)))
-
     def stat(self, rel: str) -> tuple[int, str | None] | None:
         """(size, stamp) of a committed file without reading it, or None if it does not exist. The stamp is the
         checksum the store keeps (an object store's ETag, GCS's md5Hash or crc32c) or, on a local disk, the

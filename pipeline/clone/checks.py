@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.clone.plan import SHARD_ORDERS
+from pipeline.clone.shards import VERIFY_MODES
 from pipeline.errors import ConfigError
 
 # key -> (kind, lower bound or None, upper bound or None, may be null)
@@ -49,8 +51,8 @@ RULES: dict[str, tuple[str, float | None, float | None, bool]] = {
 }
 # key -> the values it may take
 CHOICES: dict[str, tuple[str, ...]] = {
-    "clone.verify": ("fast", "deep"),
-    "clone.shard_order": ("class", "shuffled"),
+    "clone.verify": VERIFY_MODES,
+    "clone.shard_order": SHARD_ORDERS,
 }
 
 

@@ -28,6 +28,10 @@ from pipeline.seeding import derive_seed
 SHARD_ORDERS = ("class", "shuffled")
 
 
+def shard_name(number: int) -> str:
+    return f"shard-{number:06d}.tar"
+
+
 @dataclass(frozen=True)
 class SearchUnit:
     cls: ClassInfo
@@ -56,7 +60,7 @@ class ShardUnit:
 
     def indices(self, k: int) -> list[int]:
         """Image indices of ``classes[k]`` in this shard, in shard order."""
-        return [int(i) for c, i in self.members if c == k]
+        return self.members[self.members[:, 0] == k, 1].tolist()
 
 
 class ClonePlan:
@@ -91,7 +95,7 @@ class ClonePlan:
         start = part * self.shard_size
         count = min(self.shard_size, self.images_per_class - start)
         members = np.stack([np.zeros(count, np.int64), np.arange(start, start + count, dtype=np.int64)], axis=1)
-        return ShardUnit(f"shard-{cls.index * self.shards_per_class + part:06d}.tar", (cls,), members)
+        return ShardUnit(shard_name(cls.index * self.shards_per_class + part), (cls,), members)
 
     # ------------------------------------------------------------------ shuffled order
     @cached_property
@@ -104,7 +108,7 @@ class ClonePlan:
         places = self._permutation[j * self.shard_size : (j + 1) * self.shard_size]
         cls_pos, index = np.divmod(places, self.images_per_class)
         used, local = np.unique(cls_pos, return_inverse=True)
-        return ShardUnit(f"shard-{j:06d}.tar", tuple(self.classes[int(k)] for k in used), np.stack([local, index], axis=1))
+        return ShardUnit(shard_name(j), tuple(self.classes[int(k)] for k in used), np.stack([local, index], axis=1))
 
     # ------------------------------------------------------------------ queries
     def shard_units(self) -> list[ShardUnit]:
@@ -114,6 +118,7 @@ class ClonePlan:
         return [self._shuffled_shard(j) for j in range(self.num_shards)]
 
     def shard_names(self) -> list[str]:
+        """The file names of :meth:`shard_units`, in the same order, without building the units."""
         if self.order == "class":
-            return [f"shard-{c.index * self.shards_per_class + p:06d}.tar" for c in self.classes for p in range(self.shards_per_class)]
-        return [f"shard-{j:06d}.tar" for j in range(self.num_shards)]
+            return [shard_name(c.index * self.shards_per_class + p) for c in self.classes for p in range(self.shards_per_class)]
+        return [shard_name(j) for j in range(self.num_shards)]

@@ -188,13 +188,13 @@ class CloneWorker:
         for k, cls in enumerate(unit.classes):
             src = self._class_source(cls)
             result = src["result"]
-            kept, n, seconds = self._verified(cls, src["seq"], src["prepared"], unit.indices(k), result.accept_threshold,
-                                              src["reused"])
+            indices = unit.indices(k)
+            kept, n, seconds = self._verified(cls, src["seq"], src["prepared"], indices, result.accept_threshold, src["reused"])
             from_search += sum(1 for i in kept if i in src["reused"])
             gen_seconds, renders = gen_seconds + seconds, renders + n
             counts[cls.id] = len(kept)
-            if len(kept) < len(unit.indices(k)):
-                short[cls.id] = len(unit.indices(k)) - len(kept)
+            if len(kept) < len(indices):
+                short[cls.id] = len(indices) - len(kept)
             for i, (pick, seed, image, score, attempt) in kept.items():
                 enc = src["full"].translate(pick.encoding, src["grammar"]) if pick.encoding is not None else None
                 meta = {

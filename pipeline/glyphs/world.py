@@ -19,7 +19,7 @@ from PIL import Image
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
 from pipeline.seeding import rng_for
-from pipeline.shapes.world import BACKGROUNDS, COLOURS, PATTERNS, Rendering
+from pipeline.shapes.world import BACKGROUNDS, COLOURS, PATTERNS, Rendering, check_drawable
 
 GRID = 5
 MIN_DISTANCE = 5  # cells in which any two glyphs differ
@@ -65,17 +65,8 @@ class GlyphWorld:
     def __init__(self, grammar: Grammar, image_size: int = 40) -> None:
         if image_size < 16:
             raise ConfigError(f"glyphs world image_size must be >= 16, got {image_size}")
-        known = {"colour": COLOURS, "background": BACKGROUNDS, "size": SIZES, "pattern": PATTERNS}
-        for name in AXES:
-            grammar.axis_index(name)
-        for axis in grammar.axes:
-            if axis.name == "object":
-                continue
-            if axis.name not in known:
-                raise ConfigError(f"the glyphs world has no attribute '{axis.name}' (known: {', '.join(AXES)})")
-            bad = [c for c in axis.choices if c not in known[axis.name]]
-            if bad:
-                raise ConfigError(f"the glyphs world cannot draw {axis.name} '{bad[0]}'")
+        # the class axis is checked by glyph_index below: any "glyph NNN"
+        check_drawable(grammar, "glyphs", AXES, {"colour": COLOURS, "background": BACKGROUNDS, "size": SIZES, "pattern": PATTERNS})
         self.grammar = grammar
         self.image_size = int(image_size)
         self.classes = grammar.axis("object").choices

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -86,21 +86,28 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     return [(cx + r * (x * ca - y * sa), cy + r * (x * sa + y * ca)) for x, y in pts]
 
 
+def check_drawable(grammar: Grammar, world: str, axes: Sequence[str], known: Mapping[str, Collection[str]]) -> None:
+    """Raise :class:`ConfigError` unless ``grammar`` has every one of ``axes`` and only axes and choices the
+    world can draw (``known``: axis -> drawable choices; an axis in ``axes`` but not in ``known`` is checked
+    by the world itself)."""
+    for name in axes:
+        grammar.axis_index(name)
+    for axis in grammar.axes:
+        if axis.name not in axes:
+            raise ConfigError(f"the {world} world has no attribute '{axis.name}' (known: {', '.join(axes)})")
+        bad = [c for c in axis.choices if axis.name in known and c not in known[axis.name]]
+        if bad:
+            raise ConfigError(f"the {world} world cannot draw {axis.name} '{bad[0]}'")
+
+
 class ShapesWorld:
     """Draws the shapes world at ``image_size`` pixels (32 by default, any size by config)."""
 
     def __init__(self, grammar: Grammar, image_size: int = 32) -> None:
         if image_size < 8:
             raise ConfigError(f"shapes world image_size must be >= 8, got {image_size}")
-        for name in AXES:
-            grammar.axis_index(name)
-        known = {"object": SHAPES, "colour": COLOURS, "background": BACKGROUNDS, "size": SIZES, "pattern": PATTERNS}
-        for axis in grammar.axes:
-            if axis.name not in known:
-                raise ConfigError(f"the shapes world has no attribute '{axis.name}' (known: {', '.join(AXES)})")
-            bad = [c for c in axis.choices if c not in known[axis.name]]
-            if bad:
-                raise ConfigError(f"the shapes world cannot draw {axis.name} '{bad[0]}'")
+        check_drawable(grammar, "shapes", AXES,
+                       {"object": SHAPES, "colour": COLOURS, "background": BACKGROUNDS, "size": SIZES, "pattern": PATTERNS})
         self.grammar = grammar
         self.image_size = int(image_size)
         self.classes = grammar.axis("object").choices
