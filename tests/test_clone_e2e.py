@@ -229,10 +229,11 @@ def test_a_second_signal_stops_at_once(longer_reference, tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 256 KiB tmpfs: room for the searches and a few shards, not for the whole clone."""
+    """A 768 KiB tmpfs: room for the searches (about 570 KB with their reusable renders) and a few shards, not for
+    the whole clone."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=768k", "tmpfs", str(mnt)], capture_output=True, text=True)
     if p.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {p.stderr.strip()}")
     try:
