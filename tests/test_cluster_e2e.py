@@ -113,5 +113,7 @@ def test_with_every_worker_lost_and_none_placeable_the_run_stops_and_resumes(two
     s = summary(subprocess.CompletedProcess(cmd, 1, stdout, stderr))
     assert s["workers_lost"] >= 1 and s["units_left"] > 0 and s["shards_written"] >= 8
     resumed = summary(clone(out, *SETTINGS))  # on a local Ray: the settings are the same, only the cluster differs
-    assert resumed["shards_reused"] == s["shards_written"] and resumed["ok"]
+    # A shard the worker committed just before its node went is valid and reused, though the driver never heard of it.
+    assert resumed["shards_reused"] >= s["shards_written"] and resumed["ok"]
+    assert resumed["shards_reused"] + resumed["shards_written"] == 96
     assert len(sample_hashes(out)) == 4 * 96
