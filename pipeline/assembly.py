@@ -17,7 +17,7 @@ from pipeline.errors import ConfigError
 from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
 from pipeline.images import noise_image
-from pipeline.rewards import CompositeReward, build_reward
+from pipeline.rewards import CompositeReward, RewardModels
 from pipeline.seeding import derive_seed
 
 
@@ -67,24 +67,10 @@ def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> Search
     env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
     grammar = full.restrict(env_cfg["fix"], env_cfg["exclude"])
     generator = instantiate_model(cfg.model, full)
-    rcfg = cfg.reward
-    encoder = instantiate(rcfg.image_encoder)
-    semantic = instantiate(rcfg.semantic_encoder)(grammar=full, generator=generator, image_encoder=encoder)
-    segmenter = instantiate(rcfg.segmenter) if rcfg.get("segmenter") is not None else None
-    feature_encoder = None
-    if rcfg.get("feature_encoder") is not None:  # the segmenter often doubles as the CNN feature extractor
-        feature_encoder = segmenter if rcfg.feature_encoder == "segmenter" else instantiate(rcfg.feature_encoder)
-    reward = build_reward(
-        encoder,
-        segmenter,
-        OmegaConf.to_container(rcfg.weights),
-        OmegaConf.to_container(rcfg.get("segmentation") or {}),
-        OmegaConf.to_container(rcfg.get("features") or {}),
-        feature_encoder,
-        semantic,
-    )
+    models: RewardModels = instantiate(cfg.reward, _convert_="all")
+    reward, semantic = models.build(full, generator)
     search = instantiate(cfg.search)
-    return SearchStack(grammar, full, generator, encoder, reward, semantic, search, env_cfg)
+    return SearchStack(grammar, full, generator, models.image_encoder, reward, semantic, search, env_cfg)
 
 
 def class_candidates(stack: SearchStack, grammar: Grammar, probs: np.ndarray, k: int) -> list[str]:
@@ -103,26 +89,17 @@ def make_env(stack: SearchStack, target: Image.Image, seed: int, group: str | No
     grid of the class's group (:meth:`SearchStack.grammars`), the class axis cut to the input's likeliest
     ``env.class_candidates`` classes."""
     e = stack.env_cfg
-    n_seeds = int(e.get("seeds_per_state", 1))
-    if n_seeds < 1:
-        raise ConfigError(f"env.seeds_per_state must be >= 1, got {n_seeds}")
-    seeds = [derive_seed("state-seed", seed, k) for k in range(n_seeds)]
-    evaluator = StateEvaluator(stack.generator, stack.reward, target, seeds, int(e.get("batch_size", 16)))
+    seeds = [derive_seed("state-seed", seed, k) for k in range(e["seeds_per_state"])]
+    evaluator = StateEvaluator(stack.generator, stack.reward, target, seeds, e["batch_size"])
     reading = stack.semantic_encoder.encode([target])[0]
     grammar, _ = stack.grammars(group)
-    k = e.get("class_candidates")
+    k = e["class_candidates"]
     if k and grammar.class_axis and len(grammar.axis(grammar.class_axis)) > int(k):
         probs = stack.semantic_encoder.probabilities([target])[stack.full_grammar.axis_index(grammar.class_axis)][0]
         grammar, _ = stack.grammars(group, class_candidates(stack, grammar, probs, k))
     goal = grammar.translate(reading, stack.full_grammar)
-    mode = e.get("mode", "goal")
-    start = _start_encoding(stack, grammar, e.get("start", "auto"), mode, goal, target.size[0], seed)
-    return GridEnv(
-        grammar, evaluator, start, goal=goal, mode=mode,
-        goal_weight=float(e.get("goal_weight", 1.0)), goal_axes=e["goal_axes"], horizon=int(e.get("horizon", 30)),
-        end_at_goal=bool(e["end_at_goal"]), reward_threshold=e.get("reward_threshold"),
-        budget=e["budget"], accept_threshold=float(e["accept_threshold"]),
-    )
+    start = _start_encoding(stack, grammar, e["start"], e["mode"], goal, target.size[0], seed)
+    return GridEnv.from_settings(grammar, evaluator, start, goal, e)
 
 
 def _start_encoding(stack: SearchStack, grammar: Grammar, spec: Any, mode: str, goal: Encoding, size: int, seed: int) -> Encoding:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -60,7 +60,7 @@ class StateEvaluator:
         reward: CompositeReward,
         target: Image.Image,
         seeds: Sequence[int],
-        batch_size: int = 16,
+        batch_size: int,
         keep_images: bool = True,
     ) -> None:
         if not seeds:
@@ -118,15 +118,16 @@ class GridEnv:
         grammar: Grammar,
         evaluator: StateEvaluator,
         start: Encoding,
-        goal: Encoding | None = None,
-        mode: RewardMode | str = RewardMode.GOAL,
-        goal_weight: float = 1.0,
-        goal_axes: Sequence[str] | None = None,
-        horizon: int = 30,
-        end_at_goal: bool = False,
-        reward_threshold: float | None = None,
-        budget: int | None = None,
-        accept_threshold: float = 0.5,
+        *,
+        goal: Encoding | None,
+        mode: RewardMode | str,
+        goal_weight: float,
+        goal_axes: Sequence[str] | None,
+        horizon: int,
+        end_at_goal: bool,
+        reward_threshold: float | None,
+        budget: int | None,
+        accept_threshold: float,
     ) -> None:
         try:
             self.mode = RewardMode(mode)
@@ -155,6 +156,13 @@ class GridEnv:
         #: every state (or free prompt) evaluated, in the order it was first rendered
         self.trace: list[Visit] = []
         self._visits: dict[Encoding | str, Visit] = {}
+
+    @classmethod
+    def from_settings(cls, grammar: Grammar, evaluator: StateEvaluator, start: Encoding, goal: Encoding | None,
+                      env: Mapping[str, Any]) -> "GridEnv":
+        """The MDP under the ``env`` settings (``conf/env/default.yaml``, the one place their defaults live)."""
+        keys = ("mode", "goal_weight", "goal_axes", "horizon", "end_at_goal", "reward_threshold", "budget", "accept_threshold")
+        return cls(grammar, evaluator, start, goal=goal, **{k: env[k] for k in keys})
 
     # ------------------------------------------------------------------ budget and trace
     @property

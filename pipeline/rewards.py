@@ -18,7 +18,8 @@ once per search, then ``score(renders, prepared)`` for every batch of renders.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
@@ -210,3 +211,27 @@ def build_reward(
     elif weights.get("segmentation", 0) > 0:
         raise ConfigError("reward.weights.segmentation > 0 but reward.segmenter is null")
     return CompositeReward(terms, dict(weights))
+
+
+@dataclass
+class RewardModels:
+    """What ``reward=`` builds (``conf/reward/*.yaml``, by ``_target_``): each encoder once, and the weights.
+
+    ``semantic_encoder`` is a partial: it reads images into encodings of the grammar it is given with the
+    generator (some build prototypes by rendering), so :meth:`build` completes it. ``feature_encoder`` is the
+    CNN whose feature maps Reward 2 compares (null: the image encoder's); a config that names the segmenter's
+    folder again (``${.segmenter}``) shares its network (models are loaded once per folder)."""
+
+    image_encoder: ImageEncoder
+    segmenter: Segmenter | None
+    feature_encoder: ImageEncoder | None
+    semantic_encoder: Callable[..., SemanticEncoder]
+    weights: Mapping[str, float]
+    segmentation: Mapping[str, Any]
+    features: Mapping[str, Any]
+
+    def build(self, grammar: Any, generator: Any) -> tuple[CompositeReward, SemanticEncoder]:
+        semantic = self.semantic_encoder(grammar=grammar, generator=generator, image_encoder=self.image_encoder)
+        reward = build_reward(self.image_encoder, self.segmenter, dict(self.weights), dict(self.segmentation or {}),
+                              dict(self.features or {}), self.feature_encoder, semantic)
+        return reward, semantic

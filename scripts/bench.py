@@ -35,18 +35,25 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.markdown import table
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
 def clone(out: Path, *overrides: str) -> dict:
-    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", "clone.progress=false", *overrides]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"clone failed: {p.stderr[-2000:]}")
-    from pipeline.cli.clone import summary_from_output
+    """The clone API in this process; its summary."""
+    import pipeline.clone as clone_api
 
-    return summary_from_output(p.stdout)
+    s = clone_api.run(clone_api.load([f"paths.output_dir={out}", "clone.progress=false", *overrides])).to_dict()
+    if not s["ok"]:
+        raise SystemExit(f"clone failed: {s['failures'] or s['stopped']}")
+    return s
+
+
+def clone_cmd(out: Path, *overrides: str) -> list[str]:
+    """The CLI, where a benchmark needs a process of its own (to kill it, or to measure the driver alone)."""
+    return [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", "clone.progress=false", *overrides]
 
 
 def bench_resume(shards: int) -> dict:
@@ -70,8 +77,7 @@ def bench_resume(shards: int) -> dict:
 
     clean = timed(tmp / "clean")
     killed = tmp / "killed"
-    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={killed}", "clone.progress=false", *common]
-    run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(clone_cmd(killed, *common), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     log = killed / "clone.log"
     while run.poll() is None and not (log.is_file() and log.read_text().count('"shard_done"') >= shards // 2):
         time.sleep(0.2)
@@ -86,18 +92,17 @@ def bench_resume(shards: int) -> dict:
             "resume_after_kill_s": round(resume, 1), "resume_nothing_left_s": round(noop, 1), "shards_identical_to_clean_run": same}
 
 
-def run_watched(cmd: list[str]) -> tuple[dict, float, int, float]:
-    """Run a clone command; (summary, wall s, the driver's peak RSS in bytes, the driver's CPU seconds)."""
+def run_watched(out: Path, *overrides: str) -> tuple[dict, float, int, float]:
+    """Run the clone CLI into ``out``; (the summary it wrote, wall s, the driver's peak RSS in bytes, the driver's
+    CPU seconds)."""
+    from pipeline.clone.layout import Layout
+
+    cmd = clone_cmd(out, *overrides)
     import psutil
 
     t0 = time.perf_counter()
-    proc = psutil.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = psutil.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak, cpu = 0, 0.0
-    out: list[str] = []
-    import threading
-
-    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
-    reader.start()
     while proc.poll() is None:
         try:
             peak = max(peak, proc.memory_info().rss)
@@ -106,13 +111,10 @@ def run_watched(cmd: list[str]) -> tuple[dict, float, int, float]:
         except psutil.NoSuchProcess:
             break
         time.sleep(0.05)
-    reader.join()
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"clone failed ({' '.join(cmd[2:])})")
-    from pipeline.cli.clone import summary_from_output
-
-    return summary_from_output(out[0]), wall, peak, cpu
+    return json.loads(Path(Layout(str(out)).summary).read_text()), wall, peak, cpu
 
 
 def bench_scale(sizes: list[int], images: int) -> dict:
@@ -121,11 +123,10 @@ def bench_scale(sizes: list[int], images: int) -> dict:
     rows = {}
     for n in sizes:
         out = tmp / f"c{n}"
-        cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), "experiment=glyphs1000", f"dataset.num_classes={n}",
-               f"clone.images_per_class={images}", f"paths.output_dir={out}", "clone.progress=false"]
-        s, wall, rss, cpu = run_watched(cmd)
+        args = ["experiment=glyphs1000", f"dataset.num_classes={n}", f"clone.images_per_class={images}"]
+        s, wall, rss, cpu = run_watched(out, *args)
         units = s["searches_run"] + s["shards_written"]
-        _, noop, _, _ = run_watched(cmd)
+        _, noop, _, _ = run_watched(out, *args)
         manifest = sum(p.stat().st_size for p in [out / "manifest.json", *(out / "manifest").glob("*.json")])
         rows[str(n)] = {"classes": n, "images": s["images_written"], "units": units, "wall_s": round(wall, 1),
                         "wall_per_class_s": round(wall / n, 3), "driver_peak_rss_mb": round(rss / 2**20, 1),
@@ -140,14 +141,12 @@ def bench_scale(sizes: list[int], images: int) -> dict:
 
 def bench_reader(n: int) -> dict:
     """The stand-in's weightless reader on ``n`` random renders of the 1000-class glyphs world: accuracy per axis."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from pipeline.cli import CONF_DIR
+    import pipeline.clone as clone_api
     from pipeline.encoders.glyph_reader import GlyphReader
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        data = instantiate(compose(config_name="clone", overrides=["experiment=glyphs1000"]).dataset)
+    data = instantiate(clone_api.load(["experiment=glyphs1000"]).dataset)
     renders = [data.world.sample(10_000 + k) for k in range(n)]  # seeds apart from the tests' 0..599
     t0 = time.perf_counter()
     read = GlyphReader(data.grammar).encode([r.image for r in renders])
@@ -162,15 +161,13 @@ PRESETS = {"imagenet1k_sd21": 1.8, "imagenet100_sd21": 1.8, "imagenet1k_sdxl_tur
 
 def bench_presets() -> dict:
     """Each preset's dry-run plan; ImageNet presets at an assumed throughput (images/s per GPU worker)."""
+    import pipeline.clone as clone_api
+
     rows = {}
     for name, throughput in PRESETS.items():
         extra = [f"clone.throughput={throughput}"] if throughput else []
         data = ["dataset.root=" + tempfile.gettempdir()] if name.startswith("imagenet") else []
-        cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"experiment={name}", "clone.dry_run=true", *data, *extra]
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise SystemExit(f"dry run of {name} failed: {p.stderr[-1000:]}")
-        rows[name] = json.loads(p.stdout[p.stdout.index("{"):])
+        rows[name] = clone_api.dry_run(clone_api.load([f"experiment={name}", "clone.dry_run=true", *data, *extra]))
     return rows
 
 
@@ -254,24 +251,23 @@ def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> d
 def bench_search(inputs: int, seeds: int) -> dict:
     from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
     from pipeline.encoders.prototype import PrototypeSemanticEncoder
+    from pipeline.cli import component, env_settings
     from pipeline.env import GridEnv, StateEvaluator
     from pipeline.generators.procedural import ProceduralGenerator
     from pipeline.grammar import Grammar
     from pipeline.images import noise_image
     from pipeline.rewards import build_reward
-    from pipeline.search import Exhaustive, NoisyGradient, QLearning, RandomSearch, SearchProblem
+    from pipeline.search import SearchProblem
     from pipeline.shapes.world import ShapesWorld
 
     g = Grammar.from_yaml(ROOT / "conf" / "grammar" / "shapes.yaml")
     world, gen, enc = ShapesWorld(g), ProceduralGenerator(g), PixelStatsEncoder()
     reward = build_reward(enc, PaletteSegmenter(), {"segmentation": 1, "features": 1, "embedding": 1})
     semantic = PrototypeSemanticEncoder(g, gen, enc, samples_per_choice=24)
-    methods = {
-        "qlearning": lambda: QLearning(episodes=300, q_init=10.0, restart_from_accepted=0.8),
-        "noisy_gradient": NoisyGradient,
-        "random": RandomSearch,
-        "exhaustive": Exhaustive,
-    }
+    methods = {name: (lambda option=option: component("search", option)) for name, option in
+               (("qlearning", "qlearning_optimiser"), ("noisy_gradient", "noisy_gradient"), ("random", "random"),
+                ("exhaustive", "exhaustive"))}
+    settings = env_settings(mode="reward_only", budget=g.size)
     rows: dict[str, dict[str, list]] = {m: {"class": [], "optimum": [], "total": []} for m in methods}
     for i in range(inputs):
         sample = world.sample(10_000 + i)
@@ -279,10 +275,9 @@ def bench_search(inputs: int, seeds: int) -> dict:
         start = semantic.encode([noise_image(32, i)])[0]
 
         def env():
-            return GridEnv(g, StateEvaluator(gen, reward, sample.image, [123], batch_size=64), start, mode="reward_only",
-                           horizon=30, budget=g.size)
+            return GridEnv.from_settings(g, StateEvaluator(gen, reward, sample.image, [123], batch_size=64), start, None, settings)
 
-        best = Exhaustive().run(SearchProblem(env())).best.reward
+        best = methods["exhaustive"]().run(SearchProblem(env())).best.reward
         for name, make in methods.items():
             for seed in range(1 if name == "exhaustive" else seeds):
                 res = make().run(SearchProblem(env(), seed=seed))
@@ -343,80 +338,88 @@ def _stat(s: dict) -> str:
     return f"{s['reached']}; {s['median']:.0f} ({s['iqr'][0]:.0f}–{s['iqr'][1]:.0f})"
 
 
+def _md_pipeline(p: dict) -> list[str]:
+    return [f"Pipeline (`{p['model']}`, {p['images']} images, batch {p['batch']}, one torch thread per worker; "
+            f"worker start-up excluded: {p['worker_startup_s']['1']} s with 1 worker, {p['worker_startup_s']['2']} s with 2):", "",
+            table(["measure", "images/s", "ratio", "target"], [
+                ["bare generator, same model, batch, steps, prompts and seeds (1 thread)", p["bare_generator_images_per_s"], "—", "—"],
+                ["clone end to end, 1 worker (Ray, PNG, tar, sha256, manifest)", p["clone_1_worker_images_per_s"],
+                 f"**{p['overhead_ratio']:.3f}** of bare", "≥ 0.90"],
+                ["clone end to end, 2 workers", p["clone_2_workers_images_per_s"], f"**{p['scaling_2_over_1']:.2f}×** of 1 worker", "—"],
+            ])]
+
+
+def _md_search(s: dict) -> list[str]:
+    return [f"Search cost ({s['setup']}): renders until the best state has the input's class for good, and until it is "
+            "within 1% of the grid's best reward (reached; median (IQR)):", "",
+            table(["method", "to the input's class", "to within 1% of the optimum", "total renders (median)"],
+                  [[m, _stat(r["renders_to_class"]), _stat(r["renders_to_1pct_of_optimum"]), f"{r['renders_total_median']:.0f}"]
+                   for m, r in s.items() if m != "setup"])]
+
+
+def _md_resume(r: dict) -> list[str]:
+    return [f"Resume ({r['shards']} shards, {r['images']} images, procedural generator, 2 workers; the driver and its "
+            "local Ray SIGKILLed once half the shards were committed):", "",
+            table(["measure", "value"], [
+                ["clean run, wall", f"{r['clean_run_s']} s"],
+                ["shards committed before the kill", r["committed_before_kill"]],
+                ["resume after the kill (validate committed shards, redo the rest), wall", f"{r['resume_after_kill_s']} s"],
+                ["resume with nothing left to do (validate all shards), wall", f"{r['resume_nothing_left_s']} s"],
+                ["every shard byte-identical to the clean run's", "yes" if r["shards_identical_to_clean_run"] else "**no**"],
+            ])]
+
+
+def _md_scale(sc: dict) -> list[str]:
+    return [f"Scale (the 1000-class stand-in, `experiment=glyphs1000`: procedural glyphs, weightless reader, "
+            f"{sc['images_per_class']} images per class, shuffled shards of 100, top-10 class axis, 2 local workers):", "",
+            table(["classes", "images", "units", "wall", "wall per class", "driver peak RSS", "driver CPU per unit",
+                   "manifest", "resume, nothing left", "searches ending on the input's class"],
+                  [[r["classes"], r["images"], r["units"], f"{r['wall_s']} s", f"{r['wall_per_class_s']} s", f"{r['driver_peak_rss_mb']} MB",
+                    f"{r['driver_cpu_ms_per_unit']} ms", f"{r['manifest_kb']} KB", f"{r['resume_nothing_left_s']} s",
+                    f"{r['searches_found_class']:.1%}"] for r in sc["rows"].values()]), "",
+            f"Per-class wall at the largest size over the next: **{sc['per_class_wall_ratio']}×** (target ≤ 1.25)."]
+
+
+def _md_reader(r: dict) -> list[str]:
+    return [f"The stand-in's weightless reader (`pipeline/encoders/glyph_reader.py`) on {r['renders']} random renders "
+            f"of the {r['classes']}-class glyphs world ({r['ms_per_image']} ms per image):", "",
+            table(["attribute", "accuracy"], [[k, f"{v:.1%}"] for k, v in r["accuracy"].items()])]
+
+
+def _md_presets(pr: dict) -> list[str]:
+    return ["Experiment presets, dry-run plans (`clone.dry_run=true`; the ImageNet presets at an *assumed* "
+            "`clone.throughput` per GPU worker, not measured here; device-hours are an upper bound: every search at its full budget):", "",
+            table(["preset", "classes", "images", "shards", "shard order", "search renders/class (max)", "throughput (img/s/worker)",
+                   "device-hours (max)"],
+                  [[k, v["classes"], v["total_images"], v["shards"], v.get("shard_order", "class"), v["search_renders_per_class_max"],
+                    f"{v['throughput_images_per_s_per_worker']} ({'assumed' if v['throughput_source'] == 'clone.throughput' else 'measured here'})",
+                    v["device_hours_max"]] for k, v in pr.items()])]
+
+
+def _md_searchcost(sc: dict) -> list[str]:
+    return ["Search cost at 1300 images per class (shapes world, tiny model, the RLDF goal clone with "
+            "`make eval`'s settings, one run without and one with `clone.reuse_search_renders`; cost ratio = search renders not in "
+            "the dataset / dataset images):", "",
+            table(["run", "images", "search renders", "images that are search renders", "cost ratio ↓", "CAS", "CAS per class",
+                   "judge class acc", "shortcut probe ↓", "FD ↓", "recall", "coverage", "real CAS"],
+                  [[k, v["images"], v["search_renders"], v["images_from_search"], f"**{v['cost_ratio']}**", f"**{v['cas']}**",
+                    " / ".join(f"{c} {a}" for c, a in v["cas_per_class"].items()), v["judge_class_accuracy"], v["shortcut_probe"],
+                    v["fd"], v["recall"], v["coverage"], v["real_cas"]] for k, v in sc.items()])]
+
+
+def _md_metrics(m: dict) -> list[str]:
+    return ["Metrics cost:", "", table(["measure", "value"], [[k, v] for k, v in m.items()])]
+
+
+TABLES = {"pipeline": _md_pipeline, "search": _md_search, "resume": _md_resume, "scale": _md_scale, "reader": _md_reader, "presets": _md_presets, "searchcost": _md_searchcost, "metrics": _md_metrics}
+
+
 def markdown(report: dict, command: str) -> dict[str, str]:
     """One table per benchmark part, as printed and as written to docs/results.md (a block each)."""
     import platform
 
-    from pipeline.markdown import table
-
     where = f"Command: `{command}` ({platform.machine()}, {os.cpu_count()} cores)."
-    parts = {}
-    if "pipeline" in report:
-        p = report["pipeline"]
-        parts["pipeline"] = [where, "", f"Pipeline (`{p['model']}`, {p['images']} images, batch {p['batch']}, one torch thread per worker; "
-                f"worker start-up excluded: {p['worker_startup_s']['1']} s with 1 worker, {p['worker_startup_s']['2']} s with 2):", "",
-                table(["measure", "images/s", "ratio", "target"], [
-                    ["bare generator, same model, batch, steps, prompts and seeds (1 thread)", p["bare_generator_images_per_s"], "—", "—"],
-                    ["clone end to end, 1 worker (Ray, PNG, tar, sha256, manifest)", p["clone_1_worker_images_per_s"],
-                     f"**{p['overhead_ratio']:.3f}** of bare", "≥ 0.90"],
-                    ["clone end to end, 2 workers", p["clone_2_workers_images_per_s"], f"**{p['scaling_2_over_1']:.2f}×** of 1 worker", "—"],
-                ])]
-    if "search" in report:
-        s = report["search"]
-        parts["search"] = [where, "", f"Search cost ({s['setup']}): renders until the best state has the input's class for good, and until it is "
-                "within 1% of the grid's best reward (reached; median (IQR)):", "",
-                table(["method", "to the input's class", "to within 1% of the optimum", "total renders (median)"],
-                      [[m, _stat(r["renders_to_class"]), _stat(r["renders_to_1pct_of_optimum"]), f"{r['renders_total_median']:.0f}"]
-                       for m, r in s.items() if m != "setup"])]
-    if "resume" in report:
-        r = report["resume"]
-        parts["resume"] = [where, "", f"Resume ({r['shards']} shards, {r['images']} images, procedural generator, 2 workers; the driver and its "
-                "local Ray SIGKILLed once half the shards were committed):", "",
-                table(["measure", "value"], [
-                    ["clean run, wall", f"{r['clean_run_s']} s"],
-                    ["shards committed before the kill", r["committed_before_kill"]],
-                    ["resume after the kill (validate committed shards, redo the rest), wall", f"{r['resume_after_kill_s']} s"],
-                    ["resume with nothing left to do (validate all shards), wall", f"{r['resume_nothing_left_s']} s"],
-                    ["every shard byte-identical to the clean run's", "yes" if r["shards_identical_to_clean_run"] else "**no**"],
-                ])]
-    if "scale" in report:
-        sc = report["scale"]
-        parts["scale"] = [where, "", f"Scale (the 1000-class stand-in, `experiment=glyphs1000`: procedural glyphs, weightless reader, "
-                f"{sc['images_per_class']} images per class, shuffled shards of 100, top-10 class axis, 2 local workers):", "",
-                table(["classes", "images", "units", "wall", "wall per class", "driver peak RSS", "driver CPU per unit",
-                       "manifest", "resume, nothing left", "searches ending on the input's class"],
-                      [[r["classes"], r["images"], r["units"], f"{r['wall_s']} s", f"{r['wall_per_class_s']} s", f"{r['driver_peak_rss_mb']} MB",
-                        f"{r['driver_cpu_ms_per_unit']} ms", f"{r['manifest_kb']} KB", f"{r['resume_nothing_left_s']} s",
-                        f"{r['searches_found_class']:.1%}"] for r in sc["rows"].values()]), "",
-                f"Per-class wall at the largest size over the next: **{sc['per_class_wall_ratio']}×** (target ≤ 1.25)."]
-    if "reader" in report:
-        r = report["reader"]
-        parts["reader"] = [where, "", f"The stand-in's weightless reader (`pipeline/encoders/glyph_reader.py`) on {r['renders']} random renders "
-                f"of the {r['classes']}-class glyphs world ({r['ms_per_image']} ms per image):", "",
-                table(["attribute", "accuracy"], [[k, f"{v:.1%}"] for k, v in r["accuracy"].items()])]
-    if "presets" in report:
-        pr = report["presets"]
-        parts["presets"] = [where, "", "Experiment presets, dry-run plans (`clone.dry_run=true`; the ImageNet presets at an *assumed* "
-                "`clone.throughput` per GPU worker, not measured here; device-hours are an upper bound: every search at its full budget):", "",
-                table(["preset", "classes", "images", "shards", "shard order", "search renders/class (max)", "throughput (img/s/worker)",
-                       "device-hours (max)"],
-                      [[k, v["classes"], v["total_images"], v["shards"], v.get("shard_order", "class"), v["search_renders_per_class_max"],
-                        f"{v['throughput_images_per_s_per_worker']} ({'assumed' if v['throughput_source'] == 'clone.throughput' else 'measured here'})",
-                        v["device_hours_max"]] for k, v in pr.items()])]
-    if "searchcost" in report:
-        sc = report["searchcost"]
-        parts["searchcost"] = [where, "", "Search cost at 1300 images per class (shapes world, tiny model, the RLDF goal clone with "
-                "`make eval`'s settings, one run without and one with `clone.reuse_search_renders`; cost ratio = search renders not in "
-                "the dataset / dataset images):", "",
-                table(["run", "images", "search renders", "images that are search renders", "cost ratio ↓", "CAS", "CAS per class",
-                       "judge class acc", "shortcut probe ↓", "FD ↓", "recall", "coverage", "real CAS"],
-                      [[k, v["images"], v["search_renders"], v["images_from_search"], f"**{v['cost_ratio']}**", f"**{v['cas']}**",
-                        " / ".join(f"{c} {a}" for c, a in v["cas_per_class"].items()), v["judge_class_accuracy"], v["shortcut_probe"],
-                        v["fd"], v["recall"], v["coverage"], v["real_cas"]] for k, v in sc.items()])]
-    if "metrics" in report:
-        m = report["metrics"]
-        parts["metrics"] = [where, "", "Metrics cost:", "", table(["measure", "value"], [[k, v] for k, v in m.items()])]
-    return {k: "\n".join(v) for k, v in parts.items()}
+    return {k: "\n".join([where, "", *part(report[k])]) for k, part in TABLES.items() if k in report}
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 import time
 from pathlib import Path
 
@@ -53,9 +54,10 @@ LABELS = {"class_name": "class-name prompting", "class_name_random": "class name
 NEEDS_CLASS_NAME = {"class_name", "class_name_random"}
 
 
-def method_overrides(method: str, budget: int) -> list[str]:
-    """The search config of each method; every search gets the same render budget (``env.budget``)."""
-    return [f"env.budget={budget}"] + {
+def method_overrides(method: str, budget: int | None) -> list[str]:
+    """The search config of each method; every search gets the same render budget (``env.budget``: conf's
+    unless ``budget`` is given)."""
+    return ([f"env.budget={budget}"] if budget else []) + {
         "class_name": ["search=class_name"],
         "class_name_random": ["search=class_name_random"],
         "goal_encoding": ["search=goal_encoding"],
@@ -69,22 +71,23 @@ def method_overrides(method: str, budget: int) -> list[str]:
 
 
 def run_clone(out: Path, overrides: list[str]) -> dict:
-    """Run (or resume) one clone; returns its summary plus the wall time of the run that generated it."""
-    record = out / "eval_clone.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *overrides]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # progress bars pass through on stderr
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"error: clone into {out} failed (exit {p.returncode}); see the message above and {out / 'clone.log'} "
-                         "(after retraining models or changing settings, rerun with --fresh)")
-    from pipeline.cli.clone import summary_from_output
+    """Run (or resume) one clone in this process; returns its summary plus the wall time of the run that
+    generated it."""
+    import pipeline.clone as clone_api
+    from pipeline.errors import PipelineError
 
-    summary = summary_from_output(p.stdout)
+    record = out / "eval_clone.json"
+    t0 = time.perf_counter()
+    try:
+        summary = clone_api.run(clone_api.load([f"paths.output_dir={out}", *overrides])).to_dict()
+    except PipelineError as e:
+        raise SystemExit(f"error: clone into {out}: {e} (after retraining models or changing settings, rerun with --fresh)") from None
+    if not summary["ok"]:
+        raise SystemExit(f"error: clone into {out} failed: {summary['failures'] or summary['stopped']}; see {out / 'clone.log'}")
     if summary["shards_written"] == 0 and record.is_file():  # resumed with nothing to do: keep the original timing
         return json.loads(record.read_text())
-    summary["command"] = " ".join(["python scripts/clone.py", *cmd[2:]])
-    summary["wall_s_command"] = round(wall, 1)
+    summary["command"] = " ".join(["python scripts/clone.py", f"paths.output_dir={out}", *overrides])
+    summary["wall_s_command"] = round(time.perf_counter() - t0, 1)
     record.write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -179,15 +182,15 @@ def markdown(res: dict) -> str:
     return "\n".join(lines).replace(f"{ROOT}/", "")  # paths relative to the repository, as a reader runs them
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="20 images per class, budget 64, short CAS training (< 10 min on 2 cores)")
     p.add_argument("--images-per-class", type=int, default=None, help="default 200 (quick: 20)")
-    p.add_argument("--budget", type=int, default=None, help="renders per class for each search (default 480; quick: 64)")
+    p.add_argument("--budget", type=int, default=None, help="renders per class for each search (default: env.budget; quick: 64)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--classes", default=None, help="comma-separated subset of classes (default: all)")
-    p.add_argument("--model", default="tiny_shapes")
-    p.add_argument("--reward", default="learned_shapes")
+    p.add_argument("--model", default=None, help="a model= option (default: conf/clone.yaml's)")
+    p.add_argument("--reward", default=None, help="a reward= option (default: conf/clone.yaml's)")
     p.add_argument("--input-seed", type=int, default=0, help="which drawn input image each class is cloned from (dataset.input_seed)")
     p.add_argument("--judge-train", type=int, default=20000, help="real renders the judge is trained on")
     p.add_argument("--judge-steps", type=int, default=3000, help="judge training steps (cached in <out>/judge)")
@@ -204,124 +207,179 @@ def main() -> None:
                    help="extra Hydra override for every clone (repeatable), e.g. --set clone.batch_size=32")
     p.add_argument("--fresh", action="store_true", help="delete earlier clones in --out first")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    a = p.parse_args()
-    quick = a.quick
-    ipc = a.images_per_class or (20 if quick else 200)
-    budget = a.budget or (64 if quick else 480)
-    out = a.out or ROOT / "runs" / ("eval-quick" if quick else "eval")
-    md = a.markdown or (out / "results.md" if quick else ROOT / "docs" / "results.md")
-    figs = a.figures or (out / "figures" if quick else ROOT / "docs" / "results")
-    cas_steps = a.cas_steps or (800 if quick else 1500)
-    n_cas_test = a.n_cas_test or (500 if quick else 2000)
+    return p.parse_args()
+
+
+@dataclass
+class Plan:
+    """The evaluation's settings, resolved from the arguments (quick or full)."""
+
+    a: argparse.Namespace
+    methods: list[str]
+    classes: list[str]  # cloned and scored
+    class_names: list[str]  # every class of the world
+    images_per_class: int
+    budget: int | None
+    out: Path
+    md: Path
+    figs: Path
+    cas_steps: int
+    n_cas_test: int
+
+    @property
+    def n_synth(self) -> int:
+        return self.images_per_class * len(self.classes)
+
+    def overrides(self) -> list[str]:
+        """The settings every method's clone shares."""
+        a, ipc = self.a, self.images_per_class
+        common = [*([f"model={a.model}"] if a.model else []), *([f"reward={a.reward}"] if a.reward else []),
+                  f"dataset.input_seed={a.input_seed}", f"seed={a.seed}", f"clone.images_per_class={ipc}",
+                  f"clone.shard_size={min(ipc, 50)}", f"cluster.num_workers={a.workers}", "cluster.threads_per_worker=1",
+                  f"clone.progress={'true' if a.progress else 'false'}", *a.overrides]
+        if len(self.classes) < len(self.class_names):
+            common.append(f"dataset.only=[{','.join(self.classes)}]")
+        return common
+
+
+def make_plan(a: argparse.Namespace, class_names: list[str]) -> Plan:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    chosen = [c.strip() for c in a.classes.split(",")] if a.classes else list(class_names)
+    bad = sorted(set(chosen) - set(class_names))
+    if bad:
+        raise SystemExit(f"error: unknown class(es) {bad}; the shapes world has {class_names}")
+    quick = a.quick
+    out = a.out or ROOT / "runs" / ("eval-quick" if quick else "eval")
+    return Plan(a, methods, chosen, list(class_names), a.images_per_class or (20 if quick else 200),
+                a.budget or (64 if quick else None), out,
+                a.markdown or (out / "results.md" if quick else ROOT / "docs" / "results.md"),
+                a.figures or (out / "figures" if quick else ROOT / "docs" / "results"),
+                a.cas_steps or (800 if quick else 1500), a.n_cas_test or (500 if quick else 2000))
 
+
+def distribution_metrics(plan: Plan, world, extractor, sources: dict) -> tuple[dict, dict]:
+    """FD/KID/PRDC of every source against the real val split, and the mean per-class Vendi score."""
     import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
-    from pipeline.cli import CONF_DIR
-    from pipeline.markdown import replace_block
-    from pipeline.metrics.cas import classification_accuracy_score, load_labelled
     from pipeline.metrics.features import extract
-    from pipeline.metrics.judge import judge_clone, train_judge
-    from pipeline.metrics.sheets import class_contact_sheet
-    from pipeline.metrics.vendi import per_class_vendi
     from pipeline.metrics.scores import score_sets
-    from pipeline.metrics.sources import ShapesImages, ShardImages
-    from pipeline.shapes.world import ShapesWorld
+    from pipeline.metrics.sources import ShapesImages
+    from pipeline.metrics.vendi import per_class_vendi
 
-    torch.set_num_threads(2)
-    t_start = time.perf_counter()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="metrics", overrides=["synthetic=none"])
-    grammar = instantiate(cfg.grammar)
-    world = ShapesWorld(grammar, 32)
-    class_names = list(world.classes)
-    if a.classes:
-        chosen = [c.strip() for c in a.classes.split(",")]
-        bad = sorted(set(chosen) - set(class_names))
-        if bad:
-            raise SystemExit(f"error: unknown class(es) {bad}; the shapes world has {class_names}")
-    else:
-        chosen = class_names
-    n_synth = ipc * len(chosen)
-    n_real = a.n_real or n_synth
-    if a.fresh:
-        for m in METHODS:
-            shutil.rmtree(out / m, ignore_errors=True)
-    common = [f"model={a.model}", f"reward={a.reward}", f"dataset.input_seed={a.input_seed}", f"seed={a.seed}",
-              f"clone.images_per_class={ipc}", f"clone.shard_size={min(ipc, 50)}", f"cluster.num_workers={a.workers}",
-              "cluster.threads_per_worker=1", f"clone.progress={'true' if a.progress else 'false'}"]
-    common += a.overrides
-    if a.classes:
-        common.append(f"dataset.only=[{','.join(chosen)}]")
-
-    # 1. one clone per method
-    t0 = time.perf_counter()
-    clones, stats = {}, {}
-    for m in methods:
-        print(f"== clone: {LABELS[m]}", file=sys.stderr, flush=True)
-        clones[m] = run_clone(out / m, common + method_overrides(m, budget))
-        stats[m] = search_stats(out / m, chosen, grammar)
-    t_clones = time.perf_counter() - t0
-
-    # 2. distribution metrics against the real val split, with a real-vs-real reference row
-    t0 = time.perf_counter()
-    extractor = instantiate(cfg.features)
-    cache = out / "feature_cache"
-    fx = dict(batch_size=256, workers=0, cache_dir=cache)
-    keep = [class_names.index(c) for c in chosen]
-    names = dict(enumerate(class_names))
-    real_val = extract(ShapesImages(world, "val", n_real, 32, classes=chosen), extractor, None, label="real val", **fx)
-    sources = {m: ShardImages(str(out / m), 32) for m in methods}
-    sources["real"] = ShapesImages(world, "cas-train", n_synth, 32, classes=chosen)
+    fx = dict(batch_size=256, workers=0, cache_dir=plan.out / "feature_cache")
+    names = dict(enumerate(plan.class_names))
+    real_val = extract(ShapesImages(world, "val", plan.a.n_real or plan.n_synth, 32, classes=plan.classes), extractor, None,
+                       label="real val", **fx)
     metrics, vendi = {}, {}
     for name, src in sources.items():
         fs = extract(src, extractor, None, label=name, **fx)
-        metrics[name] = score_sets(real_val, fs, k=3, kid_subsets=100, kid_subset_size=1000, seed=a.seed, class_names=names)
+        metrics[name] = score_sets(real_val, fs, k=3, kid_subsets=100, kid_subset_size=1000, seed=plan.a.seed, class_names=names)
         vendi[name] = float(np.mean(list(per_class_vendi(torch.from_numpy(fs.features), torch.from_numpy(fs.labels)).values())))
-    t_metrics = time.perf_counter() - t0
+    return metrics, vendi
 
-    # 3. the judge's readings and CAS (train on each set, test on real cas-test images); contact sheets
-    t0 = time.perf_counter()
-    judge = train_judge(world, a.judge_train, a.judge_steps, cache=out / f"judge-{a.judge_train}-{a.judge_steps}")
-    test = load_labelled(ShapesImages(world, "cas-test", n_cas_test, 32, classes=chosen))
+
+def judged_rows(plan: Plan, world, sources: dict, metrics: dict, vendi: dict) -> tuple[dict, int]:
+    """The judge's readings, CAS (train on each set, test on real cas-test images) and a contact sheet per source."""
+    from pipeline.metrics.cas import classification_accuracy_score, load_labelled
+    from pipeline.metrics.judge import judge_clone, train_judge
+    from pipeline.metrics.sheets import class_contact_sheet
+    from pipeline.metrics.sources import ShapesImages
+
+    a, names = plan.a, dict(enumerate(plan.class_names))
+    judge = train_judge(world, a.judge_train, a.judge_steps, cache=plan.out / f"judge-{a.judge_train}-{a.judge_steps}")
+    test = load_labelled(ShapesImages(world, "cas-test", plan.n_cas_test, 32, classes=plan.classes))
     rows = {}
     for name, src in sources.items():
         train = load_labelled(src)
         judged = judge_clone(judge, world, train.images, train.labels, seed=a.seed)
-        cas = classification_accuracy_score(train, test, len(class_names), cas_steps, seed=a.seed, class_names=names,
+        cas = classification_accuracy_score(train, test, len(plan.class_names), plan.cas_steps, seed=a.seed, class_names=names,
                                             progress=a.progress, desc=f"CAS {name}")
-        fig = figs / f"{name}.png"
-        class_contact_sheet(train.images, train.labels.numpy(), {k: class_names[k] for k in keep}, 8, a.seed, fig)
-        rows[name] = {"metrics": metrics[name]["overall"], "metrics_per_class": metrics[name]["per_class"], "cas": cas,
-                      "judge": judged, "vendi": vendi[name],
-                      "figure": str(fig.relative_to(md.parent)) if fig.is_relative_to(md.parent) else str(fig)}
-        if name in clones:
-            rows[name]["clone"], rows[name]["search"] = clones[name], stats[name]
-        print(f"{LABELS[name]}: FD {metrics[name]['overall']['fd']:.3f}, precision {metrics[name]['overall']['precision']:.3f}, "
-              f"recall {metrics[name]['overall']['recall']:.3f}, coverage {metrics[name]['overall']['coverage']:.3f}, "
-              f"judge class {judged['class_accuracy']:.3f}, entropy min {judged['entropy_min']:.2f}, "
+        fig = plan.figs / f"{name}.png"
+        class_contact_sheet(train.images, train.labels.numpy(), {plan.class_names.index(c): c for c in plan.classes}, 8, a.seed, fig)
+        m = metrics[name]["overall"]
+        rows[name] = {"metrics": m, "metrics_per_class": metrics[name]["per_class"], "cas": cas, "judge": judged,
+                      "vendi": vendi[name],
+                      "figure": str(fig.relative_to(plan.md.parent)) if fig.is_relative_to(plan.md.parent) else str(fig)}
+        print(f"{LABELS[name]}: FD {m['fd']:.3f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+              f"coverage {m['coverage']:.3f}, judge class {judged['class_accuracy']:.3f}, entropy min {judged['entropy_min']:.2f}, "
               f"shortcut {judged['shortcut_probe']:.3f}, CAS {cas['accuracy']:.3f}", file=sys.stderr, flush=True)
-    t_cas = time.perf_counter() - t0
+    return rows, int(len(test))
 
+
+def main() -> None:
+    import torch
+    from hydra.utils import instantiate
+
+    from pipeline.cli import load_config
+    from pipeline.metrics.sources import ShapesImages, ShardImages
+    from pipeline.shapes.world import ShapesWorld
+
+    a = parse_args()
+    torch.set_num_threads(2)
+    t_start = time.perf_counter()
+    cfg = load_config("metrics", ["synthetic=none"])
+    grammar = instantiate(cfg.grammar)
+    world = ShapesWorld(grammar, 32)
+    plan = make_plan(a, list(world.classes))
+    if a.fresh:
+        for m in METHODS:
+            shutil.rmtree(plan.out / m, ignore_errors=True)
+    seconds = {}
+    t0 = time.perf_counter()
+    clones, stats = {}, {}
+    for m in plan.methods:  # 1. one clone per method
+        print(f"== clone: {LABELS[m]}", file=sys.stderr, flush=True)
+        clones[m] = run_clone(plan.out / m, plan.overrides() + method_overrides(m, plan.budget))
+        stats[m] = search_stats(plan.out / m, plan.classes, grammar)
+    seconds["clones"] = time.perf_counter() - t0
+    sources = {m: ShardImages(str(plan.out / m), 32) for m in plan.methods}
+    sources["real"] = ShapesImages(world, "cas-train", plan.n_synth, 32, classes=plan.classes)
+    t0 = time.perf_counter()  # 2. distribution metrics, with a real-vs-real reference row
+    metrics, vendi = distribution_metrics(plan, world, instantiate(cfg.features), sources)
+    seconds["metrics"] = time.perf_counter() - t0
+    t0 = time.perf_counter()  # 3. the judge's readings and CAS; contact sheets
+    rows, n_test = judged_rows(plan, world, sources, metrics, vendi)
+    seconds["cas"], seconds["total"] = time.perf_counter() - t0, time.perf_counter() - t_start
+    for m in clones:
+        rows[m]["clone"], rows[m]["search"] = clones[m], stats[m]
+    write_result(plan, rows, n_test, seconds, instantiate(cfg.features).name)
+
+
+def write_result(plan: Plan, rows: dict, n_test: int, seconds: dict, extractor: str) -> None:
+    from pipeline.markdown import replace_block
+
+    a = plan.a
     result = {
-        "args": {"quick": quick, "classes": len(chosen), "images_per_class": ipc, "budget": budget, "seed": a.seed,
-                 "model": a.model, "reward": a.reward, "input_seed": a.input_seed, "workers": a.workers, "n_real": n_real,
-                 "n_cas_test": int(len(test)), "cas_steps": cas_steps},
-        "class_names": [class_names[k] for k in keep], "extractor": extractor.name, "rows": rows,
+        "args": {"quick": a.quick, "classes": len(plan.classes), "images_per_class": plan.images_per_class,
+                 "budget": plan.budget or _conf_budget(), "seed": a.seed, "model": a.model or _conf_default("model"),
+                 "reward": a.reward or _conf_default("reward"), "input_seed": a.input_seed, "workers": a.workers,
+                 "n_real": a.n_real or plan.n_synth, "n_cas_test": n_test, "cas_steps": plan.cas_steps},
+        "class_names": plan.classes, "extractor": extractor, "rows": rows,
         "judge": f"ShapesNet trained on {a.judge_train} real `judge` renders for {a.judge_steps} steps (seed 7)",
-        "seconds": {"clones": t_clones, "metrics": t_metrics, "cas": t_cas, "total": time.perf_counter() - t_start},
-        "command": "python scripts/evaluate.py " + " ".join(sys.argv[1:]), "versions": versions(),
+        "seconds": seconds, "command": "python scripts/evaluate.py " + " ".join(sys.argv[1:]), "versions": versions(),
     }
-    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (plan.out / "results.json").write_text(json.dumps(result, indent=1))
     block = markdown(result)
-    replace_block(md, a.block, block, title="Results on the shapes world")
+    replace_block(plan.md, a.block, block, title="Results on the shapes world")
     print(block)
-    print(f"\nresults: {md} (tables), {out / 'results.json'}, figures in {figs}", file=sys.stderr)
+    print(f"\nresults: {plan.md} (tables), {plan.out / 'results.json'}, figures in {plan.figs}", file=sys.stderr)
+
+
+def _conf_budget() -> int:
+    import pipeline.clone as clone_api
+
+    return clone_api.load().env.budget
+
+
+def _conf_default(group: str) -> str:
+    """The option conf/clone.yaml's defaults list picks for ``group``."""
+    import yaml
+
+    defaults = yaml.safe_load((ROOT / "conf" / "clone.yaml").read_text())["defaults"]
+    return next(d[group] for d in defaults if isinstance(d, dict) and group in d)
 
 
 if __name__ == "__main__":

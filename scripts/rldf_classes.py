@@ -14,11 +14,11 @@ import json
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from pipeline.assembly import build_stack, make_env
-from pipeline.cli import CONF_DIR, user_errors
+from pipeline.cli import app
+from pipeline.config import SearchApp
 from pipeline.clone.dataset import ShapesDataset
 from pipeline.search.result import SearchProblem
 from pipeline.seeding import derive_seed
@@ -50,10 +50,10 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run_search")
+@app("run_search", SearchApp)
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run(cfg)
+    """Run the configured search from the input image of every shapes-world class."""
+    run(cfg)
 
 
 if __name__ == "__main__":

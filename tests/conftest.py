@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -13,7 +14,10 @@ from typing import Callable
 import pytest
 import webdataset as wds
 
-from pipeline.cli.clone import summary_from_output
+import pipeline.clone as clone_api
+from pipeline.cli import component, env_settings
+from pipeline.clone.layout import Layout
+from pipeline.env import GridEnv
 from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
 from pipeline.generators.procedural import ProceduralGenerator
 from pipeline.grammar import Grammar
@@ -26,6 +30,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # RAY_AUTH_MODE is set; the first in-process ray.init sets it for this process and its children. Set it
 # (to the same default) up front, so the clone subprocesses' stderr is the same whatever the test order.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+# ------------------------------------------------------------------ components with conf/'s values
+def grid_env(grammar, evaluator, start=(0, 0, 0, 0, 0), goal=None, **overrides) -> GridEnv:
+    """The MDP under conf/'s env settings, with ``overrides`` (e.g. ``mode="reward_only", budget=None``)."""
+    return GridEnv.from_settings(grammar, evaluator, start, goal, env_settings(**overrides))
+
+
+def make_search(option: str, **params):
+    """``search=<option>`` as conf/ builds it, with ``params`` replacing its values."""
+    return component("search", option, **params)
+
+
 
 
 @pytest.fixture(scope="session")
@@ -93,31 +110,38 @@ def count(folder: Path, pattern: str) -> int:
     return len(list(folder.glob(pattern))) if folder.exists() else 0
 
 
-# ------------------------------------------------------------------ the clone end to end (subprocesses)
+# ------------------------------------------------------------------ the clone end to end
 CLASSES = "dataset.only=[circle,square,star,cross]"
 SMALL = ["model=procedural", "reward=learned_shapes", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
          "env.budget=64", "search=noisy_gradient", "cluster.num_cpus=2"]
 
 
+def clone(out, *overrides, ok=True) -> dict:
+    """The clone API in this process (Ray started and stopped by it) with the SMALL settings; its summary."""
+    s = clone_api.run(clone_api.load([f"paths.output_dir={out}", *SMALL, *overrides])).to_dict()
+    if ok:
+        assert s["ok"], s
+    return s
+
+
 def clone_cmd(out, *overrides):
+    """The CLI, for what only a process shows: its exit status, its stderr, a SIGKILL or a signal."""
     return [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *SMALL, *overrides]
 
 
-def clone(out, *overrides, check=True):
-    p = subprocess.run(clone_cmd(out, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if check:
-        assert p.returncode == 0, p.stderr[-3000:]
-    return p
+def clone_cli(out, *overrides):
+    return subprocess.run(clone_cmd(out, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def summary(p):
-    return summary_from_output(p.stdout)
+def last_summary(out) -> dict:
+    """The summary the latest run wrote beside the shards (how a test reads a run it started as a process)."""
+    return json.loads(Path(Layout(str(out)).summary).read_text())
 
 
 def sample_hashes(out):
     """key -> sha256 of the sample's fields; fails on duplicate keys."""
     out_hashes = {}
-    shards = sorted(str(s) for s in Path(out).glob("shard-*.tar"))
+    shards = Layout(str(out)).shard_files()
     for s in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
         key = s["__key__"]
         assert key not in out_hashes, f"duplicate key {key}"
@@ -132,5 +156,4 @@ def sample_hashes(out):
 def reference(tmp_path_factory):
     """A clean clone with the SMALL settings, shared by every test that compares against one: (folder, summary, hashes)."""
     out = tmp_path_factory.mktemp("reference")
-    p = clone(out)
-    return out, summary(p), sample_hashes(out)
+    return out, clone(out), sample_hashes(out)

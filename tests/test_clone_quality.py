@@ -9,14 +9,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, CountingGenerator
+from conftest import ROOT, CountingGenerator, grid_env, make_search
 from pipeline.cli import CONF_DIR
 from pipeline.encoders.pixel_stats import PixelStatsEncoder
 from pipeline.encoders.shapes_cnn import ShapesCnnSemanticEncoder
-from pipeline.env import GridEnv, StateEvaluator
+from pipeline.env import StateEvaluator
 from pipeline.errors import ConfigError
 from pipeline.rewards import build_reward
-from pipeline.search import QLearning, SearchProblem, SearchResult
+from pipeline.search import SearchProblem, SearchResult
 from pipeline.search.result import Candidate
 from pipeline.search.sampling import balanced_sequence
 
@@ -158,14 +158,13 @@ def test_the_class_axis_of_a_search_is_the_inputs_likeliest_classes(world):
 # ------------------------------------------------------------------ the search explores inside the class
 def cnn_env(grammar, generator, reward, target, budget):
     ev = StateEvaluator(generator, reward, target, seeds=[123], batch_size=64)
-    return GridEnv(grammar, ev, (0, 0, 0, 0, 0), goal=None, mode="reward_only", budget=budget)
+    return grid_env(grammar, ev, (0, 0, 0, 0, 0), goal=None, mode="reward_only", budget=budget)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_qlearning_keeps_the_class_and_covers_the_other_axes(seed, grammar, generator, class_reward, world):
     target = render(world, object="pentagon", colour="blue", background="grey")
-    q = QLearning(episodes=800, q_init=1.0, epsilon_start=0.5, restart_from_accepted=0.8, novelty=1.0,
-                  leave_ends_episode=True, parallel_episodes=8)
+    q = make_search("qlearning_batched")  # conf/search/qlearning_batched.yaml: the clone's search
     res = q.run(SearchProblem(cnn_env(grammar, generator, class_reward, target, 480), seed=seed))
     acc = res.accepted
     assert len(acc) >= 120 and all(grammar.describe(c.encoding)["object"] == "pentagon" for c in acc)

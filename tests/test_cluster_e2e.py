@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import ROOT, SMALL, clone, free_port, sample_hashes, summary
+from conftest import clone, clone_cmd, free_port, last_summary, sample_hashes
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -71,10 +71,9 @@ SETTINGS = ["clone.images_per_class=96"]  # 96 shards of 4: the run is still goi
 
 def clone_on(address, out, workers, *overrides):
     """The clone on the cluster at ``address``, killed-node-ready: running, with 8 shards committed."""
-    cmd = [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *SMALL, *SETTINGS, "cluster=ray",
-           f"cluster.address={address}", f"cluster.num_workers={workers}", "cluster.cpus_per_worker=1",
+    cmd = [*clone_cmd(out, *SETTINGS), "cluster=ray", f"cluster.address={address}", f"cluster.num_workers={workers}", "cluster.cpus_per_worker=1",
            "cluster.gpus_per_worker=0", "cluster.threads_per_worker=1", "cluster.log_to_driver=false", *overrides]
-    run = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "clone.log"
     deadline = time.time() + 240
     while time.time() < deadline and run.poll() is None:
@@ -92,7 +91,7 @@ def test_losing_a_node_mid_run_loses_nothing(two_nodes, tmp_path):
     lose_node(second_raylet)  # and the head has no free CPU for a replacement
     stdout, stderr = run.communicate(timeout=300)  # before: blocked for good, waiting for a replacement worker
     assert run.returncode == 0, stderr[-3000:]
-    s = summary(subprocess.CompletedProcess(cmd, 0, stdout, stderr))
+    s = last_summary(out)
     assert s["workers_lost"] >= 1 and s["ok"] and s["shards_written"] == 96, (out / "clone.log").read_text()[-3000:]
     got = sample_hashes(out)  # fails on a duplicate key
     reference = tmp_path / "reference"
@@ -110,9 +109,9 @@ def test_with_every_worker_lost_and_none_placeable_the_run_stops_and_resumes(two
     assert run.returncode == 1, stderr[-3000:]
     assert "no worker alive and none started within cluster.worker_start_timeout_s=30 s" in stderr
     assert "run the same command again to resume" in stderr
-    s = summary(subprocess.CompletedProcess(cmd, 1, stdout, stderr))
+    s = last_summary(out)
     assert s["workers_lost"] >= 1 and s["units_left"] > 0 and s["shards_written"] >= 8
-    resumed = summary(clone(out, *SETTINGS))  # on a local Ray: the settings are the same, only the cluster differs
+    resumed = clone(out, *SETTINGS)  # on a local Ray: the settings are the same, only the cluster differs
     # A shard the worker committed just before its node went is valid and reused, though the driver never heard of it.
     assert resumed["shards_reused"] >= s["shards_written"] and resumed["ok"]
     assert resumed["shards_reused"] + resumed["shards_written"] == 96

@@ -1,25 +1,31 @@
-"""Every config group option composes and instantiates, so a broken YAML fails here."""
+"""Every option of every config group composes, is typed and validated, and instantiates; wrong values and
+mismatched combinations are refused in one line, before anything is built."""
 
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from pipeline.assembly import build_stack
-from pipeline.cli import CONF_DIR
+from pipeline.cli import CONF_DIR, load_config
+from pipeline.clone import dry_run, load
+from pipeline.config import CloneApp, SearchApp, is_runtime
+from pipeline.errors import ConfigError, InputError
 
-SEARCHES = sorted(p.stem for p in (Path(CONF_DIR) / "search").glob("*.yaml"))
-
-
-def compose_search(overrides):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="run_search", overrides=overrides)
+ROOT = Path(CONF_DIR).parent
 
 
-@pytest.mark.parametrize("search", SEARCHES)
+def options(group):
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("search", options("search"))
 def test_search_configs_instantiate(search):
-    stack = build_stack(compose_search([f"search={search}", "model=procedural", "reward=pixel_stats",
-                                        "reward.semantic_encoder.samples_per_choice=2"]))
+    stack = build_stack(load_config("run_search", [f"search={search}", "model=procedural", "reward=pixel_stats",
+                                                   "reward.semantic_encoder.samples_per_choice=2"], SearchApp))
     assert stack.search.name in search  # e.g. qlearning_batched builds a "qlearning"
     assert stack.grammar.size == 2880
 
@@ -31,59 +37,112 @@ def test_every_grammar_file_loads():
         assert Grammar.from_yaml(path).size >= 1
 
 
-@pytest.mark.parametrize("dataset", sorted(p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml")))
-def test_clone_configs_compose(dataset):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="clone", overrides=[f"dataset={dataset}"])
+GRAMMAR_OF = {"shapes": "shapes", "glyphs": "glyphs", "imagenet1k": "imagenet", "imagenet100": "imagenet",
+              "imagefolder": "shapes", "webdataset": "shapes"}
+
+
+REQUIRED = {"imagefolder": ["dataset.root=/data"], "webdataset": ["dataset.urls=/data/a.tar", "dataset.classes=[a,b]"]}
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_clone_configs_compose_and_validate(dataset):
+    cfg = load([f"dataset={dataset}", f"grammar={GRAMMAR_OF[dataset]}", *REQUIRED.get(dataset, [])])
     assert cfg.dataset.name.startswith(dataset)  # glyphs names itself by its class count (glyphs1000)
     if dataset.startswith("imagenet"):
         assert len(cfg.dataset.classes) == 1000
         assert len(cfg.dataset.only or cfg.dataset.classes) == (100 if dataset == "imagenet100" else 1000)
 
 
-@pytest.mark.parametrize("model", sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml")))
-def test_model_configs_compose(model):
-    cfg = compose_search([f"model={model}"])
-    assert cfg.model._target_.startswith("pipeline.generators.")
+EMBEDDED_MODELS = {"tiny_shapes", "procedural", "procedural_glyphs"}  # the rest name checkpoints not shipped here
 
 
-@pytest.mark.parametrize("reward", sorted(p.stem for p in (Path(CONF_DIR) / "reward").glob("*.yaml")))
-def test_reward_configs_compose(reward):
-    cfg = compose_search([f"reward={reward}"])
-    assert set(cfg.reward.weights) <= {"class", "segmentation", "features", "embedding"}
-    assert cfg.reward.semantic_encoder._partial_
+@pytest.mark.parametrize("model", options("model"))
+def test_model_configs_instantiate_or_say_where_the_weights_are(model):
+    from pipeline.assembly import instantiate_model
+    from pipeline.grammar import Grammar
+
+    grammar = "glyphs" if model == "procedural_glyphs" else "shapes"
+    cfg = load_config("run_search", [f"model={model}", f"grammar={grammar}"], SearchApp)
+    if model in EMBEDDED_MODELS:
+        assert instantiate_model(cfg.model, instantiate(cfg.grammar)).model_id
+    else:
+        with pytest.raises(Exception) as err:  # Hydra wraps the loader's one-line InputError
+            instantiate_model(cfg.model, Grammar.from_yaml(Path(CONF_DIR) / "grammar" / "shapes.yaml"))
+        assert isinstance(err.value.__cause__ or err.value, InputError)
 
 
-EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+@pytest.mark.parametrize("reward", options("reward"))
+def test_reward_configs_are_built_by_target(reward):
+    from pipeline.rewards import RewardModels
+
+    cfg = load_config("run_search", [f"reward={reward}"], SearchApp)
+    assert cfg.reward._target_ == "pipeline.rewards.RewardModels" and cfg.reward.semantic_encoder._partial_
+    if reward in ("learned_shapes", "pixel_stats"):
+        models = instantiate(cfg.reward, _convert_="all")
+        assert isinstance(models, RewardModels)
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_dry_runs_without_weights(experiment, tmp_path, capsys):
+def test_the_shapes_cnn_is_loaded_once_for_its_three_roles():
+    models = instantiate(load_config("run_search", [], SearchApp).reward, _convert_="all")
+    semantic = models.semantic_encoder(grammar=instantiate(load_config("run_search", [], SearchApp).grammar))
+    assert models.segmenter.net is models.feature_encoder.net is semantic.cnn.net
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", "seed must be an integer, got 'abc'"),
+    ("clone.shard_size=abc", "clone.shard_size must be an integer, got 'abc'"),
+    ("clone.verify_images=maybe", "clone.verify_images must be true or false, got 'maybe'"),
+    ("cluster.cpus_per_worker=lots", "cluster.cpus_per_worker must be a number, got 'lots'"),
+    ("clone.verify=quick", "clone.verify must be one of fast, deep, got 'quick'"),
+    ("clone.shard_order=random", "clone.shard_order must be one of class, shuffled"),
+    ("cluster.max_in_flight=0", "cluster.max_in_flight must be >= 1, got 0"),
+    ("env.accept_threshold=1.5", "env.accept_threshold must be in [0, 1], got 1.5"),
+    ("env.mode=dream", "env.mode must be one of reward_only, goal"),
+    ("clone.image_format=gif", "clone.image_format must be one of png, jpg, webp"),
+    ("cluster.typo=1", "Could not override 'cluster.typo'"),
+    ("+search.typo=1", "search.typo is not a setting of pipeline.search.QLearning"),
+    ("+reward.image_encoder.typo=1", "reward.image_encoder.typo is not a setting of pipeline.encoders.clip.ClipEncoder"),
+    ("dataset=imagenet1k", "dataset=imagenet1k puts its classes in groups"),
+    ("dataset=imagefolder", "dataset.root must be set"),
+    ("grammar=glyphs", "dataset=shapes draws its inputs from the shapes world, which grammar=glyphs does not describe"),
+])
+def test_wrong_values_and_combinations_are_refused_in_one_line(override, message):
+    with pytest.raises(ConfigError) as err:
+        load([override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_cli_says_it_in_one_line_and_exits_2():
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "clone.py"), "dataset=imagenet1k"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("error: dataset=imagenet1k puts")
+
+
+def test_identity_follows_the_schema_marks():
+    runtime = {f"clone.{f.name}" for f in dataclasses.fields(CloneApp().clone) if f.metadata["runtime"]}
+    assert runtime == {"clone.verify", "clone.batch_size", "clone.max_attempts", "clone.on_config_change", "clone.progress",
+                       "clone.dry_run", "clone.throughput", "clone.warmup_images"}
+    assert all(is_runtime(f"cluster.{f.name}") for f in dataclasses.fields(CloneApp().cluster))
+    assert is_runtime("env.batch_size") and not is_runtime("env.budget") and not is_runtime("seed")
+    assert is_runtime("model.device") and not is_runtime("model.num_inference_steps")
+    assert is_runtime("dataset.only", "class") and not is_runtime("dataset.only", "shuffled")
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_dry_runs_without_weights(experiment, tmp_path):
     """The presets' plans, with no model weights anywhere (clone.throughput given): a broken flagship config fails here."""
-    import json
-
-    from pipeline.cli.clone import run
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="clone", overrides=[f"experiment={experiment}", "clone.dry_run=true", "clone.throughput=1.5",
-                                                        f"paths.output_dir={tmp_path / 'out'}"])
-        if "root" in cfg.dataset:
-            cfg.dataset.root = str(tmp_path)
-    assert run(cfg) == 0
-    plan = json.loads(capsys.readouterr().out)
+    extra = [f"dataset.root={tmp_path}"] if experiment.startswith("imagenet") else []
+    cfg = load([f"experiment={experiment}", "clone.dry_run=true", "clone.throughput=1.5", f"paths.output_dir={tmp_path / 'out'}", *extra])
+    plan = dry_run(cfg)
     assert plan["classes"] * cfg.clone.images_per_class == plan["total_images"] and plan["shards"] >= 1
     assert plan["device_hours_max"] > 0 and plan["shard_order"] == cfg.clone.shard_order
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
 def test_imagenet_classes_have_unambiguous_prompts_and_a_group():
-    from hydra.utils import instantiate
-
     from pipeline.clone.dataset import _parse_classes
     from pipeline.grammar import Grammar
 
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="clone", overrides=["dataset=imagenet1k", "grammar=imagenet"])
+    cfg = load(["dataset=imagenet1k", "grammar=imagenet"])
     classes = _parse_classes(cfg.dataset.classes)
     prompts = [c.prompt.lower() for c in classes]
     assert len(classes) == 1000 and len(set(prompts)) == 1000 and len({c.id for c in classes}) == 1000

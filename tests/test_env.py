@@ -1,15 +1,16 @@
 import numpy as np
 import pytest
 
-from conftest import CountingGenerator
-from pipeline.env import GridEnv, StateEvaluator
+from conftest import CountingGenerator, grid_env
+from pipeline.env import StateEvaluator
 from pipeline.errors import ConfigError
 
 
 def make_env(grammar, generator, reward, target, **kw):
     ev = StateEvaluator(generator, reward, target, seeds=kw.pop("seeds", [11, 12]), batch_size=kw.pop("batch_size", 5))
     kw.setdefault("mode", "reward_only")
-    return GridEnv(grammar, ev, start=kw.pop("start", (0, 0, 0, 0, 0)), **kw)
+    kw.setdefault("budget", None)
+    return grid_env(grammar, ev, start=kw.pop("start", (0, 0, 0, 0, 0)), **kw)
 
 
 def test_actions_move_one_axis_and_clip(grammar, generator, reward, world):

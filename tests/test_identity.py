@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from pipeline.clone.identity import IDENTITY_FILE, check_identity, fingerprint_path, run_identity
+from pipeline.clone.identity import check_identity, fingerprint_path, run_identity
+from pipeline.clone.layout import LAYOUT
 from pipeline.errors import ConfigError
 from pipeline.storage import Storage
 
@@ -74,7 +75,7 @@ def test_identity_keeps_output_settings_and_drops_runtime_knobs(weights):
 def test_first_run_records_and_same_settings_resume(weights, tmp_path):
     storage = Storage(tmp_path / "out")
     assert check_identity(storage, config(weights)) == []
-    record = json.loads(storage.read_bytes(IDENTITY_FILE))
+    record = json.loads(storage.read_bytes(LAYOUT.run_json))
     assert record["identity"] == run_identity(config(weights)) and record["history"] == []
     assert check_identity(storage, config(weights, **{"model.device": "cpu"})) == []
 
@@ -106,7 +107,7 @@ def test_allow_records_the_change_and_keeps_history(weights, tmp_path):
     started(storage, config(weights))
     changes = check_identity(storage, config(weights, **{"search.budget": 64}), policy="allow")
     assert changes == ["search.budget: 480 -> 64"]
-    record = json.loads(storage.read_bytes(IDENTITY_FILE))
+    record = json.loads(storage.read_bytes(LAYOUT.run_json))
     assert record["identity"]["search.budget"] == 64 and record["history"][0]["identity"]["search.budget"] == 480
     assert check_identity(storage, config(weights, **{"search.budget": 64})) == []  # the new settings now resume
 
@@ -115,7 +116,7 @@ def test_bad_policy_and_unreadable_record(weights, tmp_path):
     storage = Storage(tmp_path / "out")
     with pytest.raises(ConfigError, match="on_config_change must be one of"):
         check_identity(storage, config(weights), policy="ignore")
-    (tmp_path / "out" / IDENTITY_FILE).write_text("{not json")
+    (tmp_path / "out" / LAYOUT.run_json).write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         check_identity(storage, config(weights))
 
@@ -125,7 +126,7 @@ def test_a_start_that_committed_nothing_blocks_nothing(weights, tmp_path, output
     storage = Storage(tmp_path / "out")
     check_identity(storage, config(weights, **{"model.guidance_scale": 9.0}))  # e.g. a start whose model failed to load
     assert check_identity(storage, config(weights)) == []  # the corrected command runs
-    record = json.loads(storage.read_bytes(IDENTITY_FILE))
+    record = json.loads(storage.read_bytes(LAYOUT.run_json))
     assert record["identity"] == run_identity(config(weights)) and record["history"] == []
     storage.write_bytes(output, b"x")  # once anything is committed, the settings are the folder's
     with pytest.raises(ConfigError, match="model.guidance_scale"):

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from conftest import CountingGenerator
+from conftest import CountingGenerator, grid_env, make_search
 from pipeline.encoders.prototype import PrototypeSemanticEncoder
-from pipeline.env import GridEnv, StateEvaluator
+from pipeline.env import StateEvaluator
 from pipeline.errors import ConfigError
 from pipeline.images import noise_image
-from pipeline.search import ClassNamePrompt, Exhaustive, NoisyGradient, QLearning, RandomSearch, SearchProblem, SearchResult
+from pipeline.search import SearchProblem, SearchResult
 
 TARGETS = [2000, 2001, 2002]  # shapes-world sample seeds of the input images
 SEEDS = [0, 1, 2]
@@ -22,20 +22,27 @@ def semantic(grammar, generator, encoder):
 
 def make_env(grammar, generator, reward, target, start=(0, 0, 0, 0, 0), goal=None, mode="reward_only", **kw):
     ev = StateEvaluator(generator, reward, target, seeds=[123], batch_size=64)
-    return GridEnv(grammar, ev, start, goal=goal, mode=mode, horizon=30, **kw)
+    kw.setdefault("budget", None)
+    return grid_env(grammar, ev, start, goal=goal, mode=mode, **kw)
 
 
-def qlearning() -> QLearning:
-    """Q-learning as an optimiser of the paper's similarity rewards (no class term: nothing is accepted, so
-    novelty and leaving play no part); optimistic values make it try every move."""
-    return QLearning(episodes=300, q_init=10.0, restart_from_accepted=0.8)
+def qlearning():
+    return make_search("qlearning_optimiser")
+
+
+def NoisyGradient():  # noqa: N802 - reads like the class it builds
+    return make_search("noisy_gradient")
+
+
+def RandomSearch(**params):  # noqa: N802
+    return make_search("random", **params)
 
 
 @pytest.fixture(scope="module")
 def optimum(grammar, generator, reward, world):
     out = {}
     for t in TARGETS:
-        res = Exhaustive().run(SearchProblem(make_env(grammar, generator, reward, world.sample(t).image)))
+        res = make_search("exhaustive").run(SearchProblem(make_env(grammar, generator, reward, world.sample(t).image)))
         assert res.renders == grammar.size
         out[t] = res
     return out
@@ -116,11 +123,11 @@ def test_random_search_respects_the_env_budget(grammar, generator, reward, world
 
 
 def test_class_name_baseline(grammar, generator, reward, world):
-    res = ClassNamePrompt().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image), class_name="star"))
+    res = make_search("class_name").run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image), class_name="star"))
     assert [c.prompt for c in res.candidates] == ["a photo of a star"] and res.renders == 1
     assert res.best.encoding is None
     with pytest.raises(ConfigError, match="class name"):
-        ClassNamePrompt().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
+        make_search("class_name").run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
 
 
 def test_result_serialisation(grammar, generator, reward, world):
@@ -131,18 +138,18 @@ def test_result_serialisation(grammar, generator, reward, world):
 
 def test_invalid_search_config():
     with pytest.raises(ConfigError, match="alpha"):
-        QLearning(alpha=2.0)
+        make_search("qlearning", alpha=2.0)
     with pytest.raises(ConfigError, match="novelty"):
-        QLearning(novelty=-1)
+        make_search("qlearning", novelty=-1)
     with pytest.raises(ConfigError, match="template"):
-        ClassNamePrompt(template="a photo")
+        make_search("class_name", template="a photo")
 
 
 def test_parallel_episodes_batch_their_renders(grammar, generator, reward, world):
     counting = CountingGenerator(generator)
     env = make_env(grammar, counting, reward, world.sample(2000).image)
-    res = QLearning(episodes=64, q_init=10.0, restart_from_accepted=0.8, parallel_episodes=8).run(SearchProblem(env, seed=0))
+    res = make_search("qlearning_optimiser", episodes=64, parallel_episodes=8).run(SearchProblem(env, seed=0))
     assert max(counting.batches) == 8 and len(counting.calls) == len(set(counting.calls)) == res.renders
     assert res.info["episodes"] == 64
     with pytest.raises(ConfigError, match="parallel_episodes"):
-        QLearning(parallel_episodes=0)
+        make_search("qlearning", parallel_episodes=0)

@@ -4,12 +4,12 @@ byte-identically."""
 
 import hashlib
 import json
-import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, count, crash_when, sample_hashes, summary
+import pipeline.clone as clone_api
+from conftest import ROOT, count, crash_when, sample_hashes
 
 pytestmark = pytest.mark.slow
 # 1000 classes x 2 images in 40 shuffled shards of 50; a short search each (the clone's cost is the 1000 units)
@@ -17,12 +17,8 @@ STANDIN = ["experiment=glyphs1000", "clone.images_per_class=2", "clone.shard_siz
            "cluster.num_cpus=2"]
 
 
-def standin(out, check=True):
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *STANDIN],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900)
-    if check:
-        assert p.returncode == 0, p.stderr[-3000:]
-    return p
+def standin(out) -> dict:
+    return clone_api.run(clone_api.load([f"paths.output_dir={out}", *STANDIN])).to_dict()
 
 
 def file_hashes(out):
@@ -36,7 +32,7 @@ def test_the_1000_class_standin_survives_a_kill_and_redoes_lost_work_identically
                lambda: count(searches, "*.json") >= 150)  # mid-search
     done = len(list(searches.glob("*.json")))
     assert 150 <= done < 1000, done
-    s = summary(standin(out))
+    s = standin(out)
     assert s["ok"] and s["searches_reused"] >= done - 2 and s["searches_run"] + s["searches_reused"] == 1000
     assert s["shards_written"] == 40 and s["images_written"] == 2000
     assert s["searches_found_class"] / s["searches_run"] > 0.9  # the top-k class axis finds the input's class
@@ -53,6 +49,6 @@ def test_the_1000_class_standin_survives_a_kill_and_redoes_lost_work_identically
         (searches / f"{cls}.json").unlink()
     (out / "shard-000020.tar").unlink()
     (out / "manifest" / "shard-000020.json").unlink()
-    s = summary(standin(out))
+    s = standin(out)
     assert s["ok"] and s["shards_written"] == 4 and s["searches_run"] == 2
     assert file_hashes(out) == before

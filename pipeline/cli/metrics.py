@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from pipeline.cli import CONF_DIR, user_errors
-from pipeline.errors import ConfigError
+from pipeline.cli import app
+from pipeline.config import MetricsApp
 from pipeline.metrics.features import extract
 from pipeline.metrics.report import write_report
 from pipeline.metrics.scores import score_sets
@@ -18,8 +17,6 @@ from pipeline.metrics.sources import FolderImages, ShapesImages, clone_class_lab
 
 
 def run(cfg: DictConfig) -> dict:
-    if cfg.k < 1 or cfg.batch_size < 1 or cfg.image_size < 8:
-        raise ConfigError("metrics: k and batch_size must be >= 1 and image_size >= 8")
     world = None
     if str(cfg.real).startswith("shapes") or str(cfg.synthetic).startswith("shapes"):
         from pipeline.shapes.world import ShapesWorld
@@ -53,10 +50,11 @@ def run(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="metrics")
+@app("metrics", MetricsApp)
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run(cfg)
+    """Score a synthetic image set against a real one (FD, KID, precision/recall, density/coverage), overall and
+    per class; writes a JSON and an HTML report to paths.output_dir."""
+    run(cfg)
 
 
 if __name__ == "__main__":

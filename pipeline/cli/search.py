@@ -7,11 +7,11 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from pipeline.assembly import build_stack, make_env
-from pipeline.cli import CONF_DIR, user_errors
+from pipeline.cli import app
+from pipeline.config import SearchApp
 from pipeline.images import load_image
 from pipeline.search.report import write_search_report
 from pipeline.search.result import SearchProblem
@@ -22,7 +22,7 @@ log = logging.getLogger("rldf.search")
 
 def run(cfg: DictConfig) -> dict:
     stack = build_stack(cfg)
-    class_name = cfg.get("class_name")
+    class_name = cfg.class_name
     if cfg.input_image is not None:
         target = load_image(cfg.input_image)
     else:  # no image given: draw one from the shapes world (the embedded default)
@@ -47,10 +47,10 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="run_search")
+@app("run_search", SearchApp)
 def main(cfg: DictConfig) -> None:
-    with user_errors():
-        run(cfg)
+    """Run one search from a single input image; writes its JSON, a trajectory grid and a reward plot."""
+    run(cfg)
 
 
 if __name__ == "__main__":

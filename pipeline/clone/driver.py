@@ -36,14 +36,13 @@ from tqdm import tqdm
 from pipeline.clone.identity import check_identity
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
-from pipeline.clone.search_renders import renders_path
-from pipeline.clone.worker import CloneWorker, search_path
+from pipeline.clone.layout import LAYOUT
+from pipeline.clone.worker import CloneWorker
 from pipeline.errors import InputError, Interrupted, PipelineError
 from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
 Unit = SearchUnit | ShardUnit
-LOG_FILE = "clone.log"
 
 
 @dataclass
@@ -100,6 +99,50 @@ def short_error(exc: BaseException) -> str:
     return (errs[-1] if errs else (lines[-1] if lines else type(exc).__name__))[:300]
 
 
+@dataclass
+class Schedule:
+    """The scheduling loop's state: units queued and in flight, shards waiting for their classes' searches,
+    retries, and per-worker throughput."""
+
+    queue: deque  # units ready to dispatch, in order
+    waiting: dict[str, int]  # shard -> classes whose search it still waits for
+    by_class: dict[str, list[ShardUnit]]  # class -> shards waiting for its search
+    in_flight: dict[Any, tuple[Unit, int]] = field(default_factory=dict)  # call ref -> (unit, worker id)
+    attempts: dict[str, int] = field(default_factory=dict)  # unit id -> failed tries
+    busy: dict[int, list[float]] = field(default_factory=dict)  # worker id -> [images, seconds]
+    gen_seconds: float = 0.0  # time inside generator.generate, summed over shards
+    alone_since: float | None = None  # since when no worker has been alive
+
+    @classmethod
+    def of(cls, searches: list[SearchUnit], shards: list[ShardUnit]) -> "Schedule":
+        """Searches first; a shard is ready once every class it draws from has its search persisted."""
+        unsearched = {u.cls.id for u in searches}
+        waiting: dict[str, int] = {}
+        by_class: dict[str, list[ShardUnit]] = {}
+        ready = []
+        for u in shards:
+            missing = [c.id for c in u.classes if c.id in unsearched]
+            if not missing:
+                ready.append(u)
+            waiting[u.shard] = len(missing)
+            for c in missing:
+                by_class.setdefault(c, []).append(u)
+        return cls(deque(searches + ready), waiting, by_class)
+
+    def searched(self, class_id: str) -> None:
+        """A class's search is persisted: the shards it completes go first (short units, early committed
+        output, finer-grained resume)."""
+        ready = []
+        for u in self.by_class.pop(class_id, []):
+            self.waiting[u.shard] -= 1
+            if self.waiting[u.shard] == 0:
+                ready.append(u)
+        self.queue.extendleft(reversed(ready))
+
+    def left(self) -> int:
+        return len(self.queue) + len(self.in_flight) + sum(1 for n in self.waiting.values() if n > 0)
+
+
 class CloneDriver:
     def __init__(self, cfg: dict[str, Any], plan: ClonePlan, on_event: Callable[[dict], None] | None = None,
                  identity_changes: list[str] | None = None) -> None:
@@ -107,21 +150,18 @@ class CloneDriver:
         before starting Ray); ``None`` makes :meth:`run` check."""
         self.cfg, self.plan = cfg, plan
         self.identity_changes = identity_changes
-        cluster = cfg["cluster"]
+        cluster, clone = cfg["cluster"], cfg["clone"]
         self.num_workers = int(cluster["num_workers"] or os.cpu_count() or 1)
-        self.max_in_flight = int(cluster.get("max_in_flight", 2))
-        self.max_attempts = int(cfg["clone"]["max_attempts"])
-        self.verify_mode = str(cfg["clone"].get("verify", "deep"))
-        self.max_worker_restarts = int(cluster.get("max_worker_restarts", 8))
-        self.worker_start_timeout = float(cluster.get("worker_start_timeout_s", 600))
-        self.stop_grace = float(cluster.get("stop_grace_s", 60))
+        self.max_in_flight = int(cluster["max_in_flight"])
+        self.max_attempts = int(clone["max_attempts"])
+        self.verify_mode = str(clone["verify"])
+        self.max_worker_restarts = int(cluster["max_worker_restarts"])
+        self.worker_start_timeout = float(cluster["worker_start_timeout_s"])
+        self.stop_grace = float(cluster["stop_grace_s"])
         self._stop_signal: str | None = None  # the first SIGTERM / SIGINT received
         self._stop_at = 0.0
-        self.actor_options = {
-            "num_cpus": float(cluster.get("cpus_per_worker", 1)),
-            "num_gpus": float(cluster.get("gpus_per_worker", 0)),
-            "max_restarts": 0,
-        }
+        self.actor_options = {"num_cpus": float(cluster["cpus_per_worker"]), "num_gpus": float(cluster["gpus_per_worker"]),
+                              "max_restarts": 0}
         self.storage = Storage(cfg["paths"]["output_dir"])
         self._log_failed = False
         self.manifest = Manifest(self.storage)
@@ -129,7 +169,7 @@ class CloneDriver:
         # the event log lives beside the shards; on an object store (no appends) it is kept in a local file
         # and uploaded, after what earlier runs logged, when the run ends
         if self.storage.is_local:
-            self.log_path = os.path.join(self.storage.root, LOG_FILE)
+            self.log_path = os.path.join(self.storage.root, LAYOUT.log)
         else:
             fd, self.log_path = tempfile.mkstemp(prefix="clone-", suffix=".log")
             os.close(fd)
@@ -195,7 +235,7 @@ class CloneDriver:
 
     def _todo(self, summary: CloneSummary) -> tuple[list[SearchUnit], list[ShardUnit]]:
         """Searches not yet persisted that some unfinished shard needs, and the shards not validly committed."""
-        removed = self.storage.clean_tmp() + self.storage.clean_tmp("searches") + self.storage.clean_tmp("manifest")
+        removed = self.storage.clean_tmp() + self.storage.clean_tmp(LAYOUT.searches) + self.storage.clean_tmp(LAYOUT.records)
         if removed:
             self.event("removed_temporary_files", count=removed)
         t0 = time.perf_counter()
@@ -210,14 +250,14 @@ class CloneDriver:
         shards = [u for u in units if u.shard not in valid]
         summary.shards_reused = len(units) - len(shards)
         needed = {c.id for u in shards for c in u.classes}
-        persisted = set(self.storage.list("searches"))
-        reuse = bool(self.cfg["clone"].get("reuse_search_renders", False))
+        persisted = set(self.storage.list(LAYOUT.searches))
+        reuse = bool(self.cfg["clone"]["reuse_search_renders"])
         searches = []
         for cls in self.plan.classes:
             if cls.id not in needed:
                 continue
             # with reuse, a search is done when its renders are there too (they are committed first)
-            if search_path(cls) in persisted and (not reuse or renders_path(cls.id) in persisted):
+            if LAYOUT.search(cls.id) in persisted and (not reuse or LAYOUT.renders(cls.id) in persisted):
                 summary.searches_reused += 1
             else:
                 searches.append(SearchUnit(cls))
@@ -250,98 +290,26 @@ class CloneDriver:
         summary = CloneSummary(classes=len(self.plan.classes), shards_total=self.plan.num_shards)
         changes = self.identity_changes
         if changes is None:
-            changes = check_identity(self.storage, self.cfg, self.cfg["clone"].get("on_config_change", "error"))
+            changes = check_identity(self.storage, self.cfg, self.cfg["clone"]["on_config_change"])
         if changes:
             self.event("config_changed", changes=changes)
         searches, shards = self._todo(summary)
         self.event("plan", searches=len(searches), shards=len(shards), reused_shards=summary.shards_reused)
-        # a shard waits until every class it draws from has its search persisted
-        unsearched = {u.cls.id for u in searches}
-        waiting: dict[str, int] = {}  # shard -> classes it still waits for
-        by_class: dict[str, list[ShardUnit]] = {}
-        ready = []
-        for u in shards:
-            missing = [c.id for c in u.classes if c.id in unsearched]
-            if not missing:
-                ready.append(u)
-            waiting[u.shard] = len(missing)
-            for c in missing:
-                by_class.setdefault(c, []).append(u)
-        queue: deque[Unit] = deque(searches + ready)
-        attempts: dict[str, int] = {}
-        in_flight: dict[Any, tuple[Unit, int]] = {}
-        busy: dict[int, list[float]] = {}
-        gen_seconds = 0.0  # time inside generator.generate, summed over shards
-        n_units = len(searches) + len(shards)
-        bar = tqdm(total=n_units, desc="clone", unit="unit", disable=not self.cfg["clone"].get("progress", True))
-        alone_since: float | None = None  # since when no worker has been alive
+        sched = Schedule.of(searches, shards)
+        bar = tqdm(total=len(searches) + len(shards), desc="clone", unit="unit", disable=not self.cfg["clone"]["progress"])
         try:
-            if queue:
-                self._start_workers(min(self.num_workers, len(queue)), summary)
+            if sched.queue:
+                self._start_workers(min(self.num_workers, len(sched.queue)), summary)
             summary.startup_s = round(time.perf_counter() - t0, 3)
-            while queue or in_flight:
-                if self._stop_signal is not None:  # a signal: dispatch nothing more, let the units in flight finish
-                    if not in_flight or time.perf_counter() - self._stop_at > self.stop_grace:
-                        summary.stopped = (f"stopped by {self._stop_signal}"
-                                           + (f" ({len(in_flight)} units still in flight after cluster.stop_grace_s={self.stop_grace:g} s)"
-                                              if in_flight else ""))
-                        break
-                elif self.workers:
-                    alone_since = None
-                else:  # every worker is lost: wait for a replacement, but not forever
-                    alone_since = alone_since or time.perf_counter()
-                    if not self.starting:
-                        self._request_workers(1)
-                    if time.perf_counter() - alone_since > self.worker_start_timeout:
-                        summary.stopped = (f"no worker alive and none started within cluster.worker_start_timeout_s="
-                                           f"{self.worker_start_timeout:g} s")
-                        break
+            while (sched.queue or sched.in_flight) and not self._should_stop(sched, summary):
                 if self._stop_signal is None:
-                    self._dispatch(queue, in_flight)
-                done, _ = ray.wait(list(in_flight) + list(self.starting), num_returns=1, timeout=1.0)
+                    self._dispatch(sched)
+                done, _ = ray.wait(list(sched.in_flight) + list(self.starting), num_returns=1, timeout=1.0)
                 for ref in done:
                     if ref in self.starting:
                         self._joined(ref, summary, first_start=False)
-                        continue
-                    if ref not in in_flight:  # a unit of a worker already declared lost
-                        continue
-                    unit, wid = in_flight.pop(ref)
-                    try:
-                        out = ray.get(ref)
-                    except RayActorError as e:
-                        self._worker_lost(wid, unit, queue, in_flight, summary, e)
-                        continue
-                    except RayTaskError as e:
-                        self._unit_failed(unit, queue, attempts, summary, e)
-                        continue
-                    bar.update(1)
-                    if isinstance(unit, SearchUnit):
-                        summary.searches_run += 1
-                        summary.searches_found_class += bool(out.get("found_class"))
-                        summary.search_renders += int(out.get("renders", 0))
-                        # the shards it completes go first: short units, early committed output, finer-grained resume
-                        done_now = []
-                        for u in by_class.pop(unit.cls.id, []):
-                            waiting[u.shard] -= 1
-                            if waiting[u.shard] == 0:
-                                done_now.append(u)
-                        queue.extendleft(reversed(done_now))
-                        self.event("search_done", cls=unit.cls.id, **out)
-                    else:
-                        summary.shards_written += 1
-                        summary.images_written += out["images"]
-                        summary.images_from_search += int(out.get("from_search", 0))
-                        gen_seconds += out["gen_seconds"]
-                        b = busy.setdefault(wid, [0.0, 0.0])
-                        b[0] += out["images"]
-                        b[1] += out["seconds"]
-                        self.event("shard_done", shard=unit.shard, worker=wid, images=out["images"], missing=out["missing"],
-                                   renders=out["renders"],
-                                   seconds=round(out["seconds"], 4), sha256=out["record"]["sha256"])
-                    elapsed = time.perf_counter() - t0
-                    bar.set_postfix(searched=summary.searches_run + summary.searches_reused,
-                                    shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
-                                    img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}")
+                    elif ref in sched.in_flight:  # else: a unit of a worker already declared lost
+                        self._collect(ref, sched, summary, bar, t0)
         except BaseException:
             self._upload_log()
             raise
@@ -351,17 +319,73 @@ class CloneDriver:
                 ray.kill(actor)
             self.workers.clear()
             self.starting.clear()
+        return self._finish(summary, sched, t0)
+
+    def _should_stop(self, sched: Schedule, summary: CloneSummary) -> bool:
+        """After a signal, once the units in flight are done or the grace period is over; with no worker alive,
+        once none has started within the worker start timeout (a replacement is requested meanwhile)."""
+        if self._stop_signal is not None:  # a signal: dispatch nothing more, let the units in flight finish
+            if not sched.in_flight or time.perf_counter() - self._stop_at > self.stop_grace:
+                late = (f" ({len(sched.in_flight)} units still in flight after cluster.stop_grace_s={self.stop_grace:g} s)"
+                        if sched.in_flight else "")
+                summary.stopped = f"stopped by {self._stop_signal}{late}"
+        elif self.workers:
+            sched.alone_since = None
+        else:  # every worker is lost: wait for a replacement, but not forever
+            sched.alone_since = sched.alone_since or time.perf_counter()
+            if not self.starting:
+                self._request_workers(1)
+            if time.perf_counter() - sched.alone_since > self.worker_start_timeout:
+                summary.stopped = (f"no worker alive and none started within cluster.worker_start_timeout_s="
+                                   f"{self.worker_start_timeout:g} s")
+        return summary.stopped is not None
+
+    def _collect(self, ref: Any, sched: Schedule, summary: CloneSummary, bar: tqdm, t0: float) -> None:
+        """A unit's call returned: record its outcome, or re-queue it (lost worker) or retry it (its own error)."""
+        unit, wid = sched.in_flight.pop(ref)
+        try:
+            out = ray.get(ref)
+        except RayActorError as e:
+            self._worker_lost(wid, unit, sched, summary, e)
+            return
+        except RayTaskError as e:
+            self._unit_failed(unit, sched, summary, e)
+            return
+        bar.update(1)
+        if isinstance(unit, SearchUnit):
+            summary.searches_run += 1
+            summary.searches_found_class += bool(out["found_class"])
+            summary.search_renders += int(out["renders"])
+            sched.searched(unit.cls.id)
+            self.event("search_done", cls=unit.cls.id, **out)
+        else:
+            summary.shards_written += 1
+            summary.images_written += out["images"]
+            summary.images_from_search += int(out["from_search"])
+            sched.gen_seconds += out["gen_seconds"]
+            b = sched.busy.setdefault(wid, [0.0, 0.0])
+            b[0] += out["images"]
+            b[1] += out["seconds"]
+            self.event("shard_done", shard=unit.shard, worker=wid, images=out["images"], missing=out["missing"],
+                       renders=out["renders"], seconds=round(out["seconds"], 4), sha256=out["record"]["sha256"])
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix(searched=summary.searches_run + summary.searches_reused,
+                        shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
+                        img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}")
+
+    def _finish(self, summary: CloneSummary, sched: Schedule, t0: float) -> CloneSummary:
+        """Units left, speeds, ``manifest.json``, the shortfall; the summary logged and written beside the shards."""
         if summary.stopped:
-            summary.units_left = len(queue) + len(in_flight) + sum(1 for n in waiting.values() if n > 0)
+            summary.units_left = sched.left()
             self.event("stopped", why=summary.stopped, units_left=summary.units_left)
         summary.wall_s = round(time.perf_counter() - t0, 3)
-        summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in busy.items() if s > 0}
-        summary.generator_images_per_s = round(summary.images_written / gen_seconds, 3) if gen_seconds else 0.0
+        summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in sched.busy.items() if s > 0}
+        summary.generator_images_per_s = round(summary.images_written / sched.gen_seconds, 3) if sched.gen_seconds else 0.0
         try:
             self.manifest.consolidate({"classes": [c.id for c in self.plan.classes],
                                        "class_labels": {c.id: c.index for c in self.plan.classes}})
         except InputError as err:  # manifest.json is an index of manifest/*.json: the next run rebuilds it
-            summary.failures.append({"unit": "manifest.json", "attempts": 1, "error": str(err)})
+            summary.failures.append({"unit": LAYOUT.manifest, "attempts": 1, "error": str(err)})
         for rec in self.manifest.records().values():
             if rec.missing:
                 for c, n in (rec.missing_by_class or {c: rec.missing for c in rec.classes}).items():
@@ -369,6 +393,10 @@ class CloneDriver:
         if summary.shortfall:
             self.event("shortfall", classes=summary.shortfall)
         self.event("summary", **summary.to_dict())
+        try:
+            self.storage.write_bytes(LAYOUT.summary, json.dumps(summary.to_dict(), indent=1).encode())
+        except (OSError, PipelineError) as err:  # a full disk: the shards and the log say what is done
+            print(f"warning: {LAYOUT.summary} could not be written ({err})", file=sys.stderr)
         self._upload_log()
         return summary
 
@@ -379,35 +407,35 @@ class CloneDriver:
         try:
             with open(self.log_path, "rb") as f:
                 new = f.read()
-            old = self.storage.read_bytes(LOG_FILE) if self.storage.exists(LOG_FILE) else b""
-            self.storage.write_bytes(LOG_FILE, old + new)
+            old = self.storage.read_bytes(LAYOUT.log) if self.storage.exists(LAYOUT.log) else b""
+            self.storage.write_bytes(LAYOUT.log, old + new)
             os.remove(self.log_path)
         except (OSError, PipelineError) as err:  # never hide the run's own outcome behind the log's
-            print(f"warning: {LOG_FILE} could not be uploaded ({err}); this run's events are in {self.log_path}", file=sys.stderr)
+            print(f"warning: {LAYOUT.log} could not be uploaded ({err}); this run's events are in {self.log_path}", file=sys.stderr)
 
-    def _dispatch(self, queue: deque, in_flight: dict) -> None:
+    def _dispatch(self, sched: Schedule) -> None:
         load = {wid: 0 for wid in self.workers}
-        for _, wid in in_flight.values():
+        for _, wid in sched.in_flight.values():
             load[wid] = load.get(wid, 0) + 1
-        while queue:
+        while sched.queue:
             wid = min(load, key=load.get, default=None)
             if wid is None or load[wid] >= self.max_in_flight:
                 return
-            unit = queue.popleft()
+            unit = sched.queue.popleft()
             actor = self.workers[wid]
             ref = actor.search.remote(unit) if isinstance(unit, SearchUnit) else actor.generate.remote(unit)
-            in_flight[ref] = (unit, wid)
+            sched.in_flight[ref] = (unit, wid)
             load[wid] += 1
 
-    def _worker_lost(self, wid: int, unit: Unit, queue: deque, in_flight: dict, summary: CloneSummary, err: Exception) -> None:
-        queue.appendleft(unit)
+    def _worker_lost(self, wid: int, unit: Unit, sched: Schedule, summary: CloneSummary, err: Exception) -> None:
+        sched.queue.appendleft(unit)
         if wid in self.workers:  # first news of this death: re-queue its other units, replace it
             del self.workers[wid]
             summary.workers_lost += 1
-            for ref, (u, w) in list(in_flight.items()):
+            for ref, (u, w) in list(sched.in_flight.items()):
                 if w == wid:
-                    del in_flight[ref]
-                    queue.appendleft(u)
+                    del sched.in_flight[ref]
+                    sched.queue.appendleft(u)
             self.event("worker_lost", worker=wid, unit=unit.id, error=short_error(err))
             self._check_restarts(summary, err)
             self._request_workers(1)
@@ -416,11 +444,11 @@ class CloneDriver:
         if summary.workers_lost > self.max_worker_restarts:
             raise PipelineError(f"{summary.workers_lost} workers lost (> cluster.max_worker_restarts): {short_error(err)}")
 
-    def _unit_failed(self, unit: Unit, queue: deque, attempts: dict, summary: CloneSummary, err: Exception) -> None:
-        attempts[unit.id] = attempts.get(unit.id, 0) + 1
+    def _unit_failed(self, unit: Unit, sched: Schedule, summary: CloneSummary, err: Exception) -> None:
+        sched.attempts[unit.id] = sched.attempts.get(unit.id, 0) + 1
         msg = short_error(err)
-        self.event("unit_error", unit=unit.id, attempt=attempts[unit.id], error=msg)
-        if attempts[unit.id] < self.max_attempts:
-            queue.append(unit)
+        self.event("unit_error", unit=unit.id, attempt=sched.attempts[unit.id], error=msg)
+        if sched.attempts[unit.id] < self.max_attempts:
+            sched.queue.append(unit)
         else:
-            summary.failures.append({"unit": unit.id, "attempts": attempts[unit.id], "error": msg})
+            summary.failures.append({"unit": unit.id, "attempts": sched.attempts[unit.id], "error": msg})

@@ -8,7 +8,8 @@ retrained weights in the same folder, stops with an error that names what change
 two datasets in one output. ``clone.on_config_change=allow`` resumes anyway and records the change.
 
 Runtime knobs that do not change a sample (workers, cluster, devices, batch sizes, progress bars,
-retries) are left out, so a run may resume on other hardware or with a different cluster size.
+retries) are left out, so a run may resume on other hardware or with a different cluster size: which
+settings those are is marked in the schema (:func:`pipeline.config.is_runtime`).
 """
 
 from __future__ import annotations
@@ -21,25 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.clone.layout import LAYOUT
+from pipeline.config import CONFIG_CHANGE_POLICIES, is_runtime
 from pipeline.errors import ConfigError
 from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
 
-IDENTITY_FILE = "run.json"
 # top-level config groups that decide what a sample is
 OUTPUT_GROUPS = ("seed", "grammar", "model", "reward", "search", "env", "dataset", "clone")
 # groups whose local paths name model weights: their files' content is part of the identity
 WEIGHT_GROUPS = ("model", "reward")
-# leaf keys that are placement or bookkeeping, not content
-RUNTIME_LEAVES = frozenset({"device", "batch_size", "max_batch_size", "progress"})
-RUNTIME_KEYS = frozenset({
-    "clone.max_attempts", "clone.verify", "clone.dry_run", "clone.throughput", "clone.warmup_images", "clone.on_config_change",
-    "dataset.only",  # which classes this invocation clones; in class order each class's shards stand alone
-})
-#: with clone.shard_order=shuffled every shard mixes the classes being cloned: the class set is content
-SHUFFLED_CONTENT_KEYS = frozenset({"dataset.only"})
-POLICIES = ("error", "allow")
 FULL_HASH_LIMIT = 256 << 20  # files above this are fingerprinted by size, head and tail (multi-GB checkpoints)
 PARTIAL_BYTES = 16 << 20
 
@@ -86,9 +79,9 @@ def run_identity(cfg: dict[str, Any]) -> dict[str, Any]:
         if group in cfg:
             _flatten(cfg[group], group, flat)
     out, hashed = {}, {}  # a folder named by several keys (e.g. the shapes CNN) is read once
-    content = SHUFFLED_CONTENT_KEYS if flat.get("clone.shard_order") == "shuffled" else frozenset()
+    order = flat.get("clone.shard_order")
     for key, value in sorted(flat.items()):
-        if (key in RUNTIME_KEYS and key not in content) or key.rsplit(".", 1)[-1] in RUNTIME_LEAVES:
+        if is_runtime(key, order):
             continue
         if key.split(".", 1)[0] in WEIGHT_GROUPS and isinstance(value, str) and value and os.path.exists(value):
             if value not in hashed:
@@ -115,7 +108,7 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def has_output(storage: Storage) -> bool:
     """Whether anything a resume would reuse was committed: a search result, a shard or its manifest record."""
-    return bool(storage.list("searches", ".json") or storage.list("manifest", ".json") or storage.list("", ".tar"))
+    return bool(storage.list(LAYOUT.searches, ".json") or storage.list(LAYOUT.records, ".json") or storage.list("", ".tar"))
 
 
 def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error") -> list[str]:
@@ -124,26 +117,26 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error")
 
     Raises :class:`ConfigError` on a difference when ``policy`` is ``"error"``; with ``"allow"`` the new
     identity is recorded (the previous ones are kept under ``history``) and the differences returned."""
-    if policy not in POLICIES:
-        raise ConfigError(f"clone.on_config_change must be one of {list(POLICIES)}, got '{policy}'")
+    if policy not in CONFIG_CHANGE_POLICIES:
+        raise ConfigError(f"clone.on_config_change must be one of {list(CONFIG_CHANGE_POLICIES)}, got '{policy}'")
     new = run_identity(cfg)
-    if not storage.exists(IDENTITY_FILE):
+    if not storage.exists(LAYOUT.run_json):
         if has_output(storage):
             log.warning("%s has output but no %s (written by an older version): recording the current settings",
-                        storage.url, IDENTITY_FILE)
-        storage.write_bytes(IDENTITY_FILE, json.dumps({"identity": new, "history": []}, indent=1).encode())
+                        storage.url, LAYOUT.run_json)
+        storage.write_bytes(LAYOUT.run_json, json.dumps({"identity": new, "history": []}, indent=1).encode())
         return []
     try:
-        record = json.loads(storage.read_bytes(IDENTITY_FILE))
+        record = json.loads(storage.read_bytes(LAYOUT.run_json))
         old = record["identity"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{storage.path(IDENTITY_FILE)} is unreadable ({e}); delete it to record the current settings") from e
+        raise ConfigError(f"{storage.path(LAYOUT.run_json)} is unreadable ({e}); delete it to record the current settings") from e
     changes = identity_diff(old, new)
     if not changes:
         return []
     if not has_output(storage):  # a start that failed before committing anything blocks nothing
         log.info("%s holds no output yet: replacing the settings of the earlier start (%s)", storage.url, "; ".join(changes))
-        storage.write_bytes(IDENTITY_FILE, json.dumps({"identity": new, "history": []}, indent=1).encode())
+        storage.write_bytes(LAYOUT.run_json, json.dumps({"identity": new, "history": []}, indent=1).encode())
         return []
     if policy == "error":
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
@@ -153,6 +146,6 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error")
             "(shards already written keep the old settings)"
         )
     history = record.get("history", []) + [{"identity": old, "replaced_at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
-    storage.write_bytes(IDENTITY_FILE, json.dumps({"identity": new, "history": history}, indent=1).encode())
+    storage.write_bytes(LAYOUT.run_json, json.dumps({"identity": new, "history": history}, indent=1).encode())
     log.warning("resuming %s with changed settings (clone.on_config_change=allow): %s", storage.url, "; ".join(changes))
     return changes

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 
+from pipeline.clone.layout import LAYOUT
 from pipeline.clone.shards import ShardRecord, verify_shard
 from pipeline.storage import Storage
-
-RECORDS = "manifest"
-
 
 class Manifest:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
 
     def record_name(self, shard: str) -> str:
-        return f"{RECORDS}/{shard.rsplit('.', 1)[0]}.json"
+        return LAYOUT.record(shard)
 
     def add(self, record: ShardRecord) -> None:
         self.storage.write_bytes(self.record_name(record.shard), json.dumps(record.to_dict()).encode())
@@ -30,7 +28,7 @@ class Manifest:
 
     def records(self) -> dict[str, ShardRecord]:
         out = {}
-        for rel in self.storage.list(RECORDS, ".json"):
+        for rel in self.storage.list(LAYOUT.records, ".json"):
             try:
                 rec = ShardRecord(**json.loads(self.storage.read_bytes(rel)))
             except (ValueError, TypeError):
@@ -54,4 +52,4 @@ class Manifest:
         """Write ``manifest.json``: every record in shard order (a convenience view; records are the truth)."""
         recs = sorted(self.records().values(), key=lambda r: r.shard)
         body = {"shards": [r.to_dict() for r in recs], "samples": sum(r.count for r in recs), **(extra or {})}
-        self.storage.write_bytes("manifest.json", json.dumps(body, indent=1).encode())
+        self.storage.write_bytes(LAYOUT.manifest, json.dumps(body, indent=1).encode())

@@ -22,14 +22,14 @@ from functools import cached_property
 import numpy as np
 
 from pipeline.clone.dataset import ClassInfo
+from pipeline.clone.layout import Layout
 from pipeline.errors import ConfigError
 from pipeline.seeding import derive_seed
 
 SHARD_ORDERS = ("class", "shuffled")
 
 
-def shard_name(number: int) -> str:
-    return f"shard-{number:06d}.tar"
+shard_name = Layout.shard_name
 
 
 @dataclass(frozen=True)

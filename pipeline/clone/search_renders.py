@@ -21,6 +21,7 @@ import webdataset as wds
 
 from pipeline.clone.shards import TAR_MTIME
 from pipeline.errors import InputError
+from pipeline.clone.layout import LAYOUT
 from pipeline.storage import Storage
 
 
@@ -39,14 +40,10 @@ class SearchRender:
         return asdict(self)
 
 
-def renders_path(class_id: str) -> str:
-    return f"searches/{class_id}.renders.tar"
-
-
 def write_renders(storage: Storage, class_id: str, renders: Sequence[tuple[str, int, float, bytes, str]]) -> list[SearchRender]:
     """Commit a class's reusable search renders, ``(prompt, seed, score, encoded image, format)``, as one tar
     (empty when there are none), atomically; returns their index."""
-    with storage.staged(renders_path(class_id)) as tmp:
+    with storage.staged(LAYOUT.renders(class_id)) as tmp:
         with open(tmp, "wb") as f, wds.TarWriter(f, mtime=TAR_MTIME, user="rldf", group="rldf") as sink:
             for k, (_, _, _, data, fmt) in enumerate(renders):
                 sink.write({"__key__": f"r{k:06d}", fmt: data})
@@ -58,11 +55,11 @@ def write_renders(storage: Storage, class_id: str, renders: Sequence[tuple[str, 
 def read_render(storage: Storage, class_id: str, render: SearchRender) -> bytes:
     """The encoded image of one render (a ranged read: an object store sends only those bytes)."""
     try:
-        data = storage.read_range(renders_path(class_id), render.offset, render.size)
+        data = storage.read_range(LAYOUT.renders(class_id), render.offset, render.size)
     except FileNotFoundError:  # the driver redoes such a search; only a mid-run deletion gets here
-        raise InputError(f"'{renders_path(class_id)}' is missing: run again to redo the search of class '{class_id}'") from None
+        raise InputError(f"'{LAYOUT.renders(class_id)}' is missing: run again to redo the search of class '{class_id}'") from None
     if len(data) != render.size:
-        raise InputError(f"'{renders_path(class_id)}' is truncated: run again to redo the search of class '{class_id}'")
+        raise InputError(f"'{LAYOUT.renders(class_id)}' is truncated: run again to redo the search of class '{class_id}'")
     return data
 
 

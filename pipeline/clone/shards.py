@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import webdataset as wds
+from PIL import Image
 
 from pipeline.storage import Storage
 
@@ -71,6 +72,16 @@ def tar_keys(data: bytes) -> list[str]:
 
 
 VERIFY_MODES = ("fast", "deep")
+IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # clone.image_format -> PIL format
+
+
+def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "png":
+        image.save(buf, format="PNG")
+    else:
+        image.save(buf, format=IMAGE_FORMATS[fmt], quality=int(quality))
+    return buf.getvalue()
 
 
 def verify_shard(storage: Storage, record: ShardRecord, mode: str = "deep") -> str | None:

@@ -7,7 +7,6 @@ from (run seed, class, index), so redoing a unit after a crash rewrites identica
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -20,35 +19,21 @@ from PIL import Image
 import pipeline
 from pipeline.assembly import build_stack, make_env
 from pipeline.clone.dataset import ClassInfo
+from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import SearchUnit, ShardUnit
 from pipeline.clone.search_renders import SearchRender, assign, read_render, write_renders
-from pipeline.clone.shards import write_shard
-from pipeline.errors import ConfigError
+from pipeline.clone.shards import encode_image, write_shard
 from pipeline.search.result import SearchProblem, SearchResult
 from pipeline.seeding import derive_seed
 from pipeline.storage import Storage
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 CLASS_CACHE = 1024  # classes whose search result, sequence and prepared input a worker keeps (no image bytes)
-
-
-def search_path(cls: ClassInfo) -> str:
-    return f"searches/{cls.id}.json"
-
-
-def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "png":
-        image.save(buf, format="PNG")
-    else:
-        image.save(buf, format=FORMATS[fmt], quality=int(quality))
-    return buf.getvalue()
 
 
 class CloneWorker:
     def __init__(self, cfg: dict[str, Any], worker_id: int = 0) -> None:
-        threads = cfg.get("cluster", {}).get("threads_per_worker")
+        threads = cfg["cluster"]["threads_per_worker"]
         if threads:
             import torch
 
@@ -63,12 +48,8 @@ class CloneWorker:
         self.seed, self.images_per_class = int(self.cfg.seed), int(c.images_per_class)
         self.image_format, self.quality = str(c.image_format), int(c.image_quality)
         self.batch_size, self.verify, self.max_tries = int(c.batch_size), bool(c.verify_images), int(c.max_tries)
-        self.reuse = bool(c.get("reuse_search_renders", False))
-        if self.max_tries < 1:
-            raise ConfigError(f"clone.max_tries must be >= 1, got {self.max_tries}")
+        self.reuse = bool(c.reuse_search_renders)
         self._sources: dict[ClassInfo, dict[str, Any]] = {}
-        if self.image_format not in FORMATS:
-            raise ConfigError(f"clone.image_format must be one of {list(FORMATS)}, got '{self.image_format}'")
 
     def ping(self) -> dict[str, Any]:
         return {"worker": self.worker_id, "pid": os.getpid(), "model_id": self.stack.generator.model_id}
@@ -92,7 +73,7 @@ class CloneWorker:
             reusable = [(c.prompt, s, float(score), encode_image(img, self.image_format, self.quality), self.image_format)
                         for c in result.accepted for s, score, img in env.evaluator.kept_renders(c.prompt) if score >= result.accept_threshold]
             result.info["reusable_renders"] = [r.to_dict() for r in write_renders(self.storage, cls.id, reusable)]
-        self.storage.write_bytes(search_path(cls), json.dumps(result.to_dict()).encode())
+        self.storage.write_bytes(LAYOUT.search(cls.id), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0,
                 "found_class": best is not None and best.lower() == cls.prompt.lower()}
@@ -161,7 +142,7 @@ class CloneWorker:
         if cls in self._sources:
             self._sources[cls] = self._sources.pop(cls)  # most recently used last
             return self._sources[cls]
-        result = SearchResult.from_dict(json.loads(self.storage.read_bytes(search_path(cls))))
+        result = SearchResult.from_dict(json.loads(self.storage.read_bytes(LAYOUT.search(cls.id))))
         grammar, full = self.stack.grammars(cls.group, result.info.get("class_candidates"))
         free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
         seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -16,11 +17,17 @@ from pipeline.models.loading import load_pretrained
 from pipeline.models.shapes_cnn import ShapesNet
 
 
+@functools.lru_cache(maxsize=4)
+def _load_net(pretrained: str) -> ShapesNet:
+    """One network per folder and process, whichever roles it plays (segmenter, feature maps, semantic encoder)."""
+    return load_pretrained(ShapesNet.from_pretrained, pretrained, "shapes CNN").eval()
+
+
 class ShapesCnn:
     """Wraps a saved :class:`ShapesNet` (``models/shapes_cnn``)."""
 
     def __init__(self, pretrained: str, image_size: int = 32, batch_size: int = 256) -> None:
-        self.net = load_pretrained(ShapesNet.from_pretrained, pretrained, "shapes CNN").eval()
+        self.net = _load_net(str(pretrained))
         self.image_size, self.batch_size = image_size, batch_size
         self.class_names = ("background",) + tuple(f"class {k}" for k in range(self.net.seg[-1].out_channels - 1))
         self.num_features = self.net.heads[0].in_features

@@ -61,7 +61,7 @@ class ClassNamePrompt:
 
     name = "class_name"
 
-    def __init__(self, template: str = "a photo of a {name}") -> None:
+    def __init__(self, *, template: str) -> None:
         if "{name}" not in template:
             raise ConfigError(f"search.template must contain '{{name}}', got '{template}'")
         self.template = template
@@ -79,7 +79,7 @@ class ClassNameRandomAttributes:
 
     name = "class_name_random"
 
-    def __init__(self, batch_states: int = 16) -> None:
+    def __init__(self, *, batch_states: int) -> None:
         self.batch_states = int(batch_states)
 
     def run(self, problem: SearchProblem) -> SearchResult:
@@ -111,7 +111,7 @@ class RandomSearch:
 
     name = "random"
 
-    def __init__(self, batch_states: int = 16) -> None:
+    def __init__(self, *, batch_states: int) -> None:
         self.batch_states = int(batch_states)
 
     def run(self, problem: SearchProblem) -> SearchResult:
@@ -127,7 +127,7 @@ class Exhaustive:
 
     name = "exhaustive"
 
-    def __init__(self, batch_states: int = 64, max_states: int = 100_000) -> None:
+    def __init__(self, *, batch_states: int, max_states: int) -> None:
         self.batch_states, self.max_states = int(batch_states), int(max_states)
 
     def run(self, problem: SearchProblem) -> SearchResult:

@@ -29,13 +29,14 @@ class NoisyGradient:
 
     def __init__(
         self,
-        steps: int = 60,
-        samples_per_step: int = 8,
-        lr: float = 1.5,
-        noise: float = 0.5,
-        noise_decay: float = 0.97,
-        temperature: float = 1.0,
-        init_confidence: float = 2.0,
+        *,
+        steps: int,
+        samples_per_step: int,
+        lr: float,
+        noise: float,
+        noise_decay: float,
+        temperature: float,
+        init_confidence: float,
     ) -> None:
         if steps < 1 or samples_per_step < 1:
             raise ConfigError("search.steps and search.samples_per_step must be >= 1")

@@ -42,7 +42,7 @@ class SearchResult:
     goal: Encoding | None = None
     best_trajectory: list[Encoding] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
-    accept_threshold: float = 0.5  # τ: a candidate is accepted when its score reaches it
+    accept_threshold: float = field(kw_only=True)  # τ (env.accept_threshold): a candidate is accepted when its score reaches it
 
     @classmethod
     def from_env(cls, method: str, env: GridEnv, best_trajectory: Sequence[Encoding] = (), **info: Any) -> "SearchResult":
@@ -52,7 +52,7 @@ class SearchResult:
             best = max(best, v.reward)
             trace.append((v.renders, float(best)))
         return cls(method, cands, env.renders, trace, env.start, env.goal, list(best_trajectory), dict(info),
-                   env.accept_threshold)
+                   accept_threshold=env.accept_threshold)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -100,5 +100,5 @@ class SearchResult:
             goal=tup(d.get("goal")),
             best_trajectory=[tuple(e) for e in d.get("best_trajectory", [])],
             info=d.get("info", {}),
-            accept_threshold=d.get("accept_threshold", 0.5),
+            accept_threshold=d["accept_threshold"],
         )

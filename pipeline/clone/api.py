@@ -1,0 +1,127 @@
+"""The in-process clone API: what the CLI, ``make eval``, ``make bench`` and the tests call.
+
+::
+
+    from pipeline.clone import load, run
+    summary = run(load(["experiment=shapes_demo", "paths.output_dir=runs/demo"]))
+
+:func:`load` composes and validates ``conf/clone.yaml``; :func:`run` clones (resuming what the output folder
+holds) and returns the :class:`~pipeline.clone.driver.CloneSummary`, also written to ``summary.json`` beside
+the shards; :func:`dry_run` is the dry run (plan and cost estimate, nothing generated).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any, Sequence
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.assembly import instantiate_model
+from pipeline.clone.driver import CloneDriver, CloneSummary
+from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
+from pipeline.clone.identity import check_identity
+from pipeline.clone.plan import ClonePlan
+from pipeline.config import CloneApp
+from pipeline.errors import ConfigError
+from pipeline.grammar import Grammar
+from pipeline.storage import Storage
+
+
+def load(overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/clone.yaml`` with ``overrides``, typed and validated (:func:`pipeline.cli.load_config`)."""
+    from pipeline.cli import load_config
+
+    return load_config("clone", overrides, CloneApp)
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Fail in one line, within ``timeout`` seconds, when a ``host:port`` Ray address does not answer (``ray.init``
+    itself retries for minutes). ``auto`` finds a cluster on this machine, and Ray says at once when there is none."""
+    hostport = address.split("://", 1)[-1]
+    if address == "auto" or ":" not in hostport:
+        return
+    host, port = hostport.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        raise _unreachable(address, getattr(e, "strerror", None) or str(e)) from None
+
+
+def _unreachable(address: str, reason: str) -> ConfigError:
+    return ConfigError(f"cannot reach a Ray cluster at cluster.address={address} ({reason}); start one "
+                       "(`ray start --head`) or use cluster=local")
+
+
+def _init_ray(cluster: DictConfig) -> int:
+    """Start or join Ray; return the number of workers to run."""
+    import ray
+
+    kwargs = {"include_dashboard": False, "log_to_driver": cluster.log_to_driver, "logging_level": logging.WARNING}
+    if cluster.address:
+        _probe(cluster.address, cluster.connect_timeout_s)
+        try:
+            ray.init(address=cluster.address, **kwargs)
+        except ConnectionError as e:
+            raise _unreachable(cluster.address, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+    else:
+        ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **kwargs)
+    if cluster.num_workers:
+        return cluster.num_workers
+    res = ray.cluster_resources()
+    if cluster.gpus_per_worker:
+        n = int(res.get("GPU", 0) // cluster.gpus_per_worker)
+        if n < 1:
+            raise ConfigError(f"cluster.gpus_per_worker={cluster.gpus_per_worker} but the Ray cluster has {res.get('GPU', 0)} GPUs")
+        return n
+    return max(1, int(res.get("CPU", 1) // cluster.cpus_per_worker))
+
+
+def _prepare(cfg: DictConfig) -> tuple[Any, ClonePlan, Any, Grammar]:
+    """Dataset, plan, search and grammar, built (and so checked) before anything is written or started."""
+    dataset = instantiate(cfg.dataset)
+    c = cfg.clone
+    plan = ClonePlan(dataset.classes(), c.images_per_class, c.shard_size, c.shard_order, cfg.seed)
+    search = instantiate(cfg.search)
+    grammar = instantiate(cfg.grammar)
+    if not grammar.class_axis:  # acceptance and verification read the class axis
+        raise ConfigError(f"grammar '{grammar.name}' has no class_axis: a clone keeps each input's class, "
+                          "so the grammar must name it")
+    grammar.restrict(cfg.env.fix, cfg.env.exclude)  # a bad env.fix / env.exclude fails here, in one line
+    return dataset, plan, search, grammar.with_choices(grammar.class_axis, [k.prompt for k in dataset.all_classes()])
+
+
+def dry_run(cfg: DictConfig) -> dict[str, Any]:
+    """The dry run: classes, shards, renders and device-hours of ``cfg``'s clone; writes nothing. Without
+    ``clone.throughput`` the model is loaded and timed on a short warm-up."""
+    _, clone_plan, search, grammar = _prepare(cfg)
+    c = cfg.clone
+    measured = c.throughput is None
+    if measured:
+        model = instantiate_model(cfg.model, grammar)
+        throughput = measure_throughput(model, grammar.decode([0] * len(grammar.axes)), c.warmup_images, c.batch_size)
+    else:
+        throughput = c.throughput
+    return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, cfg.cluster.num_workers or 1, measured)
+
+
+def run(cfg: DictConfig) -> CloneSummary:
+    """Clone every class of ``cfg.dataset`` into ``paths.output_dir`` on Ray (started here unless the caller has
+    started it), resuming what the folder already holds; returns the summary (also in ``summary.json``)."""
+    import ray
+
+    _, clone_plan, _, _ = _prepare(cfg)
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    # a resume under other settings fails here, before Ray starts
+    changes = check_identity(Storage(cfg.paths.output_dir), settings, cfg.clone.on_config_change)
+    started = not ray.is_initialized()
+    if started:
+        settings["cluster"]["num_workers"] = _init_ray(cfg.cluster)
+    try:
+        return CloneDriver(settings, clone_plan, identity_changes=changes).run()
+    finally:
+        if started:
+            ray.shutdown()

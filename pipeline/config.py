@@ -1,0 +1,317 @@
+"""The typed configuration: one dataclass schema per settings group, registered in Hydra's ConfigStore.
+
+The values and their comments live in ``conf/`` (each group's YAML names its schema first in its defaults
+list); a schema says only what a value may be: its type (checked by Hydra when the config is composed, so
+``seed=abc`` fails before anything starts), its range or choices, and whether it is part of the dataset's
+*identity* (recorded in ``run.json``, see :mod:`pipeline.clone.identity`) or a *runtime* knob that a resume
+may change. :func:`validate` checks ranges, choices and the rules that span groups in one step.
+
+The component groups (``grammar``, ``model``, ``reward``, ``search``, ``dataset``, ``features``) are built by
+``_target_``: their schema is the target's constructor, whose parameters carry no defaults of their own
+(``conf/`` holds them); :func:`validate` checks their keys against that signature without building anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_method
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from pipeline.clone import plan as _plan
+from pipeline.clone import shards as _shards
+from pipeline.env import RewardMode
+from pipeline.errors import ConfigError
+
+
+def setting(*, ge: float | None = None, le: float | None = None, choices: tuple[str, ...] | None = None,
+            runtime: bool = False) -> Any:
+    """A schema field: no default (``conf/`` gives it), an optional range or set of choices, and whether it is a
+    runtime knob (left out of a clone's identity) rather than part of what a sample is."""
+    return field(default=MISSING, metadata={"ge": ge, "le": le, "choices": choices, "runtime": runtime})
+
+
+# the choices are their owners' (the modules that act on them)
+SHARD_ORDERS = _plan.SHARD_ORDERS
+VERIFY_MODES = _shards.VERIFY_MODES
+IMAGE_FORMATS = tuple(_shards.IMAGE_FORMATS)
+CONFIG_CHANGE_POLICIES = ("error", "allow")  # a resume under other settings: refuse, or record the change
+ENV_MODES = tuple(m.value for m in RewardMode)
+
+
+@dataclass
+class CloneSettings:
+    images_per_class: int = setting(ge=1)
+    shard_size: int = setting(ge=1)
+    shard_order: str = setting(choices=SHARD_ORDERS)
+    image_format: str = setting(choices=IMAGE_FORMATS)
+    image_quality: int = setting(ge=1, le=100)
+    reuse_search_renders: bool = setting()
+    verify_images: bool = setting()
+    verify: str = setting(choices=VERIFY_MODES, runtime=True)
+    max_tries: int = setting(ge=1)
+    batch_size: int = setting(ge=1, runtime=True)
+    max_attempts: int = setting(ge=1, runtime=True)
+    on_config_change: str = setting(choices=CONFIG_CHANGE_POLICIES, runtime=True)
+    progress: bool = setting(runtime=True)
+    dry_run: bool = setting(runtime=True)
+    throughput: Optional[float] = setting(ge=0, runtime=True)
+    warmup_images: int = setting(ge=1, runtime=True)
+
+
+@dataclass
+class ClusterSettings:
+    """Where and how the workers run: all runtime (a run may resume on another cluster)."""
+
+    address: Optional[str] = setting(runtime=True)
+    num_cpus: Optional[int] = setting(ge=1, runtime=True)
+    num_workers: Optional[int] = setting(ge=1, runtime=True)
+    cpus_per_worker: float = setting(ge=0, runtime=True)
+    gpus_per_worker: float = setting(ge=0, runtime=True)
+    threads_per_worker: Optional[int] = setting(ge=1, runtime=True)
+    max_in_flight: int = setting(ge=1, runtime=True)
+    max_worker_restarts: int = setting(ge=0, runtime=True)
+    worker_start_timeout_s: float = setting(ge=0, runtime=True)
+    stop_grace_s: float = setting(ge=0, runtime=True)
+    connect_timeout_s: float = setting(ge=0, runtime=True)
+    log_to_driver: bool = setting(runtime=True)
+
+
+@dataclass
+class EnvSettings:
+    mode: str = setting(choices=ENV_MODES)
+    goal_weight: float = setting(ge=0)
+    goal_axes: Optional[List[str]] = setting()
+    end_at_goal: bool = setting()
+    horizon: int = setting(ge=1)
+    reward_threshold: Optional[float] = setting()
+    budget: Optional[int] = setting(ge=1)
+    accept_threshold: float = setting(ge=0, le=1)
+    seeds_per_state: int = setting(ge=1)
+    batch_size: int = setting(ge=1, runtime=True)
+    start: Any = setting()  # auto | goal | noise | [indices] | {axis: choice}
+    fix: Any = setting()  # {axis: choice} (Any: OmegaConf cannot merge a mapping into a null typed mapping)
+    exclude: Any = setting()  # {axis: [choices]}
+    class_candidates: Optional[int] = setting(ge=1)
+
+
+@dataclass
+class PathSettings:
+    runs_dir: str = setting(runtime=True)
+    output_dir: str = setting(runtime=True)
+    imagenet_root: str = setting(runtime=True)
+    models_dir: str = setting(runtime=True)
+
+
+@dataclass
+class _SearchStack:
+    """What every app that searches composes: run seed, the MDP's settings and the components of a search."""
+
+    seed: int = setting()
+    env: EnvSettings = field(default_factory=EnvSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+    grammar: Any = MISSING
+    model: Any = MISSING
+    reward: Any = MISSING
+    search: Any = MISSING
+
+
+@dataclass
+class CloneApp(_SearchStack):
+    """``scripts/clone.py`` (``conf/clone.yaml``)."""
+
+    clone: CloneSettings = field(default_factory=CloneSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    dataset: Any = MISSING
+
+
+@dataclass
+class SearchApp(_SearchStack):
+    """``scripts/search.py`` and ``scripts/rldf_classes.py`` (``conf/run_search.yaml``)."""
+
+    input_image: Optional[str] = setting()
+    input_seed: int = setting()
+    input_size: int = setting(ge=8)
+    class_name: Optional[str] = setting()
+
+
+@dataclass
+class MetricsApp:
+    """``scripts/metrics.py`` (``conf/metrics.yaml``)."""
+
+    synthetic: str = setting()
+    real: str = setting()
+    image_size: int = setting(ge=8)
+    n_real: Optional[int] = setting(ge=1)
+    n_fake: Optional[int] = setting(ge=1)
+    shapes_n: int = setting(ge=1)
+    batch_size: int = setting(ge=1)
+    workers: int = setting(ge=0)
+    device: str = setting()
+    k: int = setting(ge=1)
+    kid_subsets: int = setting(ge=1)
+    kid_subset_size: int = setting(ge=2)
+    chunk: int = setting(ge=1)
+    seed: int = setting()
+    cache_dir: Optional[str] = setting()  # null: no feature cache
+    paths: PathSettings = field(default_factory=PathSettings)
+    grammar: Any = MISSING
+    features: Any = MISSING
+
+
+SCHEMAS = {"clone_schema": CloneApp, "search_schema": SearchApp, "metrics_schema": MetricsApp}
+#: the ``_target_`` groups: their constructors are their schemas
+COMPONENT_GROUPS = ("grammar", "model", "reward", "search", "dataset", "features")
+#: constructor parameters of the component groups that place or batch work and never change a sample
+COMPONENT_RUNTIME_PARAMS = frozenset({"device", "batch_size", "max_batch_size", "progress"})
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore (the YAML defaults lists name them)."""
+    cs = ConfigStore.instance()
+    for name, node in SCHEMAS.items():
+        cs.store(name=name, node=node)
+
+
+register()
+
+
+# ------------------------------------------------------------------ what a key is
+def _schema_field(schema: type, key: str) -> dataclasses.Field | None:
+    node: Any = schema
+    found = None
+    for part in key.split("."):
+        if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+            return None
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            return None
+        found = fields[part]
+        node = found.type if isinstance(found.type, type) else _resolve(node, found)
+    return found
+
+
+def _resolve(owner: type, f: dataclasses.Field) -> Any:
+    import typing
+
+    return typing.get_type_hints(owner).get(f.name)
+
+
+def is_runtime(key: str, shard_order: str | None = None, schema: type = CloneApp) -> bool:
+    """Whether ``key`` (dotted) is a runtime knob, left out of a clone's identity: marked so in the schema, or a
+    component's placement parameter (:data:`COMPONENT_RUNTIME_PARAMS`). ``dataset.only`` (which classes this
+    invocation clones) is runtime in class order, where each class's shards stand alone, and content when
+    ``shard_order`` is shuffled, where every shard mixes the classes being cloned."""
+    f = _schema_field(schema, key)
+    if f is not None:
+        return bool(f.metadata.get("runtime"))
+    if key == "dataset.only":
+        return shard_order != "shuffled"
+    return key.split(".", 1)[0] in COMPONENT_GROUPS and key.rsplit(".", 1)[-1] in COMPONENT_RUNTIME_PARAMS
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def type_error_line(key: str, message: str, schema: type = CloneApp) -> str:
+    """One line for a value Hydra could not convert: ``seed must be an integer, got 'abc'``."""
+    import typing
+
+    f = _schema_field(schema, key)
+    value = re.search(r"Value '(.*?)'", message)
+    if f is None or value is None:
+        return f"{key}: {message.splitlines()[0]}"
+    t = _resolve_type(schema, key)
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    kind = _KINDS.get(args[0] if args else t, "of another type")
+    return f"{key} must be {kind}, got {value.group(1)!r}"
+
+
+def _resolve_type(schema: type, key: str) -> Any:
+    import typing
+
+    owner: Any = schema
+    parts = key.split(".")
+    for part in parts[:-1]:
+        owner = typing.get_type_hints(owner)[part]
+    return typing.get_type_hints(owner)[parts[-1]]
+
+
+# ------------------------------------------------------------------ validation
+def _check_ranges(node: DictConfig, schema: type, prefix: str) -> None:
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}{f.name}"
+        sub = _resolve(schema, f)
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            _check_ranges(node[f.name], sub, f"{key}.")
+            continue
+        low, high, choices = f.metadata.get("ge"), f.metadata.get("le"), f.metadata.get("choices")
+        if low is None and high is None and not choices:
+            continue  # nothing to check: the value is not even resolved (paths may name Hydra's run)
+        value = node[f.name]
+        if value is None:
+            continue
+        if choices and value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+            raise ConfigError(f"{key} must be {bounds}, got {value!r}")
+
+
+def check_component(group: str, node: Any) -> None:
+    """A component group's keys are parameters of its ``_target_`` (recursively for nested components)."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    try:
+        target = get_method(node._target_)
+    except Exception as e:  # noqa: BLE001 - Hydra wraps import errors in several types
+        raise ConfigError(f"{group}._target_: cannot import '{node._target_}' ({str(e).splitlines()[0]})") from None
+    params = inspect.signature(target).parameters
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        if key not in params and not open_kwargs:
+            raise ConfigError(f"{group}.{key} is not a setting of {node._target_} (it takes: "
+                              f"{', '.join(n for n in params if n not in ('self', 'args', 'kwargs'))})")
+        if OmegaConf.is_missing(node, key):
+            raise ConfigError(f"{group}.{key} must be set (e.g. {group}.{key}=...)")
+        check_component(f"{group}.{key}", node._get_node(key))  # not resolved: interpolations are checked where they point
+
+
+def _check_combination(cfg: DictConfig) -> None:
+    """Rules that span groups: the dataset's classes must fit the grammar."""
+    if "dataset" not in cfg or "grammar" not in cfg:
+        return
+    ds, grammar = cfg.dataset, cfg.grammar
+    world = {"ShapesDataset": "shapes", "GlyphsDataset": "glyphs"}.get(str(ds.get("_target_", "")).rsplit(".", 1)[-1])
+    if world and grammar.name != world:
+        raise ConfigError(f"dataset={ds.name} draws its inputs from the {world} world, which grammar={grammar.name} "
+                          f"does not describe; use grammar={world}")
+    classes = ds.get("classes")
+    groups = {c.get("group") for c in classes if isinstance(c, DictConfig)} - {None} if classes else set()
+    if groups and not set(groups) <= set((grammar.get("groups") or {}).keys()):
+        missing = sorted(set(groups) - set((grammar.get("groups") or {}).keys()))
+        raise ConfigError(f"dataset={ds.name} puts its classes in groups ({', '.join(missing[:4])}…) that grammar={grammar.name} "
+                          "has no vocabulary for; use a grammar with those groups (grammar=imagenet)")
+
+
+def validate(cfg: DictConfig, schema: type = CloneApp) -> None:
+    """Ranges, choices, component keys and cross-group rules, in one step before anything starts. Types were
+    checked when the config was composed against the schema."""
+    _check_ranges(cfg, schema, "")
+    for group in COMPONENT_GROUPS:
+        if group in cfg:
+            check_component(group, cfg[group])
+    _check_combination(cfg)
+
+
+def settings_node(schema: type, values: dict[str, Any]) -> DictConfig:
+    """A typed node of ``schema`` filled with ``values`` (tests and scripts that build one group by hand)."""
+    node = OmegaConf.structured(schema)
+    return OmegaConf.merge(node, values)
