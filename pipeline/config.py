@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -182,24 +183,19 @@ register()
 
 
 # ------------------------------------------------------------------ what a key is
-def _schema_field(schema: type, key: str) -> dataclasses.Field | None:
-    node: Any = schema
+def _lookup(schema: type, key: str) -> tuple[dataclasses.Field, Any] | None:
+    """The schema field of a dotted ``key`` and its type, or None where the schema does not type it."""
+    owner: Any = schema
     found = None
     for part in key.split("."):
-        if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+        if not (isinstance(owner, type) and dataclasses.is_dataclass(owner)):
             return None
-        fields = {f.name: f for f in dataclasses.fields(node)}
+        fields = {f.name: f for f in dataclasses.fields(owner)}
         if part not in fields:
             return None
-        found = fields[part]
-        node = found.type if isinstance(found.type, type) else _resolve(node, found)
+        owner = typing.get_type_hints(owner)[part]
+        found = (fields[part], owner)
     return found
-
-
-def _resolve(owner: type, f: dataclasses.Field) -> Any:
-    import typing
-
-    return typing.get_type_hints(owner).get(f.name)
 
 
 def is_runtime(key: str, shard_order: str | None = None, schema: type = CloneApp) -> bool:
@@ -207,9 +203,9 @@ def is_runtime(key: str, shard_order: str | None = None, schema: type = CloneApp
     component's placement parameter (:data:`COMPONENT_RUNTIME_PARAMS`). ``dataset.only`` (which classes this
     invocation clones) is runtime in class order, where each class's shards stand alone, and content when
     ``shard_order`` is shuffled, where every shard mixes the classes being cloned."""
-    f = _schema_field(schema, key)
-    if f is not None:
-        return bool(f.metadata.get("runtime"))
+    found = _lookup(schema, key)
+    if found is not None:
+        return bool(found[0].metadata.get("runtime"))
     if key == "dataset.only":
         return shard_order != "shuffled"
     return key.split(".", 1)[0] in COMPONENT_GROUPS and key.rsplit(".", 1)[-1] in COMPONENT_RUNTIME_PARAMS
@@ -220,33 +216,18 @@ _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a s
 
 def type_error_line(key: str, message: str, schema: type = CloneApp) -> str:
     """One line for a value Hydra could not convert: ``seed must be an integer, got 'abc'``."""
-    import typing
-
-    f = _schema_field(schema, key)
-    value = re.search(r"Value '(.*?)'", message)
-    if f is None or value is None:
+    found, value = _lookup(schema, key), re.search(r"Value '(.*?)'", message)
+    if found is None or value is None:
         return f"{key}: {message.splitlines()[0]}"
-    t = _resolve_type(schema, key)
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    kind = _KINDS.get(args[0] if args else t, "of another type")
-    return f"{key} must be {kind}, got {value.group(1)!r}"
-
-
-def _resolve_type(schema: type, key: str) -> Any:
-    import typing
-
-    owner: Any = schema
-    parts = key.split(".")
-    for part in parts[:-1]:
-        owner = typing.get_type_hints(owner)[part]
-    return typing.get_type_hints(owner)[parts[-1]]
+    args = [a for a in typing.get_args(found[1]) if a is not type(None)]  # Optional[int] -> int
+    return f"{key} must be {_KINDS.get(args[0] if args else found[1], 'of another type')}, got {value.group(1)!r}"
 
 
 # ------------------------------------------------------------------ validation
 def _check_ranges(node: DictConfig, schema: type, prefix: str) -> None:
     for f in dataclasses.fields(schema):
         key = f"{prefix}{f.name}"
-        sub = _resolve(schema, f)
+        sub = typing.get_type_hints(schema)[f.name]
         if isinstance(sub, type) and dataclasses.is_dataclass(sub):
             _check_ranges(node[f.name], sub, f"{key}.")
             continue

@@ -200,14 +200,13 @@ def bench_searchcost(dirs: list[Path]) -> dict:
 def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> dict:
     """Overhead and scaling: one search pass, then generation-only clones reusing the searches."""
     import torch
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
+    import pipeline.clone as clone_api
     from pipeline.assembly import instantiate_model
-    from pipeline.cli import CONF_DIR
     from pipeline.search.result import SearchResult
 
-    common = [f"model={model}", f"dataset.only=[{','.join(classes)}]", f"clone.images_per_class={images}",
+    common = [*([f"model={model}"] if model else []), f"dataset.only=[{','.join(classes)}]", f"clone.images_per_class={images}",
               f"clone.shard_size={images}", f"clone.batch_size={batch}", "cluster.threads_per_worker=1",
               "search=random", "env.budget=64"]
     tmp = Path(tempfile.mkdtemp(prefix="rldf-bench-"))
@@ -221,8 +220,7 @@ def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> d
         results[workers] = s
     # the bare generator: same model config, prompts and seeds, one thread (as one worker has)
     torch.set_num_threads(1)
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="clone", overrides=common)
+    cfg = clone_api.load(common)
     grammar = instantiate(cfg.grammar)
     gen = instantiate_model(cfg.model, grammar)
     prompts = []
@@ -238,7 +236,7 @@ def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> d
     one, two = results[1], results[2]
     shutil.rmtree(tmp, ignore_errors=True)
     return {
-        "model": model, "images": len(prompts), "batch": batch,
+        "model": model or Path(str(cfg.model.get("pretrained", cfg.model._target_))).name, "images": len(prompts), "batch": batch,
         "bare_generator_images_per_s": round(bare, 2),
         "clone_1_worker_images_per_s": one["images_per_s_after_startup"],
         "clone_2_workers_images_per_s": two["images_per_s_after_startup"],
@@ -429,7 +427,7 @@ def main() -> None:
     p.add_argument("--scale-sizes", default="10,100,1000", help="class counts of the scale benchmark")
     p.add_argument("--scale-images", type=int, default=10, help="images per class in the scale benchmark")
     p.add_argument("--eval-dirs", default="runs/eval-1300-noreuse,runs/eval-1300-reuse", help="searchcost: make-eval folders")
-    p.add_argument("--model", default="tiny_shapes")
+    p.add_argument("--model", default=None, help="a model= option for the pipeline benchmark (default: conf/clone.yaml's)")
     p.add_argument("--images", type=int, default=64, help="images per class in the pipeline benchmark")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--classes", default="circle,square,star,cross")

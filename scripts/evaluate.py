@@ -3,7 +3,7 @@
 
 For each method (class-name prompting, class name + random attributes, the goal encoding, random search,
 noisy diffusion gradient, RLDF Q-learning in goal mode (from the goal encoding, and from the paper's
-noise start) and reward-only mode, and Q-learning with a colour excluded) this runs the real clone job (``scripts/clone.py``: Ray workers, search, acceptance, verified
+noise start) and reward-only mode, and Q-learning with a colour excluded) this runs the real clone job (``pipeline.clone.run``, what ``scripts/clone.py`` calls: Ray workers, search, acceptance, verified
 shards) with the same model, reward, seed and render budget, then scores the clone:
 
 * a judge CNN of its own (``pipeline.metrics.judge``) reads every image: class accuracy, normalised
