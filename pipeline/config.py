@@ -165,7 +165,8 @@ class MetricsApp:
     features: Any = MISSING
 
 
-SCHEMAS = {"clone_schema": CloneApp, "search_schema": SearchApp, "metrics_schema": MetricsApp}
+#: each app's config (``conf/<name>.yaml``) -> its schema, stored as ``<name>_schema`` (named in its defaults list)
+APP_SCHEMAS: dict[str, type] = {"clone": CloneApp, "run_search": SearchApp, "metrics": MetricsApp}
 #: the ``_target_`` groups: their constructors are their schemas
 COMPONENT_GROUPS = ("grammar", "model", "reward", "search", "dataset", "features")
 #: constructor parameters of the component groups that place or batch work and never change a sample
@@ -175,8 +176,8 @@ COMPONENT_RUNTIME_PARAMS = frozenset({"device", "batch_size", "max_batch_size", 
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore (the YAML defaults lists name them)."""
     cs = ConfigStore.instance()
-    for name, node in SCHEMAS.items():
-        cs.store(name=name, node=node)
+    for name, node in APP_SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=node)
 
 
 register()

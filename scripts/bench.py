@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.clone.layout import Layout
 from pipeline.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,9 @@ def clone(out: Path, *overrides: str) -> dict:
 
 def clone_cmd(out: Path, *overrides: str) -> list[str]:
     """The CLI, where a benchmark needs a process of its own (to kill it, or to measure the driver alone)."""
-    return [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", "clone.progress=false", *overrides]
+    import pipeline.clone as clone_api
+
+    return clone_api.cli_command(f"paths.output_dir={out}", "clone.progress=false", *overrides)
 
 
 def bench_resume(shards: int) -> dict:
@@ -73,17 +76,17 @@ def bench_resume(shards: int) -> dict:
         return time.perf_counter() - t0
 
     def digests(out: Path) -> dict[str, str]:
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("shard-*.tar"))}
+        return {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in Layout(str(out)).shard_files()}
 
     clean = timed(tmp / "clean")
     killed = tmp / "killed"
     run = subprocess.Popen(clone_cmd(killed, *common), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    log = killed / "clone.log"
+    log = Path(Layout(str(killed)).log)
     while run.poll() is None and not (log.is_file() and log.read_text().count('"shard_done"') >= shards // 2):
         time.sleep(0.2)
     os.killpg(run.pid, signal.SIGKILL)  # the driver and the Ray it started: the whole "node" is gone
     run.wait()
-    committed = len(list(killed.glob("shard-*.tar")))
+    committed = len(Layout(str(killed)).shard_files())
     resume = timed(killed)
     noop = timed(killed)
     same = digests(killed) == digests(tmp / "clean")
@@ -95,8 +98,6 @@ def bench_resume(shards: int) -> dict:
 def run_watched(out: Path, *overrides: str) -> tuple[dict, float, int, float]:
     """Run the clone CLI into ``out``; (the summary it wrote, wall s, the driver's peak RSS in bytes, the driver's
     CPU seconds)."""
-    from pipeline.clone.layout import Layout
-
     cmd = clone_cmd(out, *overrides)
     import psutil
 
@@ -127,7 +128,8 @@ def bench_scale(sizes: list[int], images: int) -> dict:
         s, wall, rss, cpu = run_watched(out, *args)
         units = s["searches_run"] + s["shards_written"]
         _, noop, _, _ = run_watched(out, *args)
-        manifest = sum(p.stat().st_size for p in [out / "manifest.json", *(out / "manifest").glob("*.json")])
+        layout = Layout(str(out))
+        manifest = sum(p.stat().st_size for p in [Path(layout.manifest), *Path(layout.records).glob("*.json")])
         rows[str(n)] = {"classes": n, "images": s["images_written"], "units": units, "wall_s": round(wall, 1),
                         "wall_per_class_s": round(wall / n, 3), "driver_peak_rss_mb": round(rss / 2**20, 1),
                         "driver_cpu_ms_per_unit": round(1000 * cpu / units, 2), "manifest_kb": round(manifest / 1024, 1),
@@ -176,14 +178,14 @@ def bench_searchcost(dirs: list[Path]) -> dict:
     are search renders, and the cost ratio (search renders not in the dataset / dataset images), with CAS."""
     rows = {}
     for d in dirs:
-        clone_dir = d / "qlearning"
-        events = [json.loads(x) for x in (clone_dir / "clone.log").read_text().splitlines() if x.strip()]
+        layout = Layout(str(d / "qlearning"))
+        events = [json.loads(x) for x in Path(layout.log).read_text().splitlines() if x.strip()]
         renders = sum(e.get("renders", 0) for e in events if e["event"] == "search_done")
         images = sum(e["images"] for e in events if e["event"] == "shard_done")
         from_search = 0
         import webdataset as wds
 
-        for sample in wds.WebDataset(sorted(str(p) for p in clone_dir.glob("shard-*.tar")), shardshuffle=False, empty_check=False):
+        for sample in wds.WebDataset(layout.shard_files(), shardshuffle=False, empty_check=False):
             from_search += bool(json.loads(sample["json"]).get("from_search"))
         res = json.loads((d / "results.json").read_text())["rows"]
         q, real = res["qlearning"], res.get("real", {})
@@ -215,7 +217,7 @@ def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> d
     for workers in (1, 2):
         out = tmp / f"gen{workers}"
         out.mkdir()
-        shutil.copytree(tmp / "searched" / "searches", out / "searches")
+        shutil.copytree(Layout(str(tmp / "searched")).searches, Layout(str(out)).searches)
         s = clone(out, *common, f"cluster.num_workers={workers}")
         results[workers] = s
     # the bare generator: same model config, prompts and seeds, one thread (as one worker has)
@@ -225,7 +227,7 @@ def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> d
     gen = instantiate_model(cfg.model, grammar)
     prompts = []
     for c in classes:
-        res = SearchResult.from_dict(json.loads((tmp / "searched" / "searches" / f"{c}.json").read_text()))
+        res = SearchResult.from_dict(json.loads(Path(Layout(str(tmp / "searched")).search(c)).read_text()))
         picks = res.sample(images, seed=0) or res.top(images)  # accepted states, else the best (timing only)
         prompts += [picks[i % len(picks)].prompt for i in range(images)]
     gen.generate(prompts[:batch], list(range(batch)))  # warm-up

@@ -34,11 +34,13 @@ import platform
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.clone.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,7 +85,7 @@ def run_clone(out: Path, overrides: list[str]) -> dict:
     except PipelineError as e:
         raise SystemExit(f"error: clone into {out}: {e} (after retraining models or changing settings, rerun with --fresh)") from None
     if not summary["ok"]:
-        raise SystemExit(f"error: clone into {out} failed: {summary['failures'] or summary['stopped']}; see {out / 'clone.log'}")
+        raise SystemExit(f"error: clone into {out} failed: {summary['failures'] or summary['stopped']}; see {Layout(str(out)).log}")
     if summary["shards_written"] == 0 and record.is_file():  # resumed with nothing to do: keep the original timing
         return json.loads(record.read_text())
     summary["command"] = " ".join(["python scripts/clone.py", f"paths.output_dir={out}", *overrides])
@@ -100,7 +102,7 @@ def search_stats(out: Path, class_names: list[str], grammar) -> dict:
     renders, found, accepted, fraction = [], 0, [], []
     ci = grammar.axis_index(grammar.class_axis) if grammar.class_axis else None
     for k, name in enumerate(class_names):
-        res = SearchResult.from_dict(json.loads((out / "searches" / f"{name}.json").read_text()))
+        res = SearchResult.from_dict(json.loads(Path(Layout(str(out)).search(name)).read_text()))
         renders.append(res.renders)
         accepted.append(len(res.accepted))
         fraction.append(len(res.accepted) / max(1, len(res.candidates)))
@@ -352,10 +354,11 @@ def write_result(plan: Plan, rows: dict, n_test: int, seconds: dict, extractor: 
     from pipeline.markdown import replace_block
 
     a = plan.a
+    composed = clone_settings(plan)
     result = {
         "args": {"quick": a.quick, "classes": len(plan.classes), "images_per_class": plan.images_per_class,
-                 "budget": plan.budget or _conf_budget(), "seed": a.seed, "model": a.model or _conf_default("model"),
-                 "reward": a.reward or _conf_default("reward"), "input_seed": a.input_seed, "workers": a.workers,
+                 "budget": composed["budget"], "seed": a.seed, "model": composed["model"],
+                 "reward": composed["reward"], "input_seed": a.input_seed, "workers": a.workers,
                  "n_real": a.n_real or plan.n_synth, "n_cas_test": n_test, "cas_steps": plan.cas_steps},
         "class_names": plan.classes, "extractor": extractor, "rows": rows,
         "judge": f"ShapesNet trained on {a.judge_train} real `judge` renders for {a.judge_steps} steps (seed 7)",
@@ -368,18 +371,16 @@ def write_result(plan: Plan, rows: dict, n_test: int, seconds: dict, extractor: 
     print(f"\nresults: {plan.md} (tables), {plan.out / 'results.json'}, figures in {plan.figs}", file=sys.stderr)
 
 
-def _conf_budget() -> int:
+def clone_settings(plan: Plan) -> dict:
+    """The render budget and the model and reward options the clones ran with, as Hydra composed them (the
+    arguments' overrides, else conf's defaults)."""
+    from hydra.core.hydra_config import HydraConfig
+
     import pipeline.clone as clone_api
 
-    return clone_api.load().env.budget
-
-
-def _conf_default(group: str) -> str:
-    """The option conf/clone.yaml's defaults list picks for ``group``."""
-    import yaml
-
-    defaults = yaml.safe_load((ROOT / "conf" / "clone.yaml").read_text())["defaults"]
-    return next(d[group] for d in defaults if isinstance(d, dict) and group in d)
+    cfg = clone_api.load(plan.overrides() + method_overrides(plan.methods[0], plan.budget))
+    choices = HydraConfig.get().runtime.choices
+    return {"budget": cfg.env.budget, "model": choices["model"], "reward": choices["reward"]}
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 
 from pipeline.assembly import build_stack, make_env
 from pipeline.cli import app
-from pipeline.config import SearchApp
 from pipeline.clone.dataset import ShapesDataset
 from pipeline.search.result import SearchProblem
 from pipeline.seeding import derive_seed
@@ -50,7 +49,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@app("run_search", SearchApp)
+@app("run_search")
 def main(cfg: DictConfig) -> None:
     """Run the configured search from the input image of every shapes-world class."""
     run(cfg)

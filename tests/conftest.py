@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -126,7 +125,7 @@ def clone(out, *overrides, ok=True) -> dict:
 
 def clone_cmd(out, *overrides):
     """The CLI, for what only a process shows: its exit status, its stderr, a SIGKILL or a signal."""
-    return [sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *SMALL, *overrides]
+    return clone_api.cli_command(f"paths.output_dir={out}", *SMALL, *overrides)
 
 
 def clone_cli(out, *overrides):

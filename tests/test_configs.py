@@ -3,7 +3,6 @@ mismatched combinations are refused in one line, before anything is built."""
 
 import dataclasses
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,9 @@ from hydra.utils import instantiate
 
 from pipeline.assembly import build_stack
 from pipeline.cli import CONF_DIR, load_config
-from pipeline.clone import dry_run, load
-from pipeline.config import CloneApp, SearchApp, is_runtime
+from pipeline.clone import cli_command, dry_run, load
+from pipeline.config import CloneApp, is_runtime
 from pipeline.errors import ConfigError, InputError
-
-ROOT = Path(CONF_DIR).parent
 
 
 def options(group):
@@ -25,7 +22,7 @@ def options(group):
 @pytest.mark.parametrize("search", options("search"))
 def test_search_configs_instantiate(search):
     stack = build_stack(load_config("run_search", [f"search={search}", "model=procedural", "reward=pixel_stats",
-                                                   "reward.semantic_encoder.samples_per_choice=2"], SearchApp))
+                                                   "reward.semantic_encoder.samples_per_choice=2"]))
     assert stack.search.name in search  # e.g. qlearning_batched builds a "qlearning"
     assert stack.grammar.size == 2880
 
@@ -62,7 +59,7 @@ def test_model_configs_instantiate_or_say_where_the_weights_are(model):
     from pipeline.grammar import Grammar
 
     grammar = "glyphs" if model == "procedural_glyphs" else "shapes"
-    cfg = load_config("run_search", [f"model={model}", f"grammar={grammar}"], SearchApp)
+    cfg = load_config("run_search", [f"model={model}", f"grammar={grammar}"])
     if model in EMBEDDED_MODELS:
         assert instantiate_model(cfg.model, instantiate(cfg.grammar)).model_id
     else:
@@ -75,7 +72,7 @@ def test_model_configs_instantiate_or_say_where_the_weights_are(model):
 def test_reward_configs_are_built_by_target(reward):
     from pipeline.rewards import RewardModels
 
-    cfg = load_config("run_search", [f"reward={reward}"], SearchApp)
+    cfg = load_config("run_search", [f"reward={reward}"])
     assert cfg.reward._target_ == "pipeline.rewards.RewardModels" and cfg.reward.semantic_encoder._partial_
     if reward in ("learned_shapes", "pixel_stats"):
         models = instantiate(cfg.reward, _convert_="all")
@@ -83,8 +80,8 @@ def test_reward_configs_are_built_by_target(reward):
 
 
 def test_the_shapes_cnn_is_loaded_once_for_its_three_roles():
-    models = instantiate(load_config("run_search", [], SearchApp).reward, _convert_="all")
-    semantic = models.semantic_encoder(grammar=instantiate(load_config("run_search", [], SearchApp).grammar))
+    models = instantiate(load_config("run_search", []).reward, _convert_="all")
+    semantic = models.semantic_encoder(grammar=instantiate(load_config("run_search", []).grammar))
     assert models.segmenter.net is models.feature_encoder.net is semantic.cnn.net
 
 
@@ -113,7 +110,7 @@ def test_wrong_values_and_combinations_are_refused_in_one_line(override, message
 
 
 def test_the_cli_says_it_in_one_line_and_exits_2():
-    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "clone.py"), "dataset=imagenet1k"], capture_output=True, text=True)
+    p = subprocess.run(cli_command("dataset=imagenet1k"), capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("error: dataset=imagenet1k puts")
 
 

@@ -4,12 +4,11 @@ byte-identically."""
 
 import hashlib
 import json
-import sys
 
 import pytest
 
 import pipeline.clone as clone_api
-from conftest import ROOT, count, crash_when, sample_hashes
+from conftest import count, crash_when, sample_hashes
 
 pytestmark = pytest.mark.slow
 # 1000 classes x 2 images in 40 shuffled shards of 50; a short search each (the clone's cost is the 1000 units)
@@ -28,7 +27,7 @@ def file_hashes(out):
 def test_the_1000_class_standin_survives_a_kill_and_redoes_lost_work_identically(tmp_path):
     out = tmp_path / "standin"
     searches = out / "searches"
-    crash_when([sys.executable, str(ROOT / "scripts" / "clone.py"), f"paths.output_dir={out}", *STANDIN],
+    crash_when(clone_api.cli_command(f"paths.output_dir={out}", *STANDIN),
                lambda: count(searches, "*.json") >= 150)  # mid-search
     done = len(list(searches.glob("*.json")))
     assert 150 <= done < 1000, done

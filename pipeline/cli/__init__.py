@@ -63,11 +63,13 @@ def user_errors() -> Iterator[None]:
         sys.exit(2)
 
 
-def load_config(config_name: str, overrides: Sequence[str] = (), schema: type | None = None, *,
-                logging_setup: bool = False, job_name: str | None = None) -> DictConfig:
+def load_config(config_name: str, overrides: Sequence[str] = (), *, logging_setup: bool = False,
+                job_name: str | None = None) -> DictConfig:
     """``conf/<config_name>.yaml`` composed with ``overrides`` (``key=value``, ``group=option``), its types checked
-    against ``schema`` by Hydra and its ranges and cross-group rules by :func:`pipeline.config.validate`.
+    against its schema (:data:`pipeline.config.APP_SCHEMAS`) by Hydra and its ranges and cross-group rules by
+    :func:`pipeline.config.validate`.
     ``${hydra:…}`` interpolations resolve as under ``@hydra.main``. Raises :class:`ConfigError` in one line."""
+    schema = schema_module.APP_SCHEMAS.get(config_name)
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name=job_name or config_name):
             cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
@@ -99,8 +101,8 @@ def _setup_logging(hydra_cfg: DictConfig) -> None:
     configure_log(hydra_cfg.job_logging, hydra_cfg.verbose)
 
 
-def app(config_name: str, schema: type | None = None) -> Callable[[Callable[[DictConfig], int | None]], Callable[[], None]]:
-    """``@app("clone", CloneApp)`` over ``run(cfg) -> exit code``: the console command (``scripts/*.py``)."""
+def app(config_name: str) -> Callable[[Callable[[DictConfig], int | None]], Callable[[], None]]:
+    """``@app("clone")`` over ``run(cfg) -> exit code``: the console command (``scripts/*.py``)."""
 
     def wrap(run: Callable[[DictConfig], int | None]) -> Callable[[], None]:
         @functools.wraps(run)
@@ -113,7 +115,7 @@ def app(config_name: str, schema: type | None = None) -> Callable[[Callable[[Dic
                 return
             show = "--cfg" in args
             with user_errors():
-                cfg = load_config(config_name, [a for a in args if a != "--cfg"], schema, logging_setup=not show,
+                cfg = load_config(config_name, [a for a in args if a != "--cfg"], logging_setup=not show,
                                   job_name=Path(sys.argv[0]).stem)  # ${hydra:job.name}: the script's name, as under @hydra.main
                 if show:
                     print(OmegaConf.to_yaml(cfg))
@@ -132,20 +134,23 @@ def component(group: str, option: str, config_name: str = "run_search", **params
     as is, as for a caller building it directly."""
     from hydra.utils import instantiate
 
-    cfg = load_config(config_name, [f"{group}={option}"], _SCHEMAS.get(config_name))
+    cfg = load_config(config_name, [f"{group}={option}"])
     try:
         return instantiate(cfg[group], **params)
     except InstantiationException as e:
         raise (e.__cause__ or e) from None
 
 
+@functools.lru_cache(maxsize=1)
+def _env_defaults() -> tuple[tuple[str, Any], ...]:
+    return tuple(OmegaConf.to_container(load_config("run_search").env).items())
+
+
 def env_settings(**overrides: Any) -> dict[str, Any]:
     """``conf/env/default.yaml``'s values with ``overrides`` (keys it does not have are refused)."""
-    base = OmegaConf.to_container(load_config("run_search", [], _SCHEMAS["run_search"]).env)
+    base = dict(_env_defaults())
     unknown = set(overrides) - set(base)
     if unknown:
         raise ConfigError(f"not env settings: {sorted(unknown)}")
     return {**base, **overrides}
 
-
-_SCHEMAS = {"clone": schema_module.CloneApp, "run_search": schema_module.SearchApp, "metrics": schema_module.MetricsApp}

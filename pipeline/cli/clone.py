@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 from pipeline.cli import app
 from pipeline.clone import api
 from pipeline.clone.driver import CloneSummary
-from pipeline.config import CloneApp
 
 
 def report(summary: CloneSummary, cfg: DictConfig) -> int:
@@ -31,7 +30,7 @@ def report(summary: CloneSummary, cfg: DictConfig) -> int:
     return 1
 
 
-@app("clone", CloneApp)
+@app("clone")
 def main(cfg: DictConfig) -> int:
     """Clone a dataset into resumable WebDataset shards. Re-running with the same paths.output_dir resumes;
     clone.dry_run=true prints the plan and a cost estimate instead."""

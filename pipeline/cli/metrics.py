@@ -9,7 +9,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pipeline.cli import app
-from pipeline.config import MetricsApp
 from pipeline.metrics.features import extract
 from pipeline.metrics.report import write_report
 from pipeline.metrics.scores import score_sets
@@ -50,7 +49,7 @@ def run(cfg: DictConfig) -> dict:
     return result
 
 
-@app("metrics", MetricsApp)
+@app("metrics")
 def main(cfg: DictConfig) -> None:
     """Score a synthetic image set against a real one (FD, KID, precision/recall, density/coverage), overall and
     per class; writes a JSON and an HTML report to paths.output_dir."""

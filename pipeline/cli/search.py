@@ -11,7 +11,6 @@ from omegaconf import DictConfig
 
 from pipeline.assembly import build_stack, make_env
 from pipeline.cli import app
-from pipeline.config import SearchApp
 from pipeline.images import load_image
 from pipeline.search.report import write_search_report
 from pipeline.search.result import SearchProblem
@@ -47,7 +46,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-@app("run_search", SearchApp)
+@app("run_search")
 def main(cfg: DictConfig) -> None:
     """Run one search from a single input image; writes its JSON, a trajectory grid and a reward plot."""
     run(cfg)

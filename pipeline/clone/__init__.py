@@ -1,31 +1,20 @@
 """The clone job: every class of a dataset, searched and rendered into resumable WebDataset shards on Ray.
 
-``run(load([...overrides]))`` is the in-process API (:mod:`pipeline.clone.api`); ``scripts/clone.py`` is its CLI.
+``run(load([...overrides]))`` is the in-process API, with ``dry_run`` (:mod:`pipeline.clone.api`);
+``scripts/clone.py`` is its CLI. They are imported on first use: the submodules (plan, shards, layout) are
+light and are imported by the config schema, which the API itself needs.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any
 
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
-    from pipeline.clone.driver import CloneSummary
+API = ("load", "run", "dry_run", "cli_command")
 
 
-def load(overrides: Sequence[str] = ()) -> "DictConfig":
-    from pipeline.clone import api
+def __getattr__(name: str) -> Any:
+    if name in API:
+        from pipeline.clone import api
 
-    return api.load(overrides)
-
-
-def run(cfg: "DictConfig") -> "CloneSummary":
-    from pipeline.clone import api
-
-    return api.run(cfg)
-
-
-def dry_run(cfg: "DictConfig") -> dict[str, Any]:
-    from pipeline.clone import api
-
-    return api.dry_run(cfg)
+        return getattr(api, name)
+    raise AttributeError(f"module 'pipeline.clone' has no attribute '{name}'")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from typing import Any, Sequence
 
 from hydra.utils import instantiate
@@ -25,7 +26,6 @@ from pipeline.clone.driver import CloneDriver, CloneSummary
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
 from pipeline.clone.identity import check_identity
 from pipeline.clone.plan import ClonePlan
-from pipeline.config import CloneApp
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
 from pipeline.storage import Storage
@@ -35,7 +35,15 @@ def load(overrides: Sequence[str] = ()) -> DictConfig:
     """``conf/clone.yaml`` with ``overrides``, typed and validated (:func:`pipeline.cli.load_config`)."""
     from pipeline.cli import load_config
 
-    return load_config("clone", overrides, CloneApp)
+    return load_config("clone", overrides)
+
+
+def cli_command(*overrides: str) -> list[str]:
+    """The clone CLI as a command line, for callers that need a process of their own (to kill it, signal it, or
+    measure it alone)."""
+    from pipeline.cli import REPO_ROOT
+
+    return [sys.executable, str(REPO_ROOT / "scripts" / "clone.py"), *overrides]
 
 
 def _probe(address: str, timeout: float) -> None:
@@ -80,8 +88,9 @@ def _init_ray(cluster: DictConfig) -> int:
     return max(1, int(res.get("CPU", 1) // cluster.cpus_per_worker))
 
 
-def _prepare(cfg: DictConfig) -> tuple[Any, ClonePlan, Any, Grammar]:
-    """Dataset, plan, search and grammar, built (and so checked) before anything is written or started."""
+def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar]:
+    """The plan, search and grammar (with the dataset's classes on its class axis), built (and so checked)
+    before anything is written or started."""
     dataset = instantiate(cfg.dataset)
     c = cfg.clone
     plan = ClonePlan(dataset.classes(), c.images_per_class, c.shard_size, c.shard_order, cfg.seed)
@@ -91,13 +100,13 @@ def _prepare(cfg: DictConfig) -> tuple[Any, ClonePlan, Any, Grammar]:
         raise ConfigError(f"grammar '{grammar.name}' has no class_axis: a clone keeps each input's class, "
                           "so the grammar must name it")
     grammar.restrict(cfg.env.fix, cfg.env.exclude)  # a bad env.fix / env.exclude fails here, in one line
-    return dataset, plan, search, grammar.with_choices(grammar.class_axis, [k.prompt for k in dataset.all_classes()])
+    return plan, search, grammar.with_choices(grammar.class_axis, [k.prompt for k in dataset.all_classes()])
 
 
 def dry_run(cfg: DictConfig) -> dict[str, Any]:
     """The dry run: classes, shards, renders and device-hours of ``cfg``'s clone; writes nothing. Without
     ``clone.throughput`` the model is loaded and timed on a short warm-up."""
-    _, clone_plan, search, grammar = _prepare(cfg)
+    clone_plan, search, grammar = _prepare(cfg)
     c = cfg.clone
     measured = c.throughput is None
     if measured:
@@ -113,7 +122,7 @@ def run(cfg: DictConfig) -> CloneSummary:
     started it), resuming what the folder already holds; returns the summary (also in ``summary.json``)."""
     import ray
 
-    _, clone_plan, _, _ = _prepare(cfg)
+    clone_plan, _, _ = _prepare(cfg)
     settings = OmegaConf.to_container(cfg, resolve=True)
     # a resume under other settings fails here, before Ray starts
     changes = check_identity(Storage(cfg.paths.output_dir), settings, cfg.clone.on_config_change)

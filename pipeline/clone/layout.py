@@ -69,9 +69,6 @@ class Layout:
     def shard_name(number: int) -> str:
         return f"{SHARD_PREFIX}{number:06d}{SHARD_SUFFIX}"
 
-    def shard(self, name: str) -> str:
-        return self._at(name)
-
     def shard_files(self) -> list[str]:
         """The shard files of a local clone folder, in name order."""
         return sorted(str(p) for p in Path(self.root or ".").glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}"))

@@ -29,9 +29,6 @@ from pipeline.seeding import derive_seed
 SHARD_ORDERS = ("class", "shuffled")
 
 
-shard_name = Layout.shard_name
-
-
 @dataclass(frozen=True)
 class SearchUnit:
     cls: ClassInfo
@@ -95,7 +92,7 @@ class ClonePlan:
         start = part * self.shard_size
         count = min(self.shard_size, self.images_per_class - start)
         members = np.stack([np.zeros(count, np.int64), np.arange(start, start + count, dtype=np.int64)], axis=1)
-        return ShardUnit(shard_name(cls.index * self.shards_per_class + part), (cls,), members)
+        return ShardUnit(Layout.shard_name(cls.index * self.shards_per_class + part), (cls,), members)
 
     # ------------------------------------------------------------------ shuffled order
     @cached_property
@@ -108,7 +105,7 @@ class ClonePlan:
         places = self._permutation[j * self.shard_size : (j + 1) * self.shard_size]
         cls_pos, index = np.divmod(places, self.images_per_class)
         used, local = np.unique(cls_pos, return_inverse=True)
-        return ShardUnit(shard_name(j), tuple(self.classes[int(k)] for k in used), np.stack([local, index], axis=1))
+        return ShardUnit(Layout.shard_name(j), tuple(self.classes[int(k)] for k in used), np.stack([local, index], axis=1))
 
     # ------------------------------------------------------------------ queries
     def shard_units(self) -> list[ShardUnit]:
@@ -120,5 +117,5 @@ class ClonePlan:
     def shard_names(self) -> list[str]:
         """The file names of :meth:`shard_units`, in the same order, without building the units."""
         if self.order == "class":
-            return [shard_name(c.index * self.shards_per_class + p) for c in self.classes for p in range(self.shards_per_class)]
-        return [shard_name(j) for j in range(self.num_shards)]
+            return [Layout.shard_name(c.index * self.shards_per_class + p) for c in self.classes for p in range(self.shards_per_class)]
+        return [Layout.shard_name(j) for j in range(self.num_shards)]

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
+from pipeline.clone.layout import Layout
 from pipeline.errors import InputError
 from pipeline.image_sets import class_folders, decode_image, image_files, sample_image
 
@@ -129,7 +130,7 @@ class ShapesImages(Dataset):
 def clone_class_labels(spec: str) -> dict[str, int] | None:
     """A clone output folder's class id -> label (``manifest.json``'s ``class_labels``), or None if ``spec``
     is not one: what an ImageFolder real set is labelled by, so per-class metrics compare the same classes."""
-    manifest = Path(spec) / "manifest.json"
+    manifest = Path(Layout(spec).manifest)
     if not manifest.is_file():
         return None
     try:
