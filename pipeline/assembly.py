@@ -17,6 +17,7 @@ from pipeline.errors import ConfigError
 from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
 from pipeline.images import noise_image
+from pipeline.rendering import Renderer, RenderPool
 from pipeline.rewards import CompositeReward, RewardModels
 from pipeline.seeding import derive_seed
 
@@ -84,13 +85,15 @@ def class_candidates(stack: SearchStack, grammar: Grammar, probs: np.ndarray, k:
     return ranked[: int(k)]
 
 
-def make_env(stack: SearchStack, target: Image.Image, seed: int, group: str | None = None) -> GridEnv:
+def make_env(stack: SearchStack, target: Image.Image, seed: int, group: str | None = None,
+             renderer: Renderer | RenderPool | None = None) -> GridEnv:
     """The MDP for one input image: goal and start encodings from the semantic encoder, per-state seeds, the
     grid of the class's group (:meth:`SearchStack.grammars`), the class axis cut to the input's likeliest
-    ``env.class_candidates`` classes."""
+    ``env.class_candidates`` classes. Renders go through ``renderer`` (a clone worker's pool), else through a
+    renderer of this search's own at ``env.batch_size``."""
     e = stack.env_cfg
     seeds = [derive_seed("state-seed", seed, k) for k in range(e["seeds_per_state"])]
-    evaluator = StateEvaluator(stack.generator, stack.reward, target, seeds, e["batch_size"])
+    evaluator = StateEvaluator(renderer or Renderer(stack.generator, stack.reward, e["batch_size"]), target, seeds)
     reading = stack.semantic_encoder.encode([target])[0]
     grammar, _ = stack.grammars(group)
     k = e["class_candidates"]

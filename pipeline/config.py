@@ -75,6 +75,7 @@ class ClusterSettings:
     cpus_per_worker: float = setting(ge=0, runtime=True)
     gpus_per_worker: float = setting(ge=0, runtime=True)
     threads_per_worker: Optional[int] = setting(ge=1, runtime=True)
+    units_per_worker: int = setting(ge=1, runtime=True)
     max_in_flight: int = setting(ge=1, runtime=True)
     max_worker_restarts: int = setting(ge=0, runtime=True)
     worker_start_timeout_s: float = setting(ge=0, runtime=True)
@@ -169,8 +170,9 @@ class MetricsApp:
 APP_SCHEMAS: dict[str, type] = {"clone": CloneApp, "run_search": SearchApp, "metrics": MetricsApp}
 #: the ``_target_`` groups: their constructors are their schemas
 COMPONENT_GROUPS = ("grammar", "model", "reward", "search", "dataset", "features")
-#: constructor parameters of the component groups that place or batch work and never change a sample
-COMPONENT_RUNTIME_PARAMS = frozenset({"device", "batch_size", "max_batch_size", "progress"})
+#: constructor parameters of the component groups that place or batch work and never change a sample's state,
+#: prompt or seed (on CPU a padded call's pixels follow model.max_batch_size: keep it to resume byte-identically)
+COMPONENT_RUNTIME_PARAMS = frozenset({"device", "batch_size", "max_batch_size", "pad_batches", "progress"})
 
 
 def register() -> None:

@@ -5,7 +5,7 @@ the borders), as in the paper's n-dimensional gridworld. A state is rendered thr
 :class:`~pipeline.generators.Generator` at a fixed set of seeds and scored against the input image.
 
 The contract between the env and the searches: the env owns the renders (each (prompt, seed) at most
-once, batched), the render *budget* (:attr:`GridEnv.exhausted`) and the *trace* (every state it rendered,
+once, handed to a renderer that batches them, with other searches' where a worker pools them), the render *budget* (:attr:`GridEnv.exhausted`) and the *trace* (every state it rendered,
 keyed by encoding, with its reward and its class-consistency score). A search only chooses which states
 to look at; it never touches the renderer or the cache.
 """
@@ -20,9 +20,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import ConfigError
-from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
-from pipeline.rewards import CompositeReward
+from pipeline.rendering import Renderer, RenderJob, RenderPool
 
 
 class RewardMode(str, Enum):
@@ -52,25 +51,15 @@ class Visit:
 
 
 class StateEvaluator:
-    """Renders prompts at ``seeds`` in batches, scores them, and caches by (prompt, seed)."""
+    """Renders prompts at ``seeds`` through a renderer (:mod:`pipeline.rendering`: alone, or pooled with other
+    searches into full generator calls), scores them against the input, and caches by (prompt, seed)."""
 
-    def __init__(
-        self,
-        generator: Generator,
-        reward: CompositeReward,
-        target: Image.Image,
-        seeds: Sequence[int],
-        batch_size: int,
-        keep_images: bool = True,
-    ) -> None:
+    def __init__(self, renderer: Renderer | RenderPool, target: Image.Image, seeds: Sequence[int], keep_images: bool = True) -> None:
         if not seeds:
             raise ConfigError("env.seeds_per_state must be >= 1")
-        if batch_size < 1:
-            raise ConfigError(f"env.batch_size must be >= 1, got {batch_size}")
-        self.generator, self.reward = generator, reward
-        self.prepared = reward.prepare(target)
+        self.renderer = renderer
+        self.prepared = renderer.reward.prepare(target)
         self.seeds = [int(s) for s in seeds]
-        self.batch_size = batch_size
         self.keep_images = keep_images
         self._cache: dict[tuple[str, int], tuple[float, float, Image.Image | None]] = {}
         self.renders = 0
@@ -78,13 +67,11 @@ class StateEvaluator:
     def evaluate(self, prompts: Sequence[str]) -> list[Evaluation]:
         """Mean reward and score of each prompt over the seeds; only unseen (prompt, seed) pairs are rendered."""
         todo = list(dict.fromkeys((p, s) for p in prompts for s in self.seeds if (p, s) not in self._cache))
-        for i in range(0, len(todo), self.batch_size):
-            chunk = todo[i : i + self.batch_size]
-            images = self.generator.generate([p for p, _ in chunk], [s for _, s in chunk])
-            rewards, scores = self.reward.score_with_acceptance(images, self.prepared)
-            for key, img, r, c in zip(chunk, images, rewards, scores):
-                self._cache[key] = (float(r), float(c), img if self.keep_images else None)
-            self.renders += len(chunk)
+        if todo:
+            out = self.renderer.render([RenderJob(p, s, self.prepared, "search") for p, s in todo])
+            for key, r in zip(todo, out):
+                self._cache[key] = (r.reward, r.score, r.image if self.keep_images else None)
+            self.renders += len(todo)
         out = []
         for p in prompts:
             entries = [self._cache[(p, s)] for s in self.seeds]
@@ -187,7 +174,7 @@ class GridEnv:
 
     def kept_renders(self, prompt: str) -> list[tuple[int, float, Image.Image]]:
         """(seed, class-consistency score, image) of each kept render of an evaluated prompt."""
-        return [(s, e[1], e[2]) for s in self.seeds if (e := self._cache.get((prompt, s))) is not None and e[2] is not None]
+        return self.evaluator.kept_renders(prompt)
 
     def images(self, prompt: str) -> list[Image.Image]:
         return self.evaluator.images(prompt)
@@ -250,12 +237,13 @@ class GridEnv:
             return True
         return self.reward_threshold is not None and self.image_rewards([state])[0] >= self.reward_threshold
 
-    def step_many(self, states: Sequence[Encoding], actions: Sequence[int], t: int) -> list[tuple[Encoding, float, bool]]:
-        """One step of several episodes at once: their next states are rendered in one batch."""
+    def step_many(self, states: Sequence[Encoding], actions: Sequence[int], ts: Sequence[int]) -> list[tuple[Encoding, float, bool]]:
+        """One step of several episodes at once (episode ``i`` at its step ``ts[i]``): their next states are
+        rendered in one batch."""
         nxt = [self.move(s, a) for s, a in zip(states, actions)]
         rewards = self.reward_of(nxt)
-        return [(n, float(r), self.is_done(n, t)) for n, r in zip(nxt, rewards)]
+        return [(n, float(r), self.is_done(n, t)) for n, r, t in zip(nxt, rewards, ts)]
 
     def step(self, state: Encoding, action: int, t: int) -> tuple[Encoding, float, bool]:
         """Take ``action`` at step ``t`` of an episode: (next state, reward, episode done)."""
-        return self.step_many([state], [action], t)[0]
+        return self.step_many([state], [action], [t])[0]

@@ -13,7 +13,8 @@ converges on a copy of the one input image; a dataset needs the class kept and t
 
 :class:`CompositeReward` is their weighted mean, and always also reports class consistency (the score a
 state and an image are *accepted* by, whatever the reward weights). A reward is used in two steps: ``prepare(input)``
-once per search, then ``score(renders, prepared)`` for every batch of renders.
+once per search, then ``score_many(renders, targets)`` for every batch of renders, each render scored against
+its own prepared input (``targets[i]``), so one model call serves the renders of many classes' searches.
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ class Reward(Protocol):
         """Precompute whatever the score needs from the input image."""
         ...
 
-    def score(self, images: Sequence[Image.Image], prepared: Any) -> np.ndarray:
-        """One reward in [0, 1] per image."""
+    def score_many(self, images: Sequence[Image.Image], targets: Sequence[Any]) -> np.ndarray:
+        """One reward in [0, 1] per image, image ``i`` against ``targets[i]`` (a :meth:`prepare` result)."""
         ...
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a[i] · b[i]`` for each row."""
+    return np.einsum("nd,nd->n", a, b)
 
 
 def _pool(p: np.ndarray, grid: int) -> np.ndarray:
@@ -62,8 +68,8 @@ class SegmentationReward:
     def prepare(self, target: Image.Image) -> np.ndarray:
         return self.segmenter.segment([target])
 
-    def score(self, images: Sequence[Image.Image], prepared: np.ndarray) -> np.ndarray:
-        p, q = self.segmenter.segment(images), prepared
+    def score_many(self, images: Sequence[Image.Image], targets: Sequence[np.ndarray]) -> np.ndarray:
+        p, q = self.segmenter.segment(images), np.concatenate(list(targets))
         area = np.minimum(p.mean((2, 3)), q.mean((2, 3))).sum(1)
         pp, qq = _pool(p, self.grid), _pool(q, self.grid)
         layout = np.minimum(pp, qq).sum((1, 2, 3)) / (np.maximum(pp, qq).sum((1, 2, 3)) + 1e-8)
@@ -94,12 +100,13 @@ class FeatureReward:
     def prepare(self, target: Image.Image) -> list[np.ndarray]:
         return self._describe(self.encoder.feature_maps([target]))
 
-    def score(self, images: Sequence[Image.Image], prepared: list[np.ndarray]) -> np.ndarray:
+    def score_many(self, images: Sequence[Image.Image], targets: Sequence[list[np.ndarray]]) -> np.ndarray:
         desc = self._describe(self.encoder.feature_maps(images))
         weights = self.level_weights or [1.0] * len(desc)
         if len(weights) != len(desc):
             raise ConfigError(f"reward.features.level_weights has {len(weights)} entries for {len(desc)} levels")
-        total = sum(w * (1 + (d @ t[0])) / 2 for w, d, t in zip(weights, desc, prepared))
+        total = sum(w * (1 + _rowdot(d, np.concatenate([t[level] for t in targets]))) / 2
+                    for level, (w, d) in enumerate(zip(weights, desc)))
         return np.clip(total / sum(weights), 0.0, 1.0).astype(np.float32)
 
 
@@ -112,8 +119,8 @@ class EmbeddingReward:
     def prepare(self, target: Image.Image) -> np.ndarray:
         return self.encoder.embed([target])[0]
 
-    def score(self, images: Sequence[Image.Image], prepared: np.ndarray) -> np.ndarray:
-        return np.clip(self.encoder.embed(images) @ prepared, 0.0, 1.0).astype(np.float32)
+    def score_many(self, images: Sequence[Image.Image], targets: Sequence[np.ndarray]) -> np.ndarray:
+        return np.clip(_rowdot(self.encoder.embed(images), np.stack(list(targets))), 0.0, 1.0).astype(np.float32)
 
 
 class ClassConsistencyReward:
@@ -135,10 +142,10 @@ class ClassConsistencyReward:
     def prepare(self, target: Image.Image) -> np.ndarray:
         return self._class_probs([target])[0]
 
-    def score(self, images: Sequence[Image.Image], prepared: np.ndarray) -> np.ndarray:
+    def score_many(self, images: Sequence[Image.Image], targets: Sequence[np.ndarray]) -> np.ndarray:
         if not len(images):
             return np.zeros(0, np.float32)
-        return np.clip(self._class_probs(images) @ prepared, 0.0, 1.0).astype(np.float32)
+        return np.clip(_rowdot(self._class_probs(images), np.stack(list(targets))), 0.0, 1.0).astype(np.float32)
 
 
 #: the reward term that decides acceptance (a state's and an image's class-consistency score)
@@ -165,12 +172,21 @@ class CompositeReward:
     def prepare(self, target: Image.Image) -> dict[str, Any]:
         return {k: t.prepare(target) for k, t in self.terms.items()}
 
-    def score_with_acceptance(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """(weighted reward, class-consistency score) per image; the score is NaN without an acceptance term."""
-        parts = {k: t.score(images, prepared[k]) for k, t in self.terms.items()}
+    def score_many(self, images: Sequence[Image.Image], targets: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """(weighted reward, class-consistency score) of image ``i`` against ``targets[i]`` (a :meth:`prepare`
+        result): one model call for images of many inputs. The score is NaN without an acceptance term."""
+        if len(images) != len(targets):
+            raise ConfigError(f"score_many: {len(images)} images but {len(targets)} targets")
+        if not len(images):
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        parts = {k: t.score_many(images, [p[k] for p in targets]) for k, t in self.terms.items()}
         total = sum(self.weights[k] * parts[k] for k in parts) / sum(self.weights.values())
         accept = parts[self.acceptance] if self.acceptance else np.full(len(images), np.nan)
         return np.asarray(total, np.float32), np.asarray(accept, np.float32)
+
+    def score_with_acceptance(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(weighted reward, class-consistency score) of each image against one input."""
+        return self.score_many(images, [prepared] * len(images))
 
     def score(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> np.ndarray:
         return self.score_with_acceptance(images, prepared)[0]
@@ -179,7 +195,7 @@ class CompositeReward:
         """Class consistency alone (per-image verification of a dataset's images)."""
         if not self.acceptance:
             raise ConfigError("the reward has no class-consistency term (it needs a semantic encoder and a class axis)")
-        return self.terms[self.acceptance].score(images, prepared[self.acceptance])
+        return self.terms[self.acceptance].score_many(images, [prepared[self.acceptance]] * len(images))
 
 
 def build_reward(

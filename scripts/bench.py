@@ -4,6 +4,9 @@
   overhead  clone images/s (Ray workers, persisted searches reused, shards written) over the bare
             generator's images/s with the same model, batch size and steps, in the same process run
   scaling   clone images/s with 2 workers over 1 worker (1 torch thread per worker, so 1 vs 2 cores)
+  batches   how full the generator calls are: a search-only clone's renders/s over the bare generator's at
+            full batches (searches pooled in one worker, and one at a time), shuffled-shard over class-order
+            generation images/s, renders per call in both phases
   search    renders each method needs until its best state has the input image's class, and until it is
             within 1% of the grid's best reward (procedural shapes world: renders count the same for any model)
   metrics   feature extraction images/s (tiny CLIP) and precision/recall time on 10k x 10k features
@@ -18,7 +21,7 @@
   searchcost  (not in the default set) search renders not reused as dataset images over dataset images, and
             CAS, of two make-eval folders run with and without clone.reuse_search_renders (--eval-dirs)
 
-Usage: python scripts/bench.py [--only overhead,scaling,search,metrics,resume,scale,reader,presets] [--model tiny_shapes] [--out docs/bench.json]
+Usage: python scripts/bench.py [--only overhead,scaling,batches,search,metrics,resume,scale,reader,presets] [--model tiny_shapes] [--out docs/bench.json]
 """
 
 from __future__ import annotations
@@ -248,11 +251,71 @@ def bench_pipeline(model: str, images: int, batch: int, classes: list[str]) -> d
     }
 
 
+def bench_batches(model: str | None, classes: int, budget: int, images: int, batch: int) -> dict:
+    """Full generator calls (one worker, one torch thread, the embedded diffusion model by default).
+
+    Search: a search-only clone (the demo's Q-learning, ``images_per_class=1``) of ``classes`` classes, with
+    the worker's searches pooled (``cluster.units_per_worker`` from conf) and one at a time; its search renders/s
+    over the bare generator's images/s at ``batch`` on the searches' own prompts, same process and thread count.
+    Generation: the same searches reused by two generation-only clones of ``images`` per class (search renders
+    not reused, so every image is rendered), shuffled shards and class-order shards; their images/s."""
+    import torch
+    from hydra.utils import instantiate
+
+    import pipeline.clone as clone_api
+    from pipeline.assembly import instantiate_model
+    from pipeline.search.result import SearchResult
+
+    names = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"][:classes]
+    common = [*([f"model={model}"] if model else []), f"dataset.only=[{','.join(names)}]", f"clone.batch_size={batch}",
+              "cluster.num_workers=1", "cluster.threads_per_worker=1", "search=qlearning_batched", f"env.budget={budget}"]
+    tmp = Path(tempfile.mkdtemp(prefix="rldf-bench-batches-"))
+    pooled_units = int(clone_api.load(common).cluster.units_per_worker)
+    search = {}
+    for units in (pooled_units, 1):
+        s = clone(tmp / f"search{units}", *common, "clone.images_per_class=1", "clone.shard_size=1", f"cluster.units_per_worker={units}")
+        search[units] = {"renders": s["search_renders"], "renders_per_s": round(s["search_renders"] / (s["wall_s"] - s["startup_s"]), 3),
+                         "calls": s["generator_calls"]["search"]}
+    gen = {}
+    for order in ("class", "shuffled"):
+        out = tmp / f"gen-{order}"
+        out.mkdir()
+        shutil.copytree(Layout(str(tmp / f"search{pooled_units}")).searches, Layout(str(out)).searches)
+        s = clone(out, *common, f"clone.images_per_class={images}", f"clone.shard_size={images}", f"clone.shard_order={order}",
+                  "clone.reuse_search_renders=false")
+        gen[order] = {"images": s["images_written"], "images_per_s": s["images_per_s_after_startup"], "calls": s["generator_calls"]["generation"]}
+    # the bare generator: same model config, one thread, full calls of `batch` on the searches' own prompts
+    torch.set_num_threads(1)
+    cfg = clone_api.load(common)
+    generator = instantiate_model(cfg.model, instantiate(cfg.grammar))
+    prompts = []
+    for c in names:
+        res = SearchResult.from_dict(json.loads(Path(Layout(str(tmp / f"search{pooled_units}")).search(c)).read_text()))
+        prompts += [v.prompt for v in res.candidates[: 128 // classes + 1]]
+    prompts = [prompts[i % len(prompts)] for i in range(8 * batch)]
+    generator.generate(prompts[:batch], list(range(batch)))  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(prompts), batch):
+        generator.generate(prompts[i : i + batch], list(range(i, i + batch)))
+    bare = len(prompts) / (time.perf_counter() - t0)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "model": model or Path(str(cfg.model.get("pretrained", cfg.model._target_))).name, "classes": classes, "budget": budget,
+        "batch": batch, "units_per_worker": pooled_units, "bare_generator_images_per_s": round(bare, 3),
+        "search": {str(k): v for k, v in search.items()},
+        "search_over_bare": round(search[pooled_units]["renders_per_s"] / bare, 3),
+        "search_unpooled_over_bare": round(search[1]["renders_per_s"] / bare, 3),
+        "generation": gen,
+        "shuffled_over_class": round(gen["shuffled"]["images_per_s"] / gen["class"]["images_per_s"], 3),
+    }
+
+
 def bench_search(inputs: int, seeds: int) -> dict:
     from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
     from pipeline.encoders.prototype import PrototypeSemanticEncoder
     from pipeline.cli import component, env_settings
     from pipeline.env import GridEnv, StateEvaluator
+    from pipeline.rendering import Renderer
     from pipeline.generators.procedural import ProceduralGenerator
     from pipeline.grammar import Grammar
     from pipeline.images import noise_image
@@ -264,9 +327,9 @@ def bench_search(inputs: int, seeds: int) -> dict:
     world, gen, enc = ShapesWorld(g), ProceduralGenerator(g), PixelStatsEncoder()
     reward = build_reward(enc, PaletteSegmenter(), {"segmentation": 1, "features": 1, "embedding": 1})
     semantic = PrototypeSemanticEncoder(g, gen, enc, samples_per_choice=24)
-    methods = {name: (lambda option=option: component("search", option)) for name, option in
-               (("qlearning", "qlearning_optimiser"), ("noisy_gradient", "noisy_gradient"), ("random", "random"),
-                ("exhaustive", "exhaustive"))}
+    methods = {name: (lambda option=option, params=params: component("search", option, **params)) for name, option, params in
+               (("qlearning", "qlearning_optimiser", {}), ("qlearning, 8 episodes in parallel", "qlearning_optimiser", {"parallel_episodes": 8}),
+                ("noisy_gradient", "noisy_gradient", {}), ("random", "random", {}), ("exhaustive", "exhaustive", {}))}
     settings = env_settings(mode="reward_only", budget=g.size)
     rows: dict[str, dict[str, list]] = {m: {"class": [], "optimum": [], "total": []} for m in methods}
     for i in range(inputs):
@@ -275,7 +338,7 @@ def bench_search(inputs: int, seeds: int) -> dict:
         start = semantic.encode([noise_image(32, i)])[0]
 
         def env():
-            return GridEnv.from_settings(g, StateEvaluator(gen, reward, sample.image, [123], batch_size=64), start, None, settings)
+            return GridEnv.from_settings(g, StateEvaluator(Renderer(gen, reward, 64), sample.image, [123]), start, None, settings)
 
         best = methods["exhaustive"]().run(SearchProblem(env())).best.reward
         for name, make in methods.items():
@@ -349,6 +412,26 @@ def _md_pipeline(p: dict) -> list[str]:
             ])]
 
 
+def _md_batches(b: dict) -> list[str]:
+    su, s1, g = b["search"][str(b["units_per_worker"])], b["search"]["1"], b["generation"]
+
+    def calls(c: dict) -> str:
+        return f"{c['renders_per_call']} ({c['partial_call_share']:.0%} short)"
+
+    return [f"Full generator calls (`{b['model']}`, 1 worker, 1 torch thread, `clone.batch_size={b['batch']}`, padded calls; "
+            f"search: {b['classes']} classes, Q-learning with 8 episodes in parallel, budget {b['budget']}; generation: the same "
+            f"searches, {g['class']['images']} images, search renders not reused):", "",
+            table(["measure", "renders/s or images/s", "renders per call (short calls)", "ratio", "target"], [
+                ["bare generator, full calls of the searches' prompts", b["bare_generator_images_per_s"], f"{b['batch']} (0%)", "—", "—"],
+                [f"search-only clone, {b['units_per_worker']} searches per worker pooled", su["renders_per_s"], calls(su["calls"]),
+                 f"**{b['search_over_bare']:.3f}** of bare", "≥ 0.80"],
+                ["search-only clone, 1 search per worker", s1["renders_per_s"], calls(s1["calls"]), f"{b['search_unpooled_over_bare']:.3f} of bare", "—"],
+                ["generation, class-order shards", g["class"]["images_per_s"], calls(g["class"]["calls"]), "—", "—"],
+                ["generation, shuffled shards", g["shuffled"]["images_per_s"], calls(g["shuffled"]["calls"]),
+                 f"**{b['shuffled_over_class']:.3f}** of class order", "≥ 0.90"],
+            ])]
+
+
 def _md_search(s: dict) -> list[str]:
     return [f"Search cost ({s['setup']}): renders until the best state has the input's class for good, and until it is "
             "within 1% of the grid's best reward (reached; median (IQR)):", "",
@@ -411,7 +494,7 @@ def _md_metrics(m: dict) -> list[str]:
     return ["Metrics cost:", "", table(["measure", "value"], [[k, v] for k, v in m.items()])]
 
 
-TABLES = {"pipeline": _md_pipeline, "search": _md_search, "resume": _md_resume, "scale": _md_scale, "reader": _md_reader, "presets": _md_presets, "searchcost": _md_searchcost, "metrics": _md_metrics}
+TABLES = {"pipeline": _md_pipeline, "batches": _md_batches, "search": _md_search, "resume": _md_resume, "scale": _md_scale, "reader": _md_reader, "presets": _md_presets, "searchcost": _md_searchcost, "metrics": _md_metrics}
 
 
 def markdown(report: dict, command: str) -> dict[str, str]:
@@ -424,7 +507,10 @@ def markdown(report: dict, command: str) -> dict[str, str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="overhead,search,metrics,resume,scale,reader,presets")
+    p.add_argument("--only", default="overhead,batches,search,metrics,resume,scale,reader,presets")
+    p.add_argument("--batch-classes", type=int, default=8, help="classes of the full-calls benchmark")
+    p.add_argument("--batch-budget", type=int, default=64, help="search renders per class in the full-calls benchmark")
+    p.add_argument("--batch-images", type=int, default=32, help="images per class in the full-calls benchmark's generation")
     p.add_argument("--reader-renders", type=int, default=5000, help="renders the stand-in's reader is scored on")
     p.add_argument("--scale-sizes", default="10,100,1000", help="class counts of the scale benchmark")
     p.add_argument("--scale-images", type=int, default=10, help="images per class in the scale benchmark")
@@ -451,6 +537,9 @@ def main() -> None:
     if "overhead" in parts or "scaling" in parts:
         report["pipeline"] = bench_pipeline(a.model, a.images, a.batch, a.classes.split(","))
         print(json.dumps({"pipeline": report["pipeline"]}, indent=1), flush=True)
+    if "batches" in parts:
+        report["batches"] = bench_batches(a.model, a.batch_classes, a.batch_budget, a.batch_images, a.batch)
+        print(json.dumps({"batches": report["batches"]}, indent=1), flush=True)
     if "search" in parts:
         report["search"] = bench_search(a.inputs, a.seeds)
         print(json.dumps({"search": report["search"]}, indent=1), flush=True)

@@ -14,6 +14,7 @@ from pipeline.cli import CONF_DIR
 from pipeline.encoders.pixel_stats import PixelStatsEncoder
 from pipeline.encoders.shapes_cnn import ShapesCnnSemanticEncoder
 from pipeline.env import StateEvaluator
+from pipeline.rendering import Renderer
 from pipeline.errors import ConfigError
 from pipeline.rewards import build_reward
 from pipeline.search import SearchProblem, SearchResult
@@ -157,7 +158,7 @@ def test_the_class_axis_of_a_search_is_the_inputs_likeliest_classes(world):
 
 # ------------------------------------------------------------------ the search explores inside the class
 def cnn_env(grammar, generator, reward, target, budget):
-    ev = StateEvaluator(generator, reward, target, seeds=[123], batch_size=64)
+    ev = StateEvaluator(Renderer(generator, reward, 64), target, seeds=[123])
     return grid_env(grammar, ev, (0, 0, 0, 0, 0), goal=None, mode="reward_only", budget=budget)
 
 

@@ -3,11 +3,12 @@ import pytest
 
 from conftest import CountingGenerator, grid_env
 from pipeline.env import StateEvaluator
+from pipeline.rendering import Renderer
 from pipeline.errors import ConfigError
 
 
 def make_env(grammar, generator, reward, target, **kw):
-    ev = StateEvaluator(generator, reward, target, seeds=kw.pop("seeds", [11, 12]), batch_size=kw.pop("batch_size", 5))
+    ev = StateEvaluator(Renderer(generator, reward, kw.pop("batch_size", 5)), target, seeds=kw.pop("seeds", [11, 12]))
     kw.setdefault("mode", "reward_only")
     kw.setdefault("budget", None)
     return grid_env(grammar, ev, start=kw.pop("start", (0, 0, 0, 0, 0)), **kw)

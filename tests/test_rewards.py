@@ -27,7 +27,7 @@ def test_each_reward_is_in_unit_range_and_ranks_sensibly(kind, encoder, images):
     }[kind]
     prepared = reward.prepare(images["target"])
     names = ["same", "other_seed", "colour", "everything"]
-    r = dict(zip(names, reward.score([images[n] for n in names], prepared)))
+    r = dict(zip(names, reward.score_many([images[n] for n in names], [prepared] * len(names))))
     assert all(0 <= v <= 1 + 1e-6 for v in r.values()), r
     assert r["same"] == pytest.approx(1.0, abs=1e-5)
     assert r["other_seed"] > r["colour"] > r["everything"]
@@ -37,7 +37,8 @@ def test_composite_is_the_weighted_mean(encoder, images):
     seg, feat = SegmentationReward(PaletteSegmenter()), FeatureReward(encoder)
     comp = CompositeReward({"segmentation": seg, "features": feat}, {"segmentation": 3.0, "features": 1.0})
     batch = [images["colour"], images["everything"]]
-    expected = (3 * seg.score(batch, seg.prepare(images["target"])) + feat.score(batch, feat.prepare(images["target"]))) / 4
+    expected = (3 * seg.score_many(batch, [seg.prepare(images["target"])] * len(batch))
+                + feat.score_many(batch, [feat.prepare(images["target"])] * len(batch))) / 4
     np.testing.assert_allclose(comp.score(batch, comp.prepare(images["target"])), expected, rtol=1e-6)
 
 

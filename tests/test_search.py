@@ -7,6 +7,7 @@ import pytest
 from conftest import CountingGenerator, grid_env, make_search
 from pipeline.encoders.prototype import PrototypeSemanticEncoder
 from pipeline.env import StateEvaluator
+from pipeline.rendering import Renderer
 from pipeline.errors import ConfigError
 from pipeline.images import noise_image
 from pipeline.search import SearchProblem, SearchResult
@@ -21,7 +22,7 @@ def semantic(grammar, generator, encoder):
 
 
 def make_env(grammar, generator, reward, target, start=(0, 0, 0, 0, 0), goal=None, mode="reward_only", **kw):
-    ev = StateEvaluator(generator, reward, target, seeds=[123], batch_size=64)
+    ev = StateEvaluator(Renderer(generator, reward, 64), target, seeds=[123])
     kw.setdefault("budget", None)
     return grid_env(grammar, ev, start, goal=goal, mode=mode, **kw)
 

@@ -45,7 +45,7 @@ def test_shuffled_resume_after_sigkill_is_byte_identical(shuffled, tmp_path):
     records = out / "manifest"
     # one worker, one unit at a time: with reused search renders a shard takes milliseconds, and two workers
     # could commit all 8 between two polls (seen on a clean-clone run)
-    crash_when(clone_cmd(out, *SHUFFLED, "cluster.num_workers=1", "cluster.max_in_flight=1"),
+    crash_when(clone_cmd(out, *SHUFFLED, "cluster.num_workers=1", "cluster.units_per_worker=1", "cluster.max_in_flight=1"),
                lambda: count(records, "*.json") > 0, timeout=240)
     done_at_kill = len(list(records.glob("*.json")))
     assert 1 <= done_at_kill < 8

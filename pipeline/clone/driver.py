@@ -3,7 +3,9 @@
 * A search unit per class whose result is not yet persisted; a shard unit per shard that is missing,
   corrupt or unlisted. Resume is the same code: list what is done, do the rest, after checking that the
   settings the output depends on are those it was started with (:mod:`pipeline.clone.identity`).
-* Each worker has at most ``cluster.max_in_flight`` calls queued, so work goes where capacity is.
+* Each worker runs ``cluster.units_per_worker`` units at once (their renders share full generator calls,
+  :mod:`pipeline.rendering`) and has at most ``cluster.max_in_flight - 1`` more queued, so work goes where
+  capacity is. The summary, ``clone.log`` and the progress bar say how full the generator calls were.
 * A worker that dies (actor crash, node loss) is replaced and its units are re-queued; a unit whose own
   code keeps failing is given up after ``clone.max_attempts`` tries, reported, and the run exits non-zero.
 * Nothing waits on a worker that cannot be placed: a replacement is requested and joins when Ray places
@@ -39,6 +41,7 @@ from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.worker import CloneWorker
 from pipeline.errors import InputError, Interrupted, PipelineError
+from pipeline.rendering import summarise_calls
 from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
@@ -70,7 +73,10 @@ class CloneSummary:
     wall_s: float = 0.0
     startup_s: float = 0.0  # starting workers (model loading), part of wall_s
     worker_images_per_s: dict[str, float] = field(default_factory=dict)
-    generator_images_per_s: float = 0.0
+    generator_images_per_s: float = 0.0  # generation renders per second inside generator calls
+    #: per phase (search, generation): generator calls, renders, renders per call, share of calls below the
+    #: batch size, seconds in calls (all workers of this run)
+    generator_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +116,7 @@ class Schedule:
     in_flight: dict[Any, tuple[Unit, int]] = field(default_factory=dict)  # call ref -> (unit, worker id)
     attempts: dict[str, int] = field(default_factory=dict)  # unit id -> failed tries
     busy: dict[int, list[float]] = field(default_factory=dict)  # worker id -> [images, seconds]
-    gen_seconds: float = 0.0  # time inside generator.generate, summed over shards
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # worker id -> its latest call statistics
     alone_since: float | None = None  # since when no worker has been alive
 
     @classmethod
@@ -152,7 +158,9 @@ class CloneDriver:
         self.identity_changes = identity_changes
         cluster, clone = cfg["cluster"], cfg["clone"]
         self.num_workers = int(cluster["num_workers"] or os.cpu_count() or 1)
-        self.max_in_flight = int(cluster["max_in_flight"])
+        self.units_per_worker = int(cluster["units_per_worker"])
+        self.max_in_flight = self.units_per_worker - 1 + int(cluster["max_in_flight"])  # units a worker holds
+        self.batch_size = int(clone["batch_size"])
         self.max_attempts = int(clone["max_attempts"])
         self.verify_mode = str(clone["verify"])
         self.max_worker_restarts = int(cluster["max_worker_restarts"])
@@ -161,7 +169,7 @@ class CloneDriver:
         self._stop_signal: str | None = None  # the first SIGTERM / SIGINT received
         self._stop_at = 0.0
         self.actor_options = {"num_cpus": float(cluster["cpus_per_worker"]), "num_gpus": float(cluster["gpus_per_worker"]),
-                              "max_restarts": 0}
+                              "max_restarts": 0, "max_concurrency": self.units_per_worker}
         self.storage = Storage(cfg["paths"]["output_dir"])
         self._log_failed = False
         self.manifest = Manifest(self.storage)
@@ -352,26 +360,31 @@ class CloneDriver:
             self._unit_failed(unit, sched, summary, e)
             return
         bar.update(1)
+        total = lambda stats: sum(c["calls"] for c in stats.values())  # noqa: E731
+        if total(out["calls"]) >= total(sched.calls.get(wid, {})):  # cumulative per worker; units may return out of order
+            sched.calls[wid] = out["calls"]
         if isinstance(unit, SearchUnit):
             summary.searches_run += 1
             summary.searches_found_class += bool(out["found_class"])
             summary.search_renders += int(out["renders"])
             sched.searched(unit.cls.id)
-            self.event("search_done", cls=unit.cls.id, **out)
+            self.event("search_done", cls=unit.cls.id, worker=wid, **{k: v for k, v in out.items() if k != "calls"})
         else:
             summary.shards_written += 1
             summary.images_written += out["images"]
             summary.images_from_search += int(out["from_search"])
-            sched.gen_seconds += out["gen_seconds"]
             b = sched.busy.setdefault(wid, [0.0, 0.0])
             b[0] += out["images"]
             b[1] += out["seconds"]
             self.event("shard_done", shard=unit.shard, worker=wid, images=out["images"], missing=out["missing"],
                        renders=out["renders"], seconds=round(out["seconds"], 4), sha256=out["record"]["sha256"])
         elapsed = time.perf_counter() - t0
+        calls = summarise_calls(list(sched.calls.values()), self.batch_size)
+        phase = "generation" if "generation" in calls else "search"
         bar.set_postfix(searched=summary.searches_run + summary.searches_reused,
                         shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
-                        img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}")
+                        img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}",
+                        **({f"{phase[:3]}_per_call": f"{calls[phase]['renders_per_call']:.1f}/{self.batch_size}"} if calls else {}))
 
     def _finish(self, summary: CloneSummary, sched: Schedule, t0: float) -> CloneSummary:
         """Units left, speeds, ``manifest.json``, the shortfall; the summary logged and written beside the shards."""
@@ -380,7 +393,11 @@ class CloneDriver:
             self.event("stopped", why=summary.stopped, units_left=summary.units_left)
         summary.wall_s = round(time.perf_counter() - t0, 3)
         summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in sched.busy.items() if s > 0}
-        summary.generator_images_per_s = round(summary.images_written / sched.gen_seconds, 3) if sched.gen_seconds else 0.0
+        summary.generator_calls = summarise_calls(list(sched.calls.values()), self.batch_size)
+        gen = summary.generator_calls.get("generation", {})
+        summary.generator_images_per_s = round(gen["renders"] / gen["seconds"], 3) if gen.get("seconds") else 0.0
+        for phase, c in summary.generator_calls.items():
+            self.event("generator_calls", phase=phase, **c)
         try:
             self.manifest.consolidate({"classes": [c.id for c in self.plan.classes],
                                        "class_labels": {c.id: c.index for c in self.plan.classes}})

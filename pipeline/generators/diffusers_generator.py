@@ -1,8 +1,12 @@
 """Any text-to-image pipeline diffusers loads (Stable Diffusion 1.x/2.x, SDXL-Turbo, LCM, the embedded model).
 
-Each image has its own ``torch.Generator``, so an image depends only on (model, prompt, seed,
-settings), never on batch size or order. Prompt embeddings are cached per prompt: the RLDF search
-renders the same states at several seeds and the clone renders each state many times.
+Each image has its own ``torch.Generator``, so its initial noise depends only on (prompt, seed). Its pixels
+also depend on the call's size: CPU and GPU kernels pick other code paths (blocking, reductions) for other
+batch sizes, which moves a few pixels by a grey level. With ``pad_batches`` every call to the pipeline has
+exactly ``max_batch_size`` images (a short call is padded with copies of its last image, which are
+dropped), so on one machine an image is the same bytes whatever shared its call, and whatever the caller's
+batch size. Prompt embeddings are cached per prompt and encoded in padded chunks of the same size: the
+RLDF search renders the same states at several seeds and the clone renders each state many times.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class DiffusersGenerator:
         width: int | None = None,
         negative_prompt: str | None = None,
         max_batch_size: int = 16,
+        pad_batches: bool = True,
         variant: str | None = None,
         cache_prompts: int = 4096,
     ) -> None:
@@ -62,6 +67,10 @@ class DiffusersGenerator:
         self.steps, self.guidance = int(num_inference_steps), float(guidance_scale)
         self.height, self.width, self.negative_prompt = height, width, negative_prompt
         self.max_batch_size, self.cache_size = int(max_batch_size), int(cache_prompts)
+        self.pad_batches = bool(pad_batches)
+        #: every pipeline call has this many images (None: as many as asked for); the renderer pads its
+        #: reward calls to it too (pipeline/rendering.py)
+        self.call_size: int | None = self.max_batch_size if self.pad_batches else None
         self._embeds: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         # prompt-embedding caching needs the two-tensor encode_prompt of the SD 1.x/2.x family
         self._can_cache = type(pipe).__name__ in {"StableDiffusionPipeline", "LatentConsistencyModelPipeline"}
@@ -74,11 +83,15 @@ class DiffusersGenerator:
         if missing:
             if len(self._embeds) + len(missing) > self.cache_size:
                 self._embeds.clear()
-            pos, neg = self.pipe.encode_prompt(
-                list(missing), self.device, 1, cfg, negative_prompt=[self.negative_prompt or ""] * len(missing) if cfg else None
-            )
-            for i, p in enumerate(missing):
-                self._embeds[p] = (pos[i], neg[i] if cfg else None)
+            size = self.call_size or len(missing)
+            for i in range(0, len(missing), size):
+                part = missing[i : i + size]
+                padded = part + [""] * (size - len(part))  # a fixed-size call: an embedding never depends on its neighbours
+                pos, neg = self.pipe.encode_prompt(
+                    padded, self.device, 1, cfg, negative_prompt=[self.negative_prompt or ""] * len(padded) if cfg else None
+                )
+                for j, p in enumerate(part):
+                    self._embeds[p] = (pos[j], neg[j] if cfg else None)
         pos = torch.stack([self._embeds[p][0] for p in prompts])
         neg = torch.stack([self._embeds[p][1] for p in prompts]) if cfg else None
         return pos, neg
@@ -89,7 +102,11 @@ class DiffusersGenerator:
             raise ConfigError(f"generate: {len(prompts)} prompts but {len(seeds)} seeds")
         out: list[Image.Image] = []
         for i in range(0, len(prompts), self.max_batch_size):
-            chunk, chunk_seeds = list(prompts[i : i + self.max_batch_size]), seeds[i : i + self.max_batch_size]
+            chunk, chunk_seeds = list(prompts[i : i + self.max_batch_size]), list(seeds[i : i + self.max_batch_size])
+            n = len(chunk)
+            if self.pad_batches:  # copies of the last image, dropped below
+                chunk += [chunk[-1]] * (self.max_batch_size - n)
+                chunk_seeds += [chunk_seeds[-1]] * (self.max_batch_size - n)
             generators = [torch.Generator(self.device).manual_seed(int(s)) for s in chunk_seeds]
             kwargs: dict[str, Any] = dict(
                 num_inference_steps=self.steps, guidance_scale=self.guidance, generator=generators,
@@ -100,5 +117,5 @@ class DiffusersGenerator:
                 kwargs.update(prompt_embeds=pos, negative_prompt_embeds=neg)
             else:
                 kwargs.update(prompt=chunk, negative_prompt=[self.negative_prompt] * len(chunk) if self.negative_prompt else None)
-            out.extend(self.pipe(**kwargs).images)
+            out.extend(self.pipe(**kwargs).images[:n])
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -10,6 +11,17 @@ from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding
 from pipeline.search.result import SearchProblem, SearchResult
 from pipeline.seeding import rng_for
+
+
+@dataclass
+class _Agent:
+    """One running episode: its index, state, steps taken, whether it has reached the accepted region, its ε."""
+
+    episode: int
+    state: Encoding
+    t: int
+    inside: bool
+    epsilon: float
 
 
 class QLearning:
@@ -34,7 +46,8 @@ class QLearning:
 
     ``parallel_episodes`` agents run their episodes in lockstep on one shared Q-table (like vectorised
     environments), so each step renders up to that many states in one generator batch: what keeps a
-    GPU busy. With 1 it is the textbook sequential algorithm.
+    GPU busy. A slot whose episode ends starts the next episode at once instead of waiting for the others
+    (each episode keeps its own ε and step count). With 1 it is the textbook sequential algorithm.
     """
 
     name = "qlearning"
@@ -83,63 +96,69 @@ class QLearning:
             if not self.novelty or not free_axes:
                 return 0.0
             v = env.visit(s)
+            if np.isnan(v.score):  # no class-consistency term: there is no class region to explore inside
+                return 0.0
             return self.novelty * v.score * float(np.mean([1 / np.sqrt(1 + visits[a][s[a]]) for a in free_axes]))
 
         env.reward_of([env.start])  # the start state is rendered too
         parent: dict[Encoding, Encoding | None] = {env.start: None}  # first discovery, for the best path
         if env.accepted(env.start):
             accepted.append(env.start)
-        best_state, best_reward, best_episode, episode = env.start, -np.inf, 0, 0
-        stop = False
-        while episode < self.episodes and not stop:
-            agents = list(range(episode, min(episode + self.parallel, self.episodes)))
-            states = []
-            for e in agents:  # exploring starts (our choice): often resume inside the accepted region
-                if e > 0 and rng.random() < self.restart_from_accepted:
-                    states.append(accepted[int(rng.integers(len(accepted)))] if accepted else best_state)
-                else:
-                    states.append(env.start)
-            epsilon = {e: max(self.epsilon_end, self.epsilon_start * self.epsilon_decay**e) for e in agents}
-            alive = list(range(len(agents)))
-            inside = [env.accepted(s) for s in states]  # whether each agent has reached the accepted region
-            for t in range(env.horizon):
-                actions = []
-                for i in alive:
-                    valid = np.array(env.actions(states[i]) or range(env.n_actions))  # moves that change the state
-                    if rng.random() < epsilon[agents[i]]:
-                        actions.append(int(rng.choice(valid)))
-                    else:  # greedy, ties broken at random
-                        q = Q[states[i]][valid]
-                        actions.append(int(rng.choice(valid[q == q.max()])))
-                outcomes = env.step_many([states[i] for i in alive], actions, t)
-                still = []
-                for i, a, (s2, r, done) in zip(alive, actions, outcomes):
-                    s = states[i]
-                    if self.leave_ends_episode and inside[i] and not env.accepted(s2):
-                        done = True  # stepped out of the class-consistent region: a terminal, like a cliff
-                    inside[i] = inside[i] or env.accepted(s2)
-                    r_agent = r + bonus(s2)
+        best_state, best_reward, best_episode, started = env.start, -np.inf, 0, 0
+        agents: list[_Agent] = []  # the episodes running now, one per slot
+
+        def launch() -> None:  # exploring starts (our choice): often resume inside the accepted region
+            nonlocal started
+            e, started = started, started + 1
+            if e > 0 and rng.random() < self.restart_from_accepted:
+                s = accepted[int(rng.integers(len(accepted)))] if accepted else best_state
+            else:
+                s = env.start
+            agents.append(_Agent(e, s, 0, env.accepted(s), max(self.epsilon_end, self.epsilon_start * self.epsilon_decay**e)))
+
+        def may_launch() -> bool:
+            patient = self.patience is None or started - 1 - best_episode < self.patience
+            return started < self.episodes and patient and not env.exhausted
+
+        while len(agents) < self.parallel and may_launch():
+            launch()
+        while agents:
+            actions = []
+            for ag in agents:
+                valid = np.array(env.actions(ag.state) or range(env.n_actions))  # moves that change the state
+                if rng.random() < ag.epsilon:
+                    actions.append(int(rng.choice(valid)))
+                else:  # greedy, ties broken at random
+                    q = Q[ag.state][valid]
+                    actions.append(int(rng.choice(valid[q == q.max()])))
+            outcomes = env.step_many([ag.state for ag in agents], actions, [ag.t for ag in agents])
+            running = []
+            for ag, a, (s2, r, done) in zip(agents, actions, outcomes):
+                s = ag.state
+                if self.leave_ends_episode and ag.inside and not env.accepted(s2):
+                    done = True  # stepped out of the class-consistent region: a terminal, like a cliff
+                ag.inside = ag.inside or env.accepted(s2)
+                r_agent = r + bonus(s2)
+                if env.accepted(s2):
+                    for ax in free_axes:
+                        visits[ax][s2[ax]] += 1
+                target = r_agent if done else r_agent + self.gamma * Q[s2].max()
+                Q[s][a] += self.alpha * (target - Q[s][a])  # Q(s,a) ← Q(s,a) + α [r + γ max_a' Q(s',a') − Q(s,a)]
+                if s2 not in parent:
+                    parent[s2] = s
                     if env.accepted(s2):
-                        for ax in free_axes:
-                            visits[ax][s2[ax]] += 1
-                    target = r_agent if done else r_agent + self.gamma * Q[s2].max()
-                    Q[s][a] += self.alpha * (target - Q[s][a])  # Q(s,a) ← Q(s,a) + α [r + γ max_a' Q(s',a') − Q(s,a)]
-                    if s2 not in parent:
-                        parent[s2] = s
-                        if env.accepted(s2):
-                            accepted.append(s2)
-                    if r > best_reward:
-                        best_state, best_reward, best_episode = s2, r, agents[i]
-                    states[i] = s2
-                    if not done:
-                        still.append(i)
-                alive = still
-                if not alive or env.exhausted:
-                    break
-            episode = agents[-1] + 1
-            if env.exhausted or (self.patience is not None and episode - 1 - best_episode >= self.patience):
-                stop = True
+                        accepted.append(s2)
+                if r > best_reward:
+                    best_state, best_reward, best_episode = s2, r, ag.episode
+                ag.state, ag.t = s2, ag.t + 1
+                if not done:
+                    running.append(ag)
+            if env.exhausted:
+                break
+            agents = running
+            while len(agents) < self.parallel and may_launch():  # a slot whose episode ended starts the next one
+                launch()
         path = [best_state]
         while parent[path[-1]] is not None:
             path.append(parent[path[-1]])
-        return SearchResult.from_env(self.name, env, path[::-1], episodes=episode, q_states=len(Q))
+        return SearchResult.from_env(self.name, env, path[::-1], episodes=started, q_states=len(Q))

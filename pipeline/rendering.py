@@ -1,0 +1,240 @@
+"""Rendering in full generator calls: render jobs of any search or shard, batched, scored, counted.
+
+A GPU renders a batch of 16 in little more time than one image, so what the device does per call decides
+the clone's speed. Two pieces keep the calls full:
+
+* :class:`Renderer` runs jobs in generator calls of ``batch_size`` images and scores each call's images in
+  one reward call, each image against *its own* input (:meth:`CompositeReward.score_many`), so the renders
+  of many classes share a call. It counts, per phase (search, generation), the calls and how full they were.
+* :class:`RenderPool` lets several threads (a worker's concurrent searches and shards) hand their jobs to
+  one renderer: jobs wait until a full call can be made, or until every thread using the pool is waiting
+  (nothing more can come), and whichever thread finds the call ready runs it for all of them.
+
+An image depends only on (prompt, seed, model settings), never on what shared its call: generators that
+need it run every call at one fixed size (``DiffusersGenerator``'s ``pad_batches``; CPU and GPU kernels pick
+other code paths for other batch sizes), and the reward call of a padded call is padded to the same size.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from PIL import Image
+
+from pipeline.errors import ConfigError
+from pipeline.generators.base import Generator
+from pipeline.rewards import CompositeReward
+
+PHASES = ("search", "generation")
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """One image to render: its prompt and seed, the prepared input it is scored against (None: not scored),
+    and the phase whose call statistics it counts in."""
+
+    prompt: str
+    seed: int
+    target: Any = None
+    phase: str = "search"
+
+
+@dataclass
+class Rendered:
+    image: Image.Image
+    reward: float  # NaN when the job had no target
+    score: float  # class consistency (NaN without a target or an acceptance term)
+
+
+@dataclass
+class CallStats:
+    """Generator calls that held at least one render of a phase: how many, the phase's renders, and the size
+    (renders of every phase) and time of those calls."""
+
+    calls: int = 0
+    renders: int = 0
+    call_images: int = 0
+    partial_calls: int = 0  # calls below the batch size
+    seconds: float = 0.0  # this phase's share of the calls' time (by images)
+
+    def add(self, other: "CallStats") -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "renders": self.renders, "seconds": round(self.seconds, 3),
+                "renders_per_call": round(self.call_images / self.calls, 2) if self.calls else 0.0,
+                "partial_call_share": round(self.partial_calls / self.calls, 3) if self.calls else 0.0}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CallStats":
+        calls = int(d["calls"])
+        return cls(calls, int(d["renders"]), round(float(d["renders_per_call"]) * calls),
+                   round(float(d["partial_call_share"]) * calls), float(d["seconds"]))
+
+
+def summarise_calls(per_worker: Sequence[dict[str, dict[str, Any]]], batch_size: int) -> dict[str, dict[str, Any]]:
+    """Per phase, the call statistics of several workers added up (each a :meth:`Renderer.call_stats`)."""
+    out = {}
+    for phase in PHASES:
+        total = CallStats()
+        for w in per_worker:
+            if phase in w:
+                total.add(CallStats.from_dict(w[phase]))
+        if total.calls:
+            out[phase] = {**total.to_dict(), "batch_size": batch_size}
+    return out
+
+
+class Renderer:
+    """Renders :class:`RenderJob` s in generator calls of ``batch_size`` (capped by the generator's
+    ``max_batch_size``) and scores every call's images in one reward call."""
+
+    def __init__(self, generator: Generator, reward: CompositeReward, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.generator, self.reward = generator, reward
+        self.batch_size = min(int(batch_size), int(getattr(generator, "max_batch_size", batch_size)))
+        #: a generator whose calls all have one size: the reward calls are padded to it too
+        self.call_size: int | None = getattr(generator, "call_size", None)
+        self._stats = {p: CallStats() for p in PHASES}
+        self._lock = threading.Lock()
+
+    def render(self, jobs: Sequence[RenderJob]) -> list[Rendered]:
+        out: list[Rendered] = []
+        for i in range(0, len(jobs), self.batch_size):
+            out += self.render_call(jobs[i : i + self.batch_size])
+        return out
+
+    def render_call(self, jobs: Sequence[RenderJob]) -> list[Rendered]:
+        """One generator call (at most ``batch_size`` jobs) and one reward call for its images."""
+        if not jobs:
+            return []
+        t0 = time.perf_counter()
+        images = self.generator.generate([j.prompt for j in jobs], [j.seed for j in jobs])
+        scored = [j.target for j in jobs if j.target is not None]
+        rewards, scores = [float("nan")] * len(jobs), [float("nan")] * len(jobs)
+        if scored:
+            targets = [j.target if j.target is not None else scored[0] for j in jobs]
+            batch = list(images)
+            pad = max(0, (self.call_size or 0) - len(batch))  # the reward call has the generator call's fixed size
+            r, s = self.reward.score_many(batch + [batch[-1]] * pad, targets + [targets[-1]] * pad)
+            rewards, scores = [float(x) for x in r[: len(jobs)]], [float(x) for x in s[: len(jobs)]]
+        self._count(jobs, time.perf_counter() - t0)
+        return [Rendered(img, r, s) for img, r, s in zip(images, rewards, scores)]
+
+    def _count(self, jobs: Sequence[RenderJob], seconds: float) -> None:
+        with self._lock:
+            for phase in {j.phase for j in jobs}:
+                n = sum(1 for j in jobs if j.phase == phase)
+                st = self._stats.setdefault(phase, CallStats())
+                st.calls += 1
+                st.renders += n
+                st.call_images += len(jobs)
+                st.partial_calls += len(jobs) < self.batch_size
+                st.seconds += seconds * n / len(jobs)
+
+    def call_stats(self) -> dict[str, dict[str, Any]]:
+        """Per phase with calls so far: calls, renders, renders per call, share of calls below the batch size."""
+        with self._lock:
+            return {p: s.to_dict() for p, s in self._stats.items() if s.calls}
+
+
+class _Request:
+    def __init__(self, jobs: Sequence[RenderJob]) -> None:
+        self.jobs = list(jobs)
+        self.results: list[Rendered | None] = [None] * len(jobs)
+        self.left = len(jobs)
+        self.error: BaseException | None = None
+
+
+class RenderPool:
+    """Merges the render jobs of the threads that use it into full calls of one :class:`Renderer`.
+
+    A thread that will hand jobs over again and again (a search) holds :meth:`client` while it runs, so the
+    pool waits for its next jobs before it makes a call that is not full; a thread that calls :meth:`render`
+    outside it counts as a client for that call only."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer, self.reward = renderer, renderer.reward
+        self.batch_size = renderer.batch_size
+        self._cv = threading.Condition()
+        self._pending: list[tuple[_Request, int]] = []  # (request, job index), in arrival order
+        self._clients = 0
+        self._open: set[int] = set()  # requests with jobs not yet rendered (their threads wait)
+        self._busy = False  # a call is being rendered
+        self._local = threading.local()
+
+    @contextmanager
+    def client(self) -> Iterator[None]:
+        with self._cv:
+            self._clients += 1
+        self._local.client = getattr(self._local, "client", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.client -= 1
+            with self._cv:
+                self._clients -= 1
+                self._cv.notify_all()  # the others may be all that is left: their call is ready now
+
+    def call_stats(self) -> dict[str, dict[str, Any]]:
+        return self.renderer.call_stats()
+
+    def _ready(self) -> bool:
+        # a short call only when every client waits: a served thread leaves the count at once, not when it wakes
+        return not self._busy and bool(self._pending) and (len(self._pending) >= self.batch_size or len(self._open) >= self._clients)
+
+    def render(self, jobs: Sequence[RenderJob]) -> list[Rendered]:
+        if not jobs:
+            return []
+        req = _Request(jobs)
+        guest = not getattr(self._local, "client", 0)
+        with self._cv:
+            self._clients += guest
+            self._pending += [(req, j) for j in range(len(jobs))]
+            self._open.add(id(req))
+            try:
+                while req.left and req.error is None:
+                    if self._ready():
+                        self._run_call()
+                    else:
+                        self._cv.wait()
+            finally:
+                self._open.discard(id(req))
+                self._clients -= guest
+                self._cv.notify_all()
+        if req.error is not None:
+            raise req.error
+        return req.results  # type: ignore[return-value]
+
+    def _run_call(self) -> None:
+        """Take one call's jobs and render them outside the lock (called with the lock held)."""
+        batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
+        self._busy = True
+        self._cv.release()
+        try:
+            out = self.renderer.render_call([r.jobs[j] for r, j in batch])
+            error = None
+        except BaseException as e:  # every request in the call fails with it; the pool goes on
+            out, error = None, e
+        finally:
+            self._cv.acquire()
+            self._busy = False
+        if error is not None:
+            failed = {id(r): r for r, _ in batch}
+            for r in failed.values():
+                r.error = error
+                self._open.discard(id(r))
+            self._pending = [(r, j) for r, j in self._pending if id(r) not in failed]
+        else:
+            for (r, j), res in zip(batch, out):
+                r.results[j] = res
+                r.left -= 1
+                if not r.left:
+                    self._open.discard(id(r))
+        self._cv.notify_all()

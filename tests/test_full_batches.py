@@ -1,0 +1,81 @@
+"""Full generator calls in a clone (issue: full batches), on a real local Ray and the embedded diffusion model:
+a shuffled shard's bytes and a search's result do not depend on the batch size or on what shared a call, a
+worker's calls in a shuffled clone are full, and the summary says how full they were."""
+
+import hashlib
+import threading
+
+import pytest
+from omegaconf import OmegaConf
+
+import pipeline.clone as clone_api
+from conftest import CLASSES, CountingGenerator, clone
+from pipeline.clone.plan import SearchUnit
+from pipeline.clone.worker import CloneWorker
+
+pytestmark = pytest.mark.slow
+
+# the embedded diffusion model at 2 steps (its kernels and padding, a tenth of the time), 3 classes x 4
+# images in shuffled shards of 4, one worker; search renders are not reused so every image is a generation render
+TINY_SD = ["model=tiny_shapes", "model.num_inference_steps=2", "dataset.only=[circle,square,star]",
+           "clone.images_per_class=4", "clone.shard_size=4", "clone.shard_order=shuffled", "clone.reuse_search_renders=false",
+           "env.budget=16", "cluster.num_workers=1"]
+
+
+def files(out, pattern):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob(pattern))}
+
+
+def test_shards_and_searches_are_byte_identical_at_batch_1_and_16_alone_or_pooled(tmp_path):
+    full = clone(tmp_path / "b16", *TINY_SD, "clone.batch_size=16", "cluster.units_per_worker=4")
+    one = clone(tmp_path / "b1", *TINY_SD, "clone.batch_size=1", "cluster.units_per_worker=1")
+    assert full["images_written"] == one["images_written"] > 0
+    shards = files(tmp_path / "b16", "shard-*.tar")
+    assert len(shards) == 3 and shards == files(tmp_path / "b1", "shard-*.tar")
+    assert files(tmp_path / "b16", "searches/*.json") == files(tmp_path / "b1", "searches/*.json")
+    calls = full["generator_calls"]
+    assert one["generator_calls"]["search"]["renders_per_call"] == 1.0 == one["generator_calls"]["generation"]["renders_per_call"]
+    # three searches of 16 renders pooled in one worker: calls far fuller than one search's steps alone
+    assert calls["search"]["renders_per_call"] > 4 and calls["search"]["renders"] == full["search_renders"]
+    assert calls["generation"]["renders_per_call"] > 2 and calls["generation"]["batch_size"] == 16
+
+
+def in_threads(fn, units):
+    """``fn`` on every unit, each in its own thread at once (as a worker's threaded actor runs them)."""
+    threads = [threading.Thread(target=fn, args=(u,)) for u in units]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+        assert not t.is_alive()
+
+
+def test_a_shuffled_clone_renders_in_full_calls(tmp_path):
+    """A worker in this process with its generator wrapped to record every call, running its units at once as
+    its threaded actor does: the 10 classes' searches, then 10 shuffled shards of 13 images from 4 or more
+    classes each. Every call is full but the first (units still starting) and the last few of each phase
+    (units running dry), though no search step and no shard alone fills one."""
+    out = tmp_path / "calls"
+    cfg = clone_api.load([f"paths.output_dir={out}", "model=procedural", "reward=learned_shapes",
+                          "clone.images_per_class=13", "clone.shard_size=13", "clone.shard_order=shuffled",
+                          "clone.batch_size=16", "clone.reuse_search_renders=false", "env.budget=64", "search=qlearning_batched",
+                          "clone.progress=false"])
+    plan, _, _ = clone_api.api._prepare(cfg)
+    worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
+    gen = CountingGenerator(worker.stack.generator)
+    worker.pool.renderer.generator = gen
+    in_threads(worker.search, [SearchUnit(c) for c in plan.classes])
+    search_calls = list(gen.batches)
+    print("search calls", search_calls)
+    # short calls only while the searches start and when the last few finish
+    assert sum(search_calls) >= 10 * 64 and all(b == 16 for b in search_calls[1:-8]), search_calls
+    gen.batches.clear()
+    units = plan.shard_units()
+    assert len(units) == 10 and all(len(u.classes) >= 4 for u in units)
+    in_threads(worker.generate, units)
+    print("generation calls", gen.batches)
+    assert sum(gen.batches) >= 130 and all(b == 16 for b in gen.batches[1:-4]), gen.batches
+    stats = worker.pool.call_stats()
+    assert stats["generation"]["renders"] == sum(gen.batches) and stats["search"]["renders"] == sum(search_calls)
+    records = worker.manifest.records()
+    assert sorted(records) == sorted(u.shard for u in units) and sum(r.count + r.missing for r in records.values()) == 130

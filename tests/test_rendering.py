@@ -1,0 +1,157 @@
+"""Full generator calls: the renderer scores each image against its own input, the pool merges the jobs of
+concurrent searches into full calls, and a search's result does not depend on what it was pooled with."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import CountingGenerator, grid_env, make_search
+from pipeline.env import StateEvaluator
+from pipeline.errors import ConfigError
+from pipeline.rendering import CallStats, Renderer, RenderJob, RenderPool, summarise_calls
+from pipeline.search import SearchProblem
+
+
+def jobs_for(grammar, reward, world, n, first=0, phase="search"):
+    prompts = [grammar.decode(e) for e in list(grammar.grid())[:n]]
+    targets = [reward.prepare(world.sample(5000 + (first + i) % 3).image) for i in range(n)]
+    return [RenderJob(p, 10 + first + i, t, phase) for i, (p, t) in enumerate(zip(prompts, targets))]
+
+
+def test_renderer_scores_each_image_against_its_own_input(grammar, generator, reward, world):
+    gen = CountingGenerator(generator)
+    jobs = jobs_for(grammar, reward, world, 10)
+    out = Renderer(gen, reward, 4).render(jobs)
+    assert gen.batches == [4, 4, 2]
+    for job, r in zip(jobs, out):
+        image = generator.generate([job.prompt], [job.seed])[0]
+        assert np.array_equal(np.asarray(r.image), np.asarray(image))
+        want, _ = reward.score_with_acceptance([image], job.target)
+        assert r.reward == pytest.approx(float(want[0]), abs=1e-6)
+
+
+def test_renderer_counts_calls_per_phase(grammar, generator, reward, world):
+    r = Renderer(generator, reward, 4)
+    r.render(jobs_for(grammar, reward, world, 6))
+    r.render_call(jobs_for(grammar, reward, world, 2, phase="search") + jobs_for(grammar, reward, world, 2, phase="generation"))
+    stats = r.call_stats()
+    assert stats["search"]["calls"] == 3 and stats["search"]["renders"] == 8
+    assert stats["search"]["renders_per_call"] == pytest.approx(10 / 3, abs=0.01)  # calls of 4, 2 and 4 (a mixed call)
+    assert stats["search"]["partial_call_share"] == pytest.approx(1 / 3, abs=0.001)
+    assert stats["generation"]["calls"] == 1 and stats["generation"]["renders_per_call"] == 4.0
+    both = summarise_calls([stats, stats], 4)
+    assert both["search"]["calls"] == 6 and both["search"]["renders"] == 16 and both["search"]["batch_size"] == 4
+    assert CallStats.from_dict(stats["search"]).to_dict() == stats["search"]
+
+
+def test_a_job_without_a_target_is_rendered_but_not_scored(grammar, generator, reward):
+    out = Renderer(generator, reward, 4).render([RenderJob(grammar.decode((0, 0, 0, 0, 0)), 1, None, "generation")])
+    assert np.isnan(out[0].reward) and np.isnan(out[0].score) and out[0].image.size == (32, 32)
+
+
+def test_renderer_rejects_a_batch_size_below_one(generator, reward):
+    with pytest.raises(ConfigError, match="batch_size"):
+        Renderer(generator, reward, 0)
+
+
+def run_clients(pool, requests):
+    """Each request list in its own client thread, handed over one request at a time; results per thread."""
+    results, errors = [None] * len(requests), []
+    started = threading.Barrier(len(requests))  # all are clients before any hands jobs over, as in a busy worker
+
+    def client(k):
+        try:
+            with pool.client():
+                started.wait()
+                results[k] = [pool.render(req) for req in requests[k]]
+        except BaseException as e:  # noqa: BLE001 - the test reads it
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive(), "a client never got its renders"
+    return results, errors
+
+
+def test_pool_merges_the_jobs_of_concurrent_clients_into_full_calls(grammar, generator, reward, world):
+    gen = CountingGenerator(generator)
+    pool = RenderPool(Renderer(gen, reward, 8))
+    # four clients, each asking for 3 renders five times: alone, every call would hold 3
+    requests = [[jobs_for(grammar, reward, world, 3, first=10 * k + 3 * j) for j in range(5)] for k in range(4)]
+    results, errors = run_clients(pool, requests)
+    assert not errors
+    assert sum(gen.batches) == 60 and np.mean(gen.batches) > 6 and max(gen.batches) == 8
+    for k in range(4):
+        for req, got in zip(requests[k], results[k]):
+            alone = Renderer(generator, reward, 8).render(req)
+            assert [r.reward for r in got] == [r.reward for r in alone]
+            assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(got, alone))
+
+
+def test_a_render_outside_a_client_is_not_kept_waiting(grammar, generator, reward, world):
+    pool = RenderPool(Renderer(generator, reward, 8))
+    assert len(pool.render(jobs_for(grammar, reward, world, 3))) == 3  # a guest: nobody else can add to its call
+
+
+class FailingGenerator:
+    """Fails every call that holds a prompt with ``bad`` in it."""
+
+    def __init__(self, inner, bad):
+        self.inner, self.bad, self.model_id = inner, bad, inner.model_id
+
+    def generate(self, prompts, seeds):
+        if any(self.bad in p for p in prompts):
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return self.inner.generate(prompts, seeds)
+
+
+def test_a_failed_call_fails_its_requests_and_the_pool_goes_on(grammar, generator, reward, world):
+    pool = RenderPool(Renderer(FailingGenerator(generator, "poison"), reward, 4))
+    good = jobs_for(grammar, reward, world, 4)
+    bad = [RenderJob("poison", 1, good[0].target)]
+    results, errors = run_clients(pool, [[bad], [good[:2], good[2:]]])
+    assert len(errors) <= 2 and any("device-side assert" in str(e) for e in errors)
+    assert len(pool.render(good)) == 4  # later calls go on
+
+
+def search_env(grammar, evaluator, start):
+    return grid_env(grammar, evaluator, start, mode="reward_only", budget=60)
+
+
+@pytest.mark.parametrize("option", ["qlearning_batched", "noisy_gradient"])
+def test_a_search_result_is_the_same_alone_and_pooled(option, grammar, generator, reward, world):
+    """Four searches on four inputs: alone (each its own renderer) and pooled in one worker's pool, the same
+    traces, best states and accepted states."""
+    inputs = [world.sample(7000 + k).image for k in range(4)]
+    starts = [(k % 2, 0, 1, 0, k % 3) for k in range(4)]
+
+    searches = [make_search(option) for _ in range(8)]  # composed here: Hydra's compose is not thread-safe
+
+    def run(renderer, k):
+        env = search_env(grammar, StateEvaluator(renderer, inputs[k], [123]), starts[k])
+        result = searches[k + 4 * isinstance(renderer, RenderPool)].run(SearchProblem(env, seed=k)).to_dict()
+        return json.dumps(result, sort_keys=True)  # NaN scores (no class term) compare equal as text
+
+    solo = CountingGenerator(generator)
+    alone = [run(Renderer(solo, reward, 16), k) for k in range(4)]
+    gen = CountingGenerator(generator)
+    pool = RenderPool(Renderer(gen, reward, 16))
+    pooled: list = [None] * 4
+
+    def client(k):
+        with pool.client():
+            pooled[k] = run(pool, k)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert pooled == alone
+    assert sum(gen.batches) == sum(solo.batches) == sum(json.loads(a)["renders"] for a in alone)
+    assert np.mean(gen.batches) > 1.5 * np.mean(solo.batches)  # and the pooled calls were fuller
