@@ -77,16 +77,17 @@ class CallStats:
                    round(float(d["partial_call_share"]) * calls), float(d["seconds"]))
 
 
-def summarise_calls(per_worker: Sequence[dict[str, dict[str, Any]]], batch_size: int) -> dict[str, dict[str, Any]]:
+def summarise_calls(per_worker: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per phase, the call statistics of several workers added up (each a :meth:`Renderer.call_stats`)."""
     out = {}
     for phase in PHASES:
-        total = CallStats()
+        total, batch = CallStats(), 0
         for w in per_worker:
             if phase in w:
                 total.add(CallStats.from_dict(w[phase]))
+                batch = max(batch, int(w[phase]["batch_size"]))
         if total.calls:
-            out[phase] = {**total.to_dict(), "batch_size": batch_size}
+            out[phase] = {**total.to_dict(), "batch_size": batch}
     return out
 
 
@@ -139,9 +140,10 @@ class Renderer:
                 st.seconds += seconds * n / len(jobs)
 
     def call_stats(self) -> dict[str, dict[str, Any]]:
-        """Per phase with calls so far: calls, renders, renders per call, share of calls below the batch size."""
+        """Per phase with calls so far: calls, renders, renders per call, share of calls below the batch size
+        (and the batch size)."""
         with self._lock:
-            return {p: s.to_dict() for p, s in self._stats.items() if s.calls}
+            return {p: {**s.to_dict(), "batch_size": self.batch_size} for p, s in self._stats.items() if s.calls}
 
 
 class _Request:

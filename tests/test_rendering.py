@@ -41,9 +41,9 @@ def test_renderer_counts_calls_per_phase(grammar, generator, reward, world):
     assert stats["search"]["renders_per_call"] == pytest.approx(10 / 3, abs=0.01)  # calls of 4, 2 and 4 (a mixed call)
     assert stats["search"]["partial_call_share"] == pytest.approx(1 / 3, abs=0.001)
     assert stats["generation"]["calls"] == 1 and stats["generation"]["renders_per_call"] == 4.0
-    both = summarise_calls([stats, stats], 4)
+    both = summarise_calls([stats, stats])
     assert both["search"]["calls"] == 6 and both["search"]["renders"] == 16 and both["search"]["batch_size"] == 4
-    assert CallStats.from_dict(stats["search"]).to_dict() == stats["search"]
+    assert {**CallStats.from_dict(stats["search"]).to_dict(), "batch_size": 4} == stats["search"]
 
 
 def test_a_job_without_a_target_is_rendered_but_not_scored(grammar, generator, reward):

@@ -160,7 +160,6 @@ class CloneDriver:
         self.num_workers = int(cluster["num_workers"] or os.cpu_count() or 1)
         self.units_per_worker = int(cluster["units_per_worker"])
         self.max_in_flight = self.units_per_worker - 1 + int(cluster["max_in_flight"])  # units a worker holds
-        self.batch_size = int(clone["batch_size"])
         self.max_attempts = int(clone["max_attempts"])
         self.verify_mode = str(clone["verify"])
         self.max_worker_restarts = int(cluster["max_worker_restarts"])
@@ -379,12 +378,13 @@ class CloneDriver:
             self.event("shard_done", shard=unit.shard, worker=wid, images=out["images"], missing=out["missing"],
                        renders=out["renders"], seconds=round(out["seconds"], 4), sha256=out["record"]["sha256"])
         elapsed = time.perf_counter() - t0
-        calls = summarise_calls(list(sched.calls.values()), self.batch_size)
+        calls = summarise_calls(list(sched.calls.values()))
         phase = "generation" if "generation" in calls else "search"
+        per_call = ({f"{'gen' if phase == 'generation' else 'search'}_per_call": f"{calls[phase]['renders_per_call']:.1f}/{calls[phase]['batch_size']}"}
+                    if calls else {})  # how full the generator calls of the phase running are
         bar.set_postfix(searched=summary.searches_run + summary.searches_reused,
                         shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
-                        img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}",
-                        **({f"{phase[:3]}_per_call": f"{calls[phase]['renders_per_call']:.1f}/{self.batch_size}"} if calls else {}))
+                        img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}", **per_call)
 
     def _finish(self, summary: CloneSummary, sched: Schedule, t0: float) -> CloneSummary:
         """Units left, speeds, ``manifest.json``, the shortfall; the summary logged and written beside the shards."""
@@ -393,7 +393,7 @@ class CloneDriver:
             self.event("stopped", why=summary.stopped, units_left=summary.units_left)
         summary.wall_s = round(time.perf_counter() - t0, 3)
         summary.worker_images_per_s = {str(w): round(i / s, 3) for w, (i, s) in sched.busy.items() if s > 0}
-        summary.generator_calls = summarise_calls(list(sched.calls.values()), self.batch_size)
+        summary.generator_calls = summarise_calls(list(sched.calls.values()))
         gen = summary.generator_calls.get("generation", {})
         summary.generator_images_per_s = round(gen["renders"] / gen["seconds"], 3) if gen.get("seconds") else 0.0
         for phase, c in summary.generator_calls.items():
