@@ -73,7 +73,7 @@ class ClusterSettings:
     num_cpus: Optional[int] = setting(ge=1, runtime=True)
     num_workers: Optional[int] = setting(ge=1, runtime=True)
     cpus_per_worker: float = setting(ge=0, runtime=True)
-    gpus_per_worker: float = setting(ge=0, runtime=True)
+    gpus_per_worker: Optional[float] = setting(ge=0, runtime=True)  # null: 1 when the cluster has GPUs and the model uses one
     threads_per_worker: Optional[int] = setting(ge=1, runtime=True)
     units_per_worker: int = setting(ge=1, runtime=True)
     max_in_flight: int = setting(ge=1, runtime=True)

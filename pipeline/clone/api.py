@@ -29,6 +29,7 @@ from pipeline.clone.plan import ClonePlan
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
 from pipeline.storage import Storage
+from pipeline.torch_device import gpus_per_worker, wants_gpu
 
 
 def load(overrides: Sequence[str] = ()) -> DictConfig:
@@ -64,8 +65,8 @@ def _unreachable(address: str, reason: str) -> ConfigError:
                        "(`ray start --head`) or use cluster=local")
 
 
-def _init_ray(cluster: DictConfig) -> int:
-    """Start or join Ray; return the number of workers to run."""
+def _init_ray(cluster: DictConfig) -> None:
+    """Start or join Ray."""
     import ray
 
     kwargs = {"include_dashboard": False, "log_to_driver": cluster.log_to_driver, "logging_level": logging.WARNING}
@@ -75,17 +76,22 @@ def _init_ray(cluster: DictConfig) -> int:
             ray.init(address=cluster.address, **kwargs)
         except ConnectionError as e:
             raise _unreachable(cluster.address, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
-    else:
+    else:  # Ray finds this machine's GPUs itself
         ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **kwargs)
-    if cluster.num_workers:
-        return cluster.num_workers
-    res = ray.cluster_resources()
-    if cluster.gpus_per_worker:
-        n = int(res.get("GPU", 0) // cluster.gpus_per_worker)
+
+
+def worker_count(cluster: Any, res: dict[str, float]) -> int:
+    """Workers to run on a Ray cluster with resources ``res``: ``cluster.num_workers``, else one per
+    ``gpus_per_worker`` GPUs (GPU workers), else one per ``cpus_per_worker`` CPUs."""
+    if cluster["num_workers"]:
+        return int(cluster["num_workers"])
+    gpus = float(cluster["gpus_per_worker"])
+    if gpus:
+        n = int(res.get("GPU", 0) // gpus)
         if n < 1:
-            raise ConfigError(f"cluster.gpus_per_worker={cluster.gpus_per_worker} but the Ray cluster has {res.get('GPU', 0)} GPUs")
+            raise ConfigError(f"cluster.gpus_per_worker={gpus:g} but the Ray cluster has {res.get('GPU', 0):g} GPUs")
         return n
-    return max(1, int(res.get("CPU", 1) // cluster.cpus_per_worker))
+    return max(1, int(res.get("CPU", 1) // cluster["cpus_per_worker"]))
 
 
 def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar]:
@@ -117,6 +123,19 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
     return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, cfg.cluster.num_workers or 1, measured)
 
 
+def _place_workers(cfg: DictConfig, cluster: dict[str, Any], res: dict[str, float], started: bool) -> None:
+    """The GPU decision and the worker count, into ``cluster`` (the settings the driver gets): ``cluster=local``
+    on a GPU machine gives each worker one GPU (``gpus_per_worker: null``), and says so."""
+    gpus = res.get("GPU", 0)
+    cluster["gpus_per_worker"] = gpus_per_worker(cfg.cluster.gpus_per_worker, gpus, cfg.model)
+    if cfg.cluster.gpus_per_worker is None and cluster["gpus_per_worker"]:
+        print(f"{gpus:g} GPUs found: one GPU per worker (cluster.gpus_per_worker=0 runs on the CPUs)", file=sys.stderr)
+    elif gpus and not cluster["gpus_per_worker"] and wants_gpu(cfg.model):
+        print(f"warning: the Ray cluster has {gpus:g} GPUs but cluster.gpus_per_worker=0: the model runs on CPUs", file=sys.stderr)
+    if started or not cluster["num_workers"]:
+        cluster["num_workers"] = worker_count(cluster, res)
+
+
 def run(cfg: DictConfig) -> CloneSummary:
     """Clone every class of ``cfg.dataset`` into ``paths.output_dir`` on Ray (started here unless the caller has
     started it), resuming what the folder already holds; returns the summary (also in ``summary.json``)."""
@@ -128,8 +147,9 @@ def run(cfg: DictConfig) -> CloneSummary:
     changes = check_identity(Storage(cfg.paths.output_dir), settings, cfg.clone.on_config_change)
     started = not ray.is_initialized()
     if started:
-        settings["cluster"]["num_workers"] = _init_ray(cfg.cluster)
+        _init_ray(cfg.cluster)
     try:
+        _place_workers(cfg, settings["cluster"], ray.cluster_resources(), started)
         return CloneDriver(settings, clone_plan, identity_changes=changes).run()
     finally:
         if started:

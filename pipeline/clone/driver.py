@@ -72,6 +72,8 @@ class CloneSummary:
     units_left: int = 0
     wall_s: float = 0.0
     startup_s: float = 0.0  # starting workers (model loading), part of wall_s
+    #: worker id -> what it ran on: device, device name, dtype, torch / CUDA / diffusers versions
+    worker_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     worker_images_per_s: dict[str, float] = field(default_factory=dict)
     generator_images_per_s: float = 0.0  # generation renders per second inside generator calls
     #: per phase (search, generation): generator calls, renders, renders per call, share of calls below the
@@ -221,6 +223,7 @@ class CloneDriver:
             self._request_workers(1)
             return
         self.workers[wid] = actor
+        summary.worker_devices[str(wid)] = {k: info.get(k) for k in ("device", "device_name", "dtype", "torch", "cuda", "diffusers")}
         self.event("worker_started", **info)
 
     def _start_workers(self, n: int, summary: CloneSummary) -> None:

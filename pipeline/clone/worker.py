@@ -35,6 +35,7 @@ from pipeline.rendering import Renderer, RenderJob, RenderPool
 from pipeline.search.result import SearchProblem, SearchResult
 from pipeline.seeding import derive_seed
 from pipeline.storage import Storage
+from pipeline.torch_device import check_worker_device, describe_device
 
 CLASS_CACHE = 1024  # classes whose search result, sequence and prepared input a worker keeps (no image bytes)
 ENCODE_THREADS = 2  # PNG/JPEG encoding of one call's images overlaps the next call
@@ -44,6 +45,7 @@ class CloneWorker:
     def __init__(self, cfg: dict[str, Any], worker_id: int = 0) -> None:
         self.threads = cfg["cluster"]["threads_per_worker"]
         self._set_threads()
+        check_worker_device(float(cfg["cluster"]["gpus_per_worker"] or 0), cfg["model"].get("device"))
         self.cfg = OmegaConf.create(cfg)
         self.worker_id = worker_id
         self.dataset = instantiate(self.cfg.dataset)
@@ -74,7 +76,9 @@ class CloneWorker:
                 torch.set_num_threads(int(self.threads))
 
     def ping(self) -> dict[str, Any]:
-        return {"worker": self.worker_id, "pid": os.getpid(), "model_id": self.stack.generator.model_id}
+        gen = self.stack.generator
+        return {"worker": self.worker_id, "pid": os.getpid(), "model_id": gen.model_id,
+                **describe_device(getattr(gen, "device", None), getattr(gen, "dtype", None))}
 
     # ------------------------------------------------------------------ units
     def search(self, unit: SearchUnit) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Any text-to-image pipeline diffusers loads (Stable Diffusion 1.x/2.x, SDXL-Turbo, LCM, the embedded model).
 
-Each image has its own ``torch.Generator``, so its initial noise depends only on (prompt, seed). Its pixels
+Each image has its own ``torch.Generator``, drawn on the CPU (diffusers' advice for reproducible latents), so
+its initial noise depends only on (prompt, seed), the same on every device. Its pixels
 also depend on the call's size: CPU and GPU kernels pick other code paths (blocking, reductions) for other
 batch sizes, which moves a few pixels by a grey level. With ``pad_batches`` every call to the pipeline has
 exactly ``max_batch_size`` images (a short call is padded with copies of its last image, which are
@@ -11,6 +12,7 @@ RLDF search renders the same states at several seeds and the clone renders each 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -51,12 +53,15 @@ class DiffusersGenerator:
             raise ConfigError(f"model.pipeline_class '{pipeline_class}' is not a diffusers class")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        kwargs: dict[str, Any] = {"torch_dtype": self.dtype}
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
         if variant:
             kwargs["variant"] = variant
-        pipe = load_pretrained(cls.from_pretrained, pretrained, "diffusion pipeline", **kwargs)
+        if "safety_checker" in inspect.signature(cls.__init__).parameters:
+            # dataset generation scores images itself; the checker blanks them, so it is never loaded
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        pipe = load_pretrained(cls.from_pretrained, pretrained, "diffusion pipeline (model.pretrained)", **kwargs)
         if getattr(pipe, "safety_checker", None) is not None:
-            pipe.safety_checker = None  # dataset generation scores images itself; the checker blanks them
+            pipe.safety_checker = None
         if scheduler:
             sched_cls = getattr(diffusers, scheduler, None)
             if sched_cls is None:
@@ -107,7 +112,7 @@ class DiffusersGenerator:
             if self.pad_batches:  # copies of the last image, dropped below
                 chunk += [chunk[-1]] * (self.max_batch_size - n)
                 chunk_seeds += [chunk_seeds[-1]] * (self.max_batch_size - n)
-            generators = [torch.Generator(self.device).manual_seed(int(s)) for s in chunk_seeds]
+            generators = [torch.Generator("cpu").manual_seed(int(s)) for s in chunk_seeds]  # the same noise on any device
             kwargs: dict[str, Any] = dict(
                 num_inference_steps=self.steps, guidance_scale=self.guidance, generator=generators,
                 height=self.height, width=self.width, output_type="pil",
