@@ -17,6 +17,7 @@ other code paths for other batch sizes), and the reward call of a padded call is
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import contextmanager
@@ -25,11 +26,12 @@ from typing import Any, Iterator, Sequence
 
 from PIL import Image
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.generators.base import Generator
 from pipeline.rewards import CompositeReward
 
 PHASES = ("search", "generation")
+log = logging.getLogger("rldf.render")
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,42 @@ class Renderer:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.generator, self.reward = generator, reward
         self.batch_size = min(int(batch_size), int(getattr(generator, "max_batch_size", batch_size)))
-        #: a generator whose calls all have one size: the reward calls are padded to it too
-        self.call_size: int | None = getattr(generator, "call_size", None)
         self._stats = {p: CallStats() for p in PHASES}
         self._lock = threading.Lock()
+        #: batch sizes this renderer fell back to after CUDA ran out of memory, in order
+        self.backoffs: list[int] = []
+
+    @property
+    def call_size(self) -> int | None:
+        """A generator whose calls all have one size: the reward calls are padded to it too."""
+        return getattr(self.generator, "call_size", None)
+
+    def _generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """The generator's images; on CUDA out-of-memory, half the batch size for the rest of this renderer's life
+        (the generator's own ``max_batch_size`` too), the cache emptied, the call redone in smaller calls."""
+        import torch
+
+        try:
+            return self.generator.generate(prompts, seeds)
+        except torch.OutOfMemoryError as e:
+            n = len(prompts)
+            if n <= 1:
+                raise PipelineError(f"CUDA out of memory rendering one image ({str(e).splitlines()[0][:160]}): "
+                                    "use a smaller model.height/width, model.dtype=float16, or a GPU with more memory") from None
+            torch.cuda.empty_cache()
+            if self.batch_size >= n:  # this size does not fit (a larger one may come from before a back-off: re-split only)
+                self.batch_size = n // 2
+                if hasattr(self.generator, "max_batch_size"):
+                    self.generator.max_batch_size = min(int(self.generator.max_batch_size), self.batch_size)
+                    if getattr(self.generator, "call_size", None):
+                        self.generator.call_size = self.generator.max_batch_size
+                self.backoffs.append(self.batch_size)
+                log.warning("oom_backoff: CUDA out of memory at batch %d; batch size now %d", n, self.batch_size)
+        out: list[Image.Image] = []
+        step = self.batch_size  # a chunk that runs out of memory again lowers self.batch_size under this loop
+        for i in range(0, len(prompts), step):
+            out += self._generate(prompts[i : i + step], seeds[i : i + step])
+        return out
 
     def render(self, jobs: Sequence[RenderJob]) -> list[Rendered]:
         out: list[Rendered] = []
@@ -116,7 +150,7 @@ class Renderer:
         if not jobs:
             return []
         t0 = time.perf_counter()
-        images = self.generator.generate([j.prompt for j in jobs], [j.seed for j in jobs])
+        images = self._generate([j.prompt for j in jobs], [j.seed for j in jobs])
         scored = [j.target for j in jobs if j.target is not None]
         rewards, scores = [float("nan")] * len(jobs), [float("nan")] * len(jobs)
         if scored:
@@ -163,7 +197,6 @@ class RenderPool:
 
     def __init__(self, renderer: Renderer) -> None:
         self.renderer, self.reward = renderer, renderer.reward
-        self.batch_size = renderer.batch_size
         self._cv = threading.Condition()
         self._pending: list[tuple[_Request, int]] = []  # (request, job index), in arrival order
         self._clients = 0
@@ -183,6 +216,10 @@ class RenderPool:
             with self._cv:
                 self._clients -= 1
                 self._cv.notify_all()  # the others may be all that is left: their call is ready now
+
+    @property
+    def batch_size(self) -> int:
+        return self.renderer.batch_size  # smaller after an out-of-memory back-off
 
     def call_stats(self) -> dict[str, dict[str, Any]]:
         return self.renderer.call_stats()

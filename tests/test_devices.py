@@ -77,3 +77,42 @@ def test_wants_gpu_and_the_device_record():
     d = describe_device(torch.device("cpu"), torch.float32)
     assert d["device"] == "cpu" and d["device_name"] == "cpu" and d["dtype"] == "float32" and d["torch"] == torch.__version__
     assert d["diffusers"]
+
+
+class OutOfMemoryAbove:
+    """A generator that raises CUDA's out-of-memory error for calls above ``limit`` images."""
+
+    def __init__(self, inner, limit, max_batch_size=16):
+        self.inner, self.limit, self.model_id, self.max_batch_size = inner, limit, inner.model_id, max_batch_size
+        self.calls = []
+
+    def generate(self, prompts, seeds):
+        self.calls.append(len(prompts))
+        if len(prompts) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner.generate(prompts, seeds)
+
+
+def test_out_of_memory_halves_the_batch_for_good(grammar, generator, reward, caplog):
+    from pipeline.rendering import Renderer, RenderJob, RenderPool
+
+    gen = OutOfMemoryAbove(generator, 5)
+    pool = RenderPool(Renderer(gen, reward, 16))
+    jobs = [RenderJob(grammar.decode(e), i, None, "generation") for i, e in enumerate(list(grammar.grid())[:16])]
+    out = pool.render(jobs)
+    assert len(out) == 16 and [r.image.tobytes() for r in out] == [im.tobytes() for im in generator.generate(
+        [j.prompt for j in jobs], [j.seed for j in jobs])]
+    assert gen.calls[:3] == [16, 8, 4] and pool.batch_size == 4 and gen.max_batch_size == 4
+    assert pool.renderer.backoffs == [8, 4] and "oom_backoff" in caplog.text
+    gen.calls.clear()
+    pool.render(jobs)
+    assert gen.calls == [4, 4, 4, 4]  # the halved size stays
+
+
+def test_out_of_memory_at_batch_one_fails_in_one_line(grammar, generator, reward):
+    from pipeline.errors import PipelineError
+    from pipeline.rendering import Renderer, RenderJob
+
+    r = Renderer(OutOfMemoryAbove(generator, 0), reward, 4)
+    with pytest.raises(PipelineError, match="CUDA out of memory rendering one image"):
+        r.render([RenderJob(grammar.decode((0, 0, 0, 0, 0)), 1)])

@@ -119,6 +119,7 @@ class Schedule:
     attempts: dict[str, int] = field(default_factory=dict)  # unit id -> failed tries
     busy: dict[int, list[float]] = field(default_factory=dict)  # worker id -> [images, seconds]
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # worker id -> its latest call statistics
+    backoffs: dict[int, int] = field(default_factory=dict)  # worker id -> out-of-memory back-offs logged
     alone_since: float | None = None  # since when no worker has been alive
 
     @classmethod
@@ -365,12 +366,15 @@ class CloneDriver:
         total = lambda stats: sum(c["calls"] for c in stats.values())  # noqa: E731
         if total(out["calls"]) >= total(sched.calls.get(wid, {})):  # cumulative per worker; units may return out of order
             sched.calls[wid] = out["calls"]
+        for size in out["oom_backoffs"][sched.backoffs.get(wid, 0):]:  # CUDA ran out of memory: the worker halved its batch
+            self.event("oom_backoff", worker=wid, batch_size=size)
+        sched.backoffs[wid] = max(sched.backoffs.get(wid, 0), len(out["oom_backoffs"]))
         if isinstance(unit, SearchUnit):
             summary.searches_run += 1
             summary.searches_found_class += bool(out["found_class"])
             summary.search_renders += int(out["renders"])
             sched.searched(unit.cls.id)
-            self.event("search_done", cls=unit.cls.id, worker=wid, **{k: v for k, v in out.items() if k != "calls"})
+            self.event("search_done", cls=unit.cls.id, worker=wid, **{k: v for k, v in out.items() if k not in ("calls", "oom_backoffs")})
         else:
             summary.shards_written += 1
             summary.images_written += out["images"]

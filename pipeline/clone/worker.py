@@ -105,7 +105,7 @@ class CloneWorker:
         self.storage.write_bytes(LAYOUT.search(cls.id), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0,
-                "found_class": best is not None and best.lower() == cls.prompt.lower(), "calls": self.pool.call_stats()}
+                "found_class": best is not None and best.lower() == cls.prompt.lower(), "calls": self.pool.call_stats(), "oom_backoffs": list(self.pool.renderer.backoffs)}
 
     @staticmethod
     def _next_candidate(seq: list, pos: int, tried: set[str]):
@@ -237,5 +237,5 @@ class CloneWorker:
         return {
             "record": record.to_dict(), "images": len(samples), "missing": record.missing, "renders": renders,
             "from_search": from_search, "seconds": time.perf_counter() - t0, "worker": self.worker_id,
-            "calls": self.pool.call_stats(),
+            "calls": self.pool.call_stats(), "oom_backoffs": list(self.pool.renderer.backoffs),
         }
