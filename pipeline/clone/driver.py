@@ -170,7 +170,7 @@ class CloneDriver:
         self.stop_grace = float(cluster["stop_grace_s"])
         self._stop_signal: str | None = None  # the first SIGTERM / SIGINT received
         self._stop_at = 0.0
-        self.actor_options = {"num_cpus": float(cluster["cpus_per_worker"]), "num_gpus": float(cluster["gpus_per_worker"]),
+        self.actor_options = {"num_cpus": float(cluster["cpus_per_worker"]), "num_gpus": float(cluster["gpus_per_worker"] or 0),
                               "max_restarts": 0, "max_concurrency": self.units_per_worker}
         self.storage = Storage(cfg["paths"]["output_dir"])
         self._log_failed = False
