@@ -206,16 +206,20 @@ class RenderPool:
 
     @contextmanager
     def client(self) -> Iterator[None]:
-        with self._cv:
-            self._clients += 1
+        """Re-entrant: a thread is one client however deep it nests (it can only wait once)."""
+        outer = not getattr(self._local, "client", 0)
+        if outer:
+            with self._cv:
+                self._clients += 1
         self._local.client = getattr(self._local, "client", 0) + 1
         try:
             yield
         finally:
             self._local.client -= 1
-            with self._cv:
-                self._clients -= 1
-                self._cv.notify_all()  # the others may be all that is left: their call is ready now
+            if outer:
+                with self._cv:
+                    self._clients -= 1
+                    self._cv.notify_all()  # the others may be all that is left: their call is ready now
 
     @property
     def batch_size(self) -> int:

@@ -40,9 +40,18 @@ def test_shards_and_searches_are_byte_identical_at_batch_1_and_16_alone_or_poole
     assert calls["generation"]["renders_per_call"] > 2 and calls["generation"]["batch_size"] == 16
 
 
-def in_threads(fn, units):
-    """``fn`` on every unit, each in its own thread at once (as a worker's threaded actor runs them)."""
-    threads = [threading.Thread(target=fn, args=(u,)) for u in units]
+def in_threads(pool, fn, units):
+    """``fn`` on every unit, each in its own thread at once (as a worker's threaded actor runs them), all of
+    them clients of the pool before any renders (a busy worker; otherwise thread start-up order decides the
+    first calls)."""
+    started = threading.Barrier(len(units))
+
+    def run(u):
+        with pool.client():
+            started.wait()
+            fn(u)
+
+    threads = [threading.Thread(target=run, args=(u,)) for u in units]
     for t in threads:
         t.start()
     for t in threads:
@@ -53,8 +62,8 @@ def in_threads(fn, units):
 def test_a_shuffled_clone_renders_in_full_calls(tmp_path):
     """A worker in this process with its generator wrapped to record every call, running its units at once as
     its threaded actor does: the 10 classes' searches, then 10 shuffled shards of 13 images from 4 or more
-    classes each. Every call is full but the first (units still starting) and the last few of each phase
-    (units running dry), though no search step and no shard alone fills one."""
+    classes each. Nearly every call is full (short ones only as the units run dry), though no search step and no
+    shard alone fills one."""
     out = tmp_path / "calls"
     cfg = clone_api.load([f"paths.output_dir={out}", "model=procedural", "reward=learned_shapes",
                           "clone.images_per_class=13", "clone.shard_size=13", "clone.shard_order=shuffled",
@@ -64,17 +73,18 @@ def test_a_shuffled_clone_renders_in_full_calls(tmp_path):
     worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
     gen = CountingGenerator(worker.stack.generator)
     worker.pool.renderer.generator = gen
-    in_threads(worker.search, [SearchUnit(c) for c in plan.classes])
+    in_threads(worker.pool, worker.search, [SearchUnit(c) for c in plan.classes])
     search_calls = list(gen.batches)
-    print("search calls", search_calls)
-    # short calls only while the searches start and when the last few finish
-    assert sum(search_calls) >= 10 * 64 and all(b == 16 for b in search_calls[1:-8]), search_calls
+    # a call is short only when every running search waits with fewer than 16 new renders between them: the
+    # first (each search renders its start state alone), the last ones as the searches finish, rarely others
+    # (thread timing moves a few renders between calls: bounds, not an exact pattern)
+    assert sum(search_calls) >= 10 * 64 and sum(b < 16 for b in search_calls) <= len(search_calls) // 4, search_calls
+    assert sum(search_calls) / len(search_calls) >= 13, search_calls  # one search's steps alone: 3-8
     gen.batches.clear()
     units = plan.shard_units()
     assert len(units) == 10 and all(len(u.classes) >= 4 for u in units)
-    in_threads(worker.generate, units)
-    print("generation calls", gen.batches)
-    assert sum(gen.batches) >= 130 and all(b == 16 for b in gen.batches[1:-4]), gen.batches
+    in_threads(worker.pool, worker.generate, units)
+    assert sum(gen.batches) >= 130 and sum(b < 16 for b in gen.batches) <= 4, gen.batches  # the retries' tail
     stats = worker.pool.call_stats()
     assert stats["generation"]["renders"] == sum(gen.batches) and stats["search"]["renders"] == sum(search_calls)
     records = worker.manifest.records()
