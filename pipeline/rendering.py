@@ -127,10 +127,8 @@ class Renderer:
             torch.cuda.empty_cache()
             if self.batch_size >= n:  # this size does not fit (a larger one may come from before a back-off: re-split only)
                 self.batch_size = n // 2
-                if hasattr(self.generator, "max_batch_size"):
+                if hasattr(self.generator, "max_batch_size"):  # its call_size (padding) follows
                     self.generator.max_batch_size = min(int(self.generator.max_batch_size), self.batch_size)
-                    if getattr(self.generator, "call_size", None):
-                        self.generator.call_size = self.generator.max_batch_size
                 self.backoffs.append(self.batch_size)
                 log.warning("oom_backoff: CUDA out of memory at batch %d; batch size now %d", n, self.batch_size)
         out: list[Image.Image] = []

@@ -191,12 +191,6 @@ class CompositeReward:
     def score(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> np.ndarray:
         return self.score_with_acceptance(images, prepared)[0]
 
-    def acceptance_score(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> np.ndarray:
-        """Class consistency alone (per-image verification of a dataset's images)."""
-        if not self.acceptance:
-            raise ConfigError("the reward has no class-consistency term (it needs a semantic encoder and a class axis)")
-        return self.terms[self.acceptance].score_many(images, [prepared[self.acceptance]] * len(images))
-
 
 def build_reward(
     image_encoder: ImageEncoder,

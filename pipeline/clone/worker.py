@@ -62,7 +62,6 @@ class CloneWorker:
                               "(a semantic encoder over a grammar with a class axis); or set clone.verify_images=false")
         #: every render of every unit of this worker: concurrent units share full generator calls
         self.pool = RenderPool(Renderer(self.stack.generator, self.stack.reward, int(c.batch_size)))
-        self.batch_size = self.pool.batch_size
         self._encoder = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="encode")
         self._sources: dict[ClassInfo, dict[str, Any]] = {}
         self._sources_lock = threading.Lock()
@@ -148,7 +147,7 @@ class CloneWorker:
         renders = 0
         with self.pool.client():
             while queue:
-                todo = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
+                todo = [queue.popleft() for _ in range(min(self.pool.batch_size, len(queue)))]
                 picks, jobs = [], []
                 for k, i, attempt in todo:
                     src = sources[k]

@@ -73,14 +73,17 @@ class DiffusersGenerator:
         self.height, self.width, self.negative_prompt = height, width, negative_prompt
         self.max_batch_size, self.cache_size = int(max_batch_size), int(cache_prompts)
         self.pad_batches = bool(pad_batches)
-        #: every pipeline call has this many images (None: as many as asked for); the renderer pads its
-        #: reward calls to it too (pipeline/rendering.py)
-        self.call_size: int | None = self.max_batch_size if self.pad_batches else None
         self._embeds: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         # prompt-embedding caching needs the two-tensor encode_prompt of the SD 1.x/2.x family
         self._can_cache = type(pipe).__name__ in {"StableDiffusionPipeline", "LatentConsistencyModelPipeline"}
         size = f"{height or 'default'}x{width or 'default'}"
         self.model_id = f"{pretrained}|{type(pipe.scheduler).__name__}|steps={self.steps}|cfg={self.guidance:g}|{size}"
+
+    @property
+    def call_size(self) -> int | None:
+        """Every pipeline call has this many images (None: as many as asked for); the renderer pads its reward
+        calls to it too (pipeline/rendering.py)."""
+        return self.max_batch_size if self.pad_batches else None
 
     def _prompt_embeds(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         cfg = self.guidance > 1.0
