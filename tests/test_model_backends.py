@@ -70,7 +70,7 @@ def test_an_image_does_not_depend_on_its_batch(generator, sd_folder):
 
 def test_prompt_embeddings_are_cached(generator):
     generator.generate(PROMPTS * 3, [1, 2, 3, 4, 5, 6])
-    assert set(PROMPTS) <= set(generator._embeds)
+    assert all(p in generator.prompt_cache for p in PROMPTS) and len(generator.prompt_cache) == 2
 
 
 def test_scheduler_and_model_id_from_config(sd_folder):

@@ -18,12 +18,14 @@ import socket
 import sys
 from typing import Any, Sequence
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.assembly import instantiate_model
 from pipeline.clone.driver import CloneDriver, CloneSummary
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
+from pipeline.clone.reference_throughput import reference_throughput
 from pipeline.clone.identity import check_identity
 from pipeline.clone.plan import ClonePlan
 from pipeline.errors import ConfigError
@@ -110,17 +112,30 @@ def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar]:
 
 
 def dry_run(cfg: DictConfig) -> dict[str, Any]:
-    """The dry run: classes, shards, renders and device-hours of ``cfg``'s clone; writes nothing. Without
-    ``clone.throughput`` the model is loaded and timed on a short warm-up."""
+    """The dry run: classes, shards, renders and device-hours of ``cfg``'s clone; writes nothing.
+
+    Throughput per worker, in this order: ``clone.throughput`` if given; on a machine without CUDA, a model
+    that would run on a GPU and has a row in :mod:`pipeline.clone.reference_throughput` is planned with
+    that published figure; otherwise the model is loaded and timed here at the run's call size."""
     clone_plan, search, grammar = _prepare(cfg)
     c = cfg.clone
-    measured = c.throughput is None
-    if measured:
-        model = instantiate_model(cfg.model, grammar)
-        throughput = measure_throughput(model, grammar.decode([0] * len(grammar.axes)), c.warmup_images, c.batch_size)
+    if c.throughput is not None:
+        throughput, source = float(c.throughput), "clone.throughput"
     else:
-        throughput = c.throughput
-    return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, cfg.cluster.num_workers or 1, measured)
+        reference = reference_throughput(cfg.model) if wants_gpu(cfg.model) and not torch.cuda.is_available() else None
+        if reference is not None:
+            throughput, source = reference
+        elif wants_gpu(cfg.model) and not torch.cuda.is_available() and "pretrained" in cfg.model and not _is_local(cfg.model.pretrained):
+            raise ConfigError(f"the dry run cannot time model.pretrained={cfg.model.pretrained} without a GPU and has no "
+                              "published figure for it: run the dry run on a GPU machine, or pass clone.throughput=<images/s per worker>")
+        else:
+            model = instantiate_model(cfg.model, grammar)
+            throughput, source = measure_throughput(model, grammar, c.warmup_images, c.batch_size)
+    return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, cfg.cluster.num_workers or 1, source)
+
+
+def _is_local(ref: str) -> bool:
+    return os.path.exists(os.path.expanduser(str(ref)))
 
 
 def _place_workers(cfg: DictConfig, cluster: dict[str, Any], res: dict[str, float], started: bool) -> None:

@@ -35,12 +35,12 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
-from pipeline.clone.identity import check_identity
+from pipeline.clone.identity import check_identity, check_weights
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.worker import CloneWorker
-from pipeline.errors import InputError, Interrupted, PipelineError
+from pipeline.errors import ConfigError, InputError, Interrupted, PipelineError
 from pipeline.rendering import summarise_calls
 from pipeline.storage import Storage
 
@@ -223,9 +223,16 @@ class CloneDriver:
             self._check_restarts(summary, e)
             self._request_workers(1)
             return
-        self.workers[wid] = actor
-        summary.worker_devices[str(wid)] = {k: info.get(k) for k in ("device", "device_name", "dtype", "torch", "cuda", "diffusers")}
+        summary.worker_devices[str(wid)] = {k: info.get(k) for k in ("device", "device_name", "dtype", "torch", "cuda", "diffusers", "weights")}
         self.event("worker_started", **info)
+        try:
+            changed = check_weights(self.storage, info.get("weights"), self.cfg["clone"]["on_config_change"])
+        except ConfigError:
+            ray.kill(actor)
+            raise
+        if changed:
+            self.event("config_changed", changes=[changed])
+        self.workers[wid] = actor
 
     def _start_workers(self, n: int, summary: CloneSummary) -> None:
         """The first start: ask for ``n`` workers and wait until all have loaded their models, or, once the

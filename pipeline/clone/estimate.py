@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any, Mapping
 
 from pipeline.clone.plan import ClonePlan
 from pipeline.generators.base import Generator
 from pipeline.grammar import Grammar
+from pipeline.torch_device import describe_device
 from pipeline.search import (
     ClassNamePrompt, ClassNameRandomAttributes, Exhaustive, GoalEncoding, NoisyGradient, QLearning, RandomSearch,
 )
@@ -31,19 +33,26 @@ def search_render_bound(search: Any, env_cfg: Mapping[str, Any], grammar: Gramma
     return min(bound, int(cap) + int(env_cfg["batch_size"])) if cap else bound
 
 
-def measure_throughput(generator: Generator, prompt: str, images: int, batch_size: int) -> float:
-    """Images/s of ``generator`` on this machine, after one untimed warm-up batch."""
-    generator.generate([prompt] * min(batch_size, images), list(range(min(batch_size, images))))
+def measure_throughput(generator: Generator, grammar: Grammar, images: int, batch_size: int) -> tuple[float, str]:
+    """Images/s of ``generator`` on this machine at the run's batch profile (calls of ``batch_size`` images, or of
+    the generator's fixed call size), over states of ``grammar``, after one untimed warm-up call; and a line
+    saying so."""
+    batch = int(getattr(generator, "call_size", None) or batch_size)
+    prompts = [grammar.decode(e) for e in itertools.islice(grammar.grid(), batch)]
+    images = max(int(images), batch)
+    generator.generate([prompts[i % len(prompts)] for i in range(batch)], list(range(batch)))
     t0 = time.perf_counter()
     done = 0
     while done < images:
-        n = min(batch_size, images - done)
-        generator.generate([prompt] * n, list(range(1000 + done, 1000 + done + n)))
+        n = min(batch, images - done)
+        generator.generate([prompts[(done + i) % len(prompts)] for i in range(n)], list(range(1000 + done, 1000 + done + n)))
         done += n
-    return done / (time.perf_counter() - t0)
+    device = getattr(generator, "device", None)
+    where = describe_device(device, getattr(generator, "dtype", None))["device_name"] if device is not None else "cpu"
+    return done / (time.perf_counter() - t0), f"measured here ({where}): {done} images in calls of {batch} after a warm-up call"
 
 
-def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers: int, measured: bool) -> dict[str, Any]:
+def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers: int, source: str) -> dict[str, Any]:
     renders = plan.total_images + search_renders * len(plan.classes)
     hours = renders / throughput / 3600 if throughput > 0 else float("inf")
     return {
@@ -56,7 +65,7 @@ def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers
         "search_renders_per_class_max": search_renders,
         "renders_total_max": renders,
         "throughput_images_per_s_per_worker": round(throughput, 3),
-        "throughput_source": "measured warm-up on this machine" if measured else "clone.throughput",
+        "throughput_source": source,
         "device_hours_max": round(hours, 3),
         "wall_hours_max": round(hours / max(1, workers), 3),
         "workers": workers,

@@ -149,3 +149,27 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error")
     storage.write_bytes(LAYOUT.run_json, json.dumps({"identity": new, "history": history}, indent=1).encode())
     log.warning("resuming %s with changed settings (clone.on_config_change=allow): %s", storage.url, "; ".join(changes))
     return changes
+
+
+def check_weights(storage: Storage, weights: str | None, policy: str = "error") -> str | None:
+    """Record in ``run.json`` the hub snapshot (``org/name@commit``) a worker loaded; a later worker or a resume
+    that loaded another snapshot (the hub id's branch moved on, or a node's cache holds an older one) is a
+    change of the model: refused under ``policy="error"``, recorded and returned as a line with ``"allow"``.
+    Local model folders are fingerprinted in the identity itself (:func:`run_identity`)."""
+    if not weights or not storage.exists(LAYOUT.run_json):
+        return None
+    record = json.loads(storage.read_bytes(LAYOUT.run_json))
+    old = record.get("weights")
+    if old == weights:
+        return None
+    if old is not None and policy == "error":
+        raise ConfigError(
+            f"{storage.url} was made with model weights {old}, but a worker loaded {weights}: pin the snapshot with "
+            f"model.revision={old.rsplit('@', 1)[-1]} (download it where it is missing), or pass clone.on_config_change=allow"
+        )
+    record["weights"] = weights
+    storage.write_bytes(LAYOUT.run_json, json.dumps(record, indent=1).encode())
+    if old is None:
+        return None
+    log.warning("model weights changed (clone.on_config_change=allow): %s -> %s", old, weights)
+    return f"weights: {old} -> {weights}"

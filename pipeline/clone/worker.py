@@ -76,7 +76,7 @@ class CloneWorker:
 
     def ping(self) -> dict[str, Any]:
         gen = self.stack.generator
-        return {"worker": self.worker_id, "pid": os.getpid(), "model_id": gen.model_id,
+        return {"worker": self.worker_id, "pid": os.getpid(), "model_id": gen.model_id, "weights": getattr(gen, "weights", None),
                 **describe_device(getattr(gen, "device", None), getattr(gen, "dtype", None))}
 
     # ------------------------------------------------------------------ units

@@ -1,4 +1,4 @@
-"""Any text-to-image pipeline diffusers loads (Stable Diffusion 1.x/2.x, SDXL-Turbo, LCM, the embedded model).
+"""Any text-to-image pipeline diffusers loads (Stable Diffusion 1.x/2.x, SDXL/SDXL-Turbo, LCM, FLUX.1, the embedded model).
 
 Each image has its own ``torch.Generator``, drawn on the CPU (diffusers' advice for reproducible latents), so
 its initial noise depends only on (prompt, seed), the same on every device. Its pixels
@@ -6,8 +6,12 @@ also depend on the call's size: CPU and GPU kernels pick other code paths (block
 batch sizes, which moves a few pixels by a grey level. With ``pad_batches`` every call to the pipeline has
 exactly ``max_batch_size`` images (a short call is padded with copies of its last image, which are
 dropped), so on one machine an image is the same bytes whatever shared its call, and whatever the caller's
-batch size. Prompt embeddings are cached per prompt and encoded in padded chunks of the same size: the
-RLDF search renders the same states at several seeds and the clone renders each state many times.
+batch size. Prompt embeddings are cached per prompt for every family we ship a preset for
+(:mod:`pipeline.generators.prompt_cache`), encoded in padded chunks of the same size.
+
+Speed switches, off by default because they change numerics: ``compile`` (``torch.compile`` of the UNet or
+transformer, the UNet in channels_last), ``vae_dtype`` (e.g. ``float32`` for a VAE that overflows in fp16)
+or ``vae`` (a replacement VAE, e.g. an fp16-fixed one).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import torch
 from PIL import Image
 
 from pipeline.errors import ConfigError
-from pipeline.models.loading import load_pretrained
+from pipeline.generators.prompt_cache import PromptCache, pipeline_family
+from pipeline.models.loading import hub_commit, load_pretrained
 from pipeline.torch_device import resolve_device, resolve_dtype
 
 
@@ -40,7 +45,12 @@ class DiffusersGenerator:
         max_batch_size: int = 16,
         pad_batches: bool = True,
         variant: str | None = None,
+        revision: str | None = None,
         cache_prompts: int = 4096,
+        max_sequence_length: int | None = None,
+        compile: bool = False,
+        vae: str | None = None,
+        vae_dtype: str | None = None,
     ) -> None:
         import diffusers
 
@@ -56,6 +66,10 @@ class DiffusersGenerator:
         kwargs: dict[str, Any] = {"dtype": self.dtype}
         if variant:
             kwargs["variant"] = variant
+        if revision:
+            kwargs["revision"] = revision
+        if vae:
+            kwargs["vae"] = load_pretrained(diffusers.AutoencoderKL.from_pretrained, vae, "VAE (model.vae)", dtype=self.dtype)
         if "safety_checker" in inspect.signature(cls.__init__).parameters:
             # dataset generation scores images itself; the checker blanks them, so it is never loaded
             kwargs.update(safety_checker=None, requires_safety_checker=False)
@@ -69,13 +83,20 @@ class DiffusersGenerator:
             pipe.scheduler = sched_cls.from_config(pipe.scheduler.config, **dict(scheduler_kwargs or {}))
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
+        if vae_dtype:
+            _set_vae_dtype(self.pipe.vae, resolve_dtype(vae_dtype, self.device))
+        if compile:
+            _compile_denoiser(self.pipe)
         self.steps, self.guidance = int(num_inference_steps), float(guidance_scale)
         self.height, self.width, self.negative_prompt = height, width, negative_prompt
-        self.max_batch_size, self.cache_size = int(max_batch_size), int(cache_prompts)
-        self.pad_batches = bool(pad_batches)
-        self._embeds: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        # prompt-embedding caching needs the two-tensor encode_prompt of the SD 1.x/2.x family
-        self._can_cache = type(pipe).__name__ in {"StableDiffusionPipeline", "LatentConsistencyModelPipeline"}
+        self.max_batch_size, self.pad_batches = int(max_batch_size), bool(pad_batches)
+        self.max_sequence_length = max_sequence_length
+        self.family = pipeline_family(self.pipe)
+        self.prompt_cache = None if self.family is None else PromptCache(
+            self.pipe, self.family, self.device, self.guidance, negative_prompt, self.call_size, cache_prompts, max_sequence_length)
+        commit = hub_commit(pretrained, revision)
+        #: the weights loaded: ``org/name@commit`` for a hub snapshot (a local folder's content is in the run identity)
+        self.weights = f"{pretrained}@{commit}" if commit else None
         size = f"{height or 'default'}x{width or 'default'}"
         self.model_id = f"{pretrained}|{type(pipe.scheduler).__name__}|steps={self.steps}|cfg={self.guidance:g}|{size}"
 
@@ -84,25 +105,6 @@ class DiffusersGenerator:
         """Every pipeline call has this many images (None: as many as asked for); the renderer pads its reward
         calls to it too (pipeline/rendering.py)."""
         return self.max_batch_size if self.pad_batches else None
-
-    def _prompt_embeds(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        cfg = self.guidance > 1.0
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._embeds]
-        if missing:
-            if len(self._embeds) + len(missing) > self.cache_size:
-                self._embeds.clear()
-            size = self.call_size or len(missing)
-            for i in range(0, len(missing), size):
-                part = missing[i : i + size]
-                padded = part + [""] * (size - len(part))  # a fixed-size call: an embedding never depends on its neighbours
-                pos, neg = self.pipe.encode_prompt(
-                    padded, self.device, 1, cfg, negative_prompt=[self.negative_prompt or ""] * len(padded) if cfg else None
-                )
-                for j, p in enumerate(part):
-                    self._embeds[p] = (pos[j], neg[j] if cfg else None)
-        pos = torch.stack([self._embeds[p][0] for p in prompts])
-        neg = torch.stack([self._embeds[p][1] for p in prompts]) if cfg else None
-        return pos, neg
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image]:
@@ -120,10 +122,34 @@ class DiffusersGenerator:
                 num_inference_steps=self.steps, guidance_scale=self.guidance, generator=generators,
                 height=self.height, width=self.width, output_type="pil",
             )
-            if self._can_cache:
-                pos, neg = self._prompt_embeds(chunk)
-                kwargs.update(prompt_embeds=pos, negative_prompt_embeds=neg)
+            if self.max_sequence_length:
+                kwargs["max_sequence_length"] = self.max_sequence_length
+            if self.prompt_cache is not None:
+                kwargs.update(self.prompt_cache.kwargs(chunk))
             else:
                 kwargs.update(prompt=chunk, negative_prompt=[self.negative_prompt] * len(chunk) if self.negative_prompt else None)
             out.extend(self.pipe(**kwargs).images[:n])
         return out
+
+
+def _set_vae_dtype(vae: Any, dtype: torch.dtype) -> None:
+    """Run the VAE in ``dtype`` whatever the pipeline's dtype: its decode casts the latents it is given."""
+    vae.to(dtype)
+    decode = vae.decode
+
+    def decode_in_dtype(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return decode(z.to(dtype), *args, **kwargs)
+
+    vae.decode = decode_in_dtype
+
+
+def _compile_denoiser(pipe: Any) -> None:
+    """``torch.compile`` the UNet (in channels_last) or the transformer; compiled on its first call. With
+    ``pad_batches`` every call has one shape, so it compiles once."""
+    if getattr(pipe, "unet", None) is not None:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.unet = torch.compile(pipe.unet)
+    elif getattr(pipe, "transformer", None) is not None:
+        pipe.transformer = torch.compile(pipe.transformer)
+    else:
+        raise ConfigError(f"model.compile: {type(pipe).__name__} has neither a unet nor a transformer to compile")

@@ -36,3 +36,17 @@ def load_pretrained(loader: Callable[..., Any], ref: str, what: str, **kwargs: A
             f"could not load {what} '{ref}' ({first[:160]}): without network access, download it elsewhere "
             f"(`huggingface-cli download {ref} --local-dir /models/{ref.split('/')[-1]}`) and set the path in the config"
         ) from None
+
+
+def hub_commit(ref: str, revision: str | None = None, probe: str = "model_index.json") -> str | None:
+    """The commit of the hub snapshot ``from_pretrained(ref, revision=...)`` loaded (read from the local
+    Hugging Face cache, where loading put it), or None for a local folder or a file not in the cache."""
+    if Path(str(ref)).expanduser().exists() or looks_like_path(str(ref)):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(str(ref), probe, revision=revision)
+    if not isinstance(found, str):
+        return None
+    parts = Path(found).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None

@@ -72,3 +72,24 @@ def write_clip_tokenizer(texts: Iterable[str], out_dir: str | Path, max_length: 
         raise RuntimeError(f"tokenizer splits corpus words {unsplit[:5]}")
     tok.save_pretrained(out)
     return tok
+
+
+PAD, T5_EOS, UNK = "<pad>", "</s>", "<unk>"  # T5's ids 0, 1, 2
+
+
+def write_t5_tokenizer(texts: Iterable[str], out_dir: str | Path, max_length: int = 32):
+    """A T5 tokenizer (FLUX's second tokenizer: SentencePiece unigram, ``</s>`` appended) whose pieces are the
+    words of ``texts``, each one token with or without its leading space; any other word is ``<unk>``."""
+    from transformers import T5TokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    words = corpus_words(texts)
+    pieces = [(PAD, 0.0), (T5_EOS, 0.0), (UNK, 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + w, -1.0) for w in words] + [(w, -2.0) for w in words]
+    T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_length).save_pretrained(out)
+    tok = T5TokenizerFast.from_pretrained(out)
+    unsplit = [w for w in words if len(tok.tokenize(w)) != 1]
+    if unsplit:
+        raise RuntimeError(f"T5 tokenizer splits corpus words {unsplit[:5]}")
+    return tok
