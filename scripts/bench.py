@@ -18,6 +18,10 @@
   reader    the stand-in's weightless reader: accuracy per attribute on random renders
   presets   the experiment presets' dry-run plans (classes, units, shards, images, device-hours at an
             assumed clone.throughput: no GPU is measured here)
+  gpu       (not in the default set; needs a CUDA GPU, ~5 min on an H100) full-size random SD 2.1 and SDXL-Turbo in fp16:
+            bare images/s and peak memory at batch 1/8/16/32 (512 px, 25 steps), model.compile on/off, and the
+            clone's search- and generation-phase images/s with SD 2.1 (pipeline/gpu_bench.py); --gpu-scale tiny
+            runs it on CPU with tiny models of the same architectures
   searchcost  (not in the default set) search renders not reused as dataset images over dataset images, and
             CAS, of two make-eval folders run with and without clone.reuse_search_renders (--eval-dirs)
 
@@ -501,7 +505,30 @@ def _md_metrics(m: dict) -> list[str]:
     return ["Metrics cost:", "", table(["measure", "value"], [[k, v] for k, v in m.items()])]
 
 
-TABLES = {"pipeline": _md_pipeline, "batches": _md_batches, "search": _md_search, "resume": _md_resume, "scale": _md_scale, "reader": _md_reader, "presets": _md_presets, "searchcost": _md_searchcost, "metrics": _md_metrics}
+def _md_gpu(g: dict) -> list[str]:
+    d = g["device"]
+    lines = [f"GPU benchmark ({g['scale']} scale) on {d['device_name']} (torch {d['torch']}, CUDA {d['cuda']}, diffusers {d['diffusers']}), "
+             f"{g['size']} px, random weights, {g['wall_s']} s in all. Bare generator (the preset's DiffusersGenerator, padded calls):", ""]
+    rows = [[arch, f"{g['sd21_steps'] if arch == 'sd21' else 1}", b, r["images_per_s"], r["peak_gib"] if r["peak_gib"] is not None else "-"]
+            for arch, by in g["bare"].items() for b, r in by.items()]
+    lines.append(table(["model", "steps", "batch", "images/s", "peak GiB"], rows))
+    if "compile" in g:
+        lines += ["", "model.compile (first call includes the compile):", ""]
+        lines.append(table(["model", "batch", "off images/s", "on images/s", "speed-up", "first call on (s)"],
+                           [[a, c["batch"], c["off"]["images_per_s"], c["on"]["images_per_s"], c["speedup"], c["on"]["first_call_s"]]
+                            for a, c in g["compile"].items()]))
+    if "clone_sd21" in g:
+        c = g["clone_sd21"]
+        lines += ["", f"The clone with SD 2.1, one worker ({c['worker_device']}), batch {c['batch']}, {c['classes']} classes:", ""]
+        lines.append(table(["phase", "images/s", "over bare", "renders/call", "partial calls"],
+                       [["search", c["search"]["renders_per_s"], c["search_over_bare"], c["search"]["calls"].get("renders_per_call"),
+                         c["search"]["calls"].get("partial_call_share")],
+                        ["generation (shuffled)", c["generation"]["images_per_s"], c["generation_over_bare"],
+                         c["generation"]["calls"].get("renders_per_call"), c["generation"]["calls"].get("partial_call_share")]]))
+    return lines
+
+
+TABLES = {"gpu": _md_gpu, "pipeline": _md_pipeline, "batches": _md_batches, "search": _md_search, "resume": _md_resume, "scale": _md_scale, "reader": _md_reader, "presets": _md_presets, "searchcost": _md_searchcost, "metrics": _md_metrics}
 
 
 def markdown(report: dict, command: str) -> dict[str, str]:
@@ -530,6 +557,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--prdc-n", type=int, default=10_000)
     p.add_argument("--resume-shards", type=int, default=1000, help="shards in the resume benchmark")
+    p.add_argument("--gpu-scale", default="full", choices=["full", "tiny"], help="gpu: full-size models on a GPU, or tiny ones (CPU)")
+    p.add_argument("--gpu-compile", default="on", choices=["on", "off"], help="gpu: also time model.compile (a compile of ~1-2 min per model)")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
     p.add_argument("--markdown", type=Path, default=None, help="write the tables into this markdown file's bench block")
     p.add_argument("--from-json", type=Path, default=None, help="write the tables of an earlier --out report (its own command) instead of measuring")
@@ -562,6 +591,11 @@ def main() -> None:
         report["presets"] = bench_presets()
     if "searchcost" in parts:
         report["searchcost"] = bench_searchcost([ROOT / d for d in a.eval_dirs.split(",")])
+    if "gpu" in parts:
+        from pipeline import gpu_bench
+
+        report["gpu"] = gpu_bench.run(a.gpu_scale, compile=a.gpu_compile == "on")
+        print(json.dumps({"gpu": report["gpu"]}, indent=1), flush=True)
     if "metrics" in parts:
         report["metrics"] = bench_metrics(a.prdc_n, 2048)
         print(json.dumps({"metrics": report["metrics"]}, indent=1), flush=True)
