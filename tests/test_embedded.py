@@ -1,6 +1,5 @@
 """The embedded models shipped in models/ load through the same loaders as real checkpoints, and work."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import pipeline.clone as clone_api
-from conftest import CLASSES, CountingGenerator, clone
+from conftest import CountingGenerator, clone
 from pipeline.clone.plan import SearchUnit
 from pipeline.clone.worker import CloneWorker
 

@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from pipeline.encoders.clip import ClipEncoder, ClipZeroShotSemanticEncoder
 from pipeline.errors import InputError
 from pipeline.generators.diffusers_generator import DiffusersGenerator
-from pipeline.models import tiny
+from pipeline.models import tiny, tiny_pipelines
 from pipeline.models.tokenizer import write_clip_tokenizer
 
 PROMPTS = ["a large red solid star on a white background", "a small blue dotted circle on a black background"]
@@ -18,16 +17,7 @@ PROMPTS = ["a large red solid star on a white background", "a small blue dotted 
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory, grammar):
     """An SD-format pipeline of tiny random components, written with save_pretrained."""
-    root = tmp_path_factory.mktemp("tiny_sd")
-    tok = write_clip_tokenizer([grammar.decode(e) for e in grammar.grid()], root / "tok")
-    torch.manual_seed(0)
-    pipe = StableDiffusionPipeline(
-        vae=tiny.vae(block_out_channels=(16, 16)), text_encoder=tiny.text_encoder(len(tok), hidden=32, layers=1),
-        tokenizer=tok, unet=tiny.unet(block_out_channels=(16, 32), cross_attention_dim=32), scheduler=tiny.scheduler(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(root / "pipe")
-    return root / "pipe"
+    return tiny_pipelines.build("sd", [grammar.decode(e) for e in grammar.grid()], tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.fixture(scope="module")

@@ -163,3 +163,11 @@ def test_vae_dtype_and_compile_switches(folders):
     plain = family_generator(folders, "sd")
     a, b = pixels(gen.generate(PROMPTS, [3, 4])), pixels(plain.generate(PROMPTS, [3, 4]))
     assert a.shape == b.shape and np.abs(a - b).mean() < 4  # bf16 decoding moves pixels a little, not the picture
+
+
+def test_a_replacement_vae_is_loaded_in_place_of_the_checkpoints(folders):
+    """model.vae names an AutoencoderKL (here the checkpoint's own, saved alone): the same images."""
+    plain = family_generator(folders, "sd")
+    swapped = family_generator(folders, "sd", vae=str(folders["sd"] / "vae"))
+    assert swapped.pipe.vae is not plain.pipe.vae
+    assert np.array_equal(pixels(swapped.generate(PROMPTS, [5, 6])), pixels(plain.generate(PROMPTS, [5, 6])))

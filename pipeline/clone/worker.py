@@ -20,7 +20,6 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from PIL import Image
 
 import pipeline
 from pipeline.assembly import build_stack, make_env

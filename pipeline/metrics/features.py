@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
