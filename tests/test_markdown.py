@@ -18,3 +18,14 @@ def test_replace_block_keeps_prose_and_other_blocks(tmp_path):
 
 def test_table():
     assert table(["x", "y"], [[1, "a"]]).splitlines() == ["| x | y |", "|---|---|", "| 1 | a |"]
+
+
+def test_a_block_with_one_marker_is_an_error_not_a_second_copy(tmp_path):
+    import pytest
+
+    md = tmp_path / "r.md"
+    begin, end = markers("a")
+    md.write_text(f"prose\n\n broken begin\n\nold\n\n{end}\n")
+    with pytest.raises(ValueError, match="has the end marker of block 'a' but not the other"):
+        replace_block(md, "a", "new")
+    assert "new" not in md.read_text()
