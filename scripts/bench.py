@@ -558,7 +558,7 @@ def main() -> None:
     p.add_argument("--prdc-n", type=int, default=10_000)
     p.add_argument("--resume-shards", type=int, default=1000, help="shards in the resume benchmark")
     p.add_argument("--gpu-scale", default="full", choices=["full", "tiny"], help="gpu: full-size models on a GPU, or tiny ones (CPU)")
-    p.add_argument("--gpu-compile", default="on", choices=["on", "off"], help="gpu: also time model.compile (a compile of ~1-2 min per model)")
+    p.add_argument("--gpu-compile", default="on", choices=["on", "off"], help="gpu: also time model.compile on SD 2.1 (a compile of ~1-2 min)")
     p.add_argument("--out", type=Path, default=None, help="JSON report")
     p.add_argument("--markdown", type=Path, default=None, help="write the tables into this markdown file's bench block")
     p.add_argument("--from-json", type=Path, default=None, help="write the tables of an earlier --out report (its own command) instead of measuring")

@@ -56,3 +56,14 @@ def test_the_full_size_build_path_loads_through_the_presets(tmp_path):
         assert gen.family == gpu_bench.ARCHS[arch]
         assert gpu_bench.timed_calls(gen, 2, 1)["images_per_s"] > 0
         assert gen.generate(["a red star"], [1])[0].size == (64, 64)
+
+
+def test_the_compile_rows_build_a_compiled_generator(tmp_path):
+    """The compile on/off rows (not run here: a CPU compile of even the tiny UNet takes most of a minute)
+    build the preset with model.compile set, through the same overrides."""
+    folder = gpu_bench.build("sd21", "tiny", tmp_path, torch.device("cpu"))
+    s = gpu_bench.SCALES["tiny"]
+    assert "model.compile=true" in gpu_bench.model_overrides("sd21", folder, s, 4, compile=True)
+    on, off = (gpu_bench.generator("sd21", folder, s, s.compile_batch, compile=c) for c in (True, False))
+    assert type(on.pipe.unet).__name__ == "OptimizedModule" and type(off.pipe.unet).__name__ == "UNet2DConditionModel"
+    assert set(gpu_bench.COMPILED) <= set(gpu_bench.ARCHS)
