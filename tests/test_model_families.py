@@ -171,3 +171,12 @@ def test_a_replacement_vae_is_loaded_in_place_of_the_checkpoints(folders):
     swapped = family_generator(folders, "sd", vae=str(folders["sd"] / "vae"))
     assert swapped.pipe.vae is not plain.pipe.vae
     assert np.array_equal(pixels(swapped.generate(PROMPTS, [5, 6])), pixels(plain.generate(PROMPTS, [5, 6])))
+
+
+def test_a_sample_names_its_weights_by_folder_name_and_content_never_by_path(folders, tmp_path):
+    gen = family_generator(folders, "sd")
+    name = gen.model_id.split("|")[0]
+    assert name.startswith("sd@sha256:") and len(name) == len("sd@sha256:") + 12 and str(tmp_path.parent) not in gen.model_id
+    moved = tmp_path / "elsewhere" / "sd"
+    shutil.copytree(folders["sd"], moved)
+    assert family_generator({"sd": moved}, "sd").model_id == gen.model_id  # the same weights anywhere: the same name

@@ -14,17 +14,16 @@ settings those are is marked in the schema (:func:`pipeline.config.is_runtime`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from pipeline.clone.layout import LAYOUT
 from pipeline.config import CONFIG_CHANGE_POLICIES, is_runtime
 from pipeline.errors import ConfigError
+from pipeline.models.fingerprint import fingerprint_path
 from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
@@ -33,32 +32,6 @@ log = logging.getLogger("rldf.clone")
 OUTPUT_GROUPS = ("seed", "grammar", "model", "reward", "search", "env", "dataset", "clone")
 # groups whose local paths name model weights: their files' content is part of the identity
 WEIGHT_GROUPS = ("model", "reward")
-FULL_HASH_LIMIT = 256 << 20  # files above this are fingerprinted by size, head and tail (multi-GB checkpoints)
-PARTIAL_BYTES = 16 << 20
-
-
-def _file_digest(path: Path, h: "hashlib._Hash") -> None:
-    size = path.stat().st_size
-    h.update(f"{size}\0".encode())
-    with open(path, "rb") as f:
-        if size <= FULL_HASH_LIMIT:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        else:
-            h.update(f.read(PARTIAL_BYTES))
-            f.seek(size - PARTIAL_BYTES)
-            h.update(f.read(PARTIAL_BYTES))
-
-
-def fingerprint_path(path: str | Path) -> str:
-    """``sha256:…`` of a local file or of every file below a folder (relative names and content)."""
-    root = Path(path)
-    h = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    for p in files:
-        h.update(f"{p.relative_to(root) if p != root else p.name}\0".encode())
-        _file_digest(p, h)
-    return f"sha256:{h.hexdigest()}"
 
 
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:

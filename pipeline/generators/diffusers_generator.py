@@ -24,6 +24,7 @@ from PIL import Image
 
 from pipeline.errors import ConfigError
 from pipeline.generators.prompt_cache import PromptCache, pipeline_family
+from pipeline.models.fingerprint import weights_name
 from pipeline.models.loading import hub_commit, load_pretrained
 from pipeline.torch_device import resolve_device, resolve_dtype
 
@@ -98,7 +99,8 @@ class DiffusersGenerator:
         #: the weights loaded: ``org/name@commit`` for a hub snapshot (a local folder's content is in the run identity)
         self.weights = f"{pretrained}@{commit}" if commit else None
         size = f"{height or 'default'}x{width or 'default'}"
-        self.model_id = f"{pretrained}|{type(pipe.scheduler).__name__}|steps={self.steps}|cfg={self.guidance:g}|{size}"
+        # in every sample's record: the weights by hub id or folder name and content, never this machine's path
+        self.model_id = f"{weights_name(pretrained, commit)}|{type(pipe.scheduler).__name__}|steps={self.steps}|cfg={self.guidance:g}|{size}"
 
     @property
     def call_size(self) -> int | None:
