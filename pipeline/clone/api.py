@@ -122,10 +122,11 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
     if c.throughput is not None:
         throughput, source = float(c.throughput), "clone.throughput"
     else:
-        reference = reference_throughput(cfg.model) if wants_gpu(cfg.model) and not torch.cuda.is_available() else None
+        gpu_model_without_gpu = wants_gpu(cfg.model) and not torch.cuda.is_available()
+        reference = reference_throughput(cfg.model) if gpu_model_without_gpu else None
         if reference is not None:
             throughput, source = reference
-        elif wants_gpu(cfg.model) and not torch.cuda.is_available() and "pretrained" in cfg.model and not _is_local(cfg.model.pretrained):
+        elif gpu_model_without_gpu and "pretrained" in cfg.model and not _is_local(cfg.model.pretrained):
             raise ConfigError(f"the dry run cannot time model.pretrained={cfg.model.pretrained} without a GPU and has no "
                               "published figure for it: run the dry run on a GPU machine, or pass clone.throughput=<images/s per worker>")
         else:
