@@ -63,6 +63,8 @@ class CloneSettings:
     dry_run: bool = setting(runtime=True)
     throughput: Optional[float] = setting(ge=0, runtime=True)
     warmup_images: int = setting(ge=1, runtime=True)
+    lease_timeout_s: float = setting(ge=1, runtime=True)
+    lease_heartbeat_s: float = setting(ge=0.1, runtime=True)
 
 
 @dataclass

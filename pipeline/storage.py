@@ -24,6 +24,21 @@ TMP_SUFFIX = ".tmp"
 STORE_CHECKSUMS = ("ETag", "etag", "md5Hash", "crc32c", "checksum")
 
 
+def store_problem(exc: BaseException) -> str:
+    """What an object store's exception means, in words a user acts on."""
+    name, text = type(exc).__name__, str(exc)
+    if name == "NoCredentialsError" or "Unable to locate credentials" in text:
+        return "no credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role)"
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError") or isinstance(exc, (ConnectionError, TimeoutError)):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        return f"the object store does not answer{f' at {endpoint}' if endpoint else ''} ({text.splitlines()[0] if text else name})"
+    if isinstance(exc, FileNotFoundError):
+        return f"the bucket does not exist ({text})"
+    if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
+        return f"no permission to list and write there ({text})"
+    return f"{name}: {text.splitlines()[0] if text else ''}"
+
+
 class Storage:
     """A root folder (local path or fsspec URL) and atomic operations below it."""
 
@@ -31,12 +46,34 @@ class Storage:
         self.url = str(url)
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.is_local = isinstance(self.fs, LocalFileSystem)
-        if self.is_local:
-            self.root = str(Path(self.root).resolve())
+        if not self.is_local:  # an object store has no folders to make (and a missing bucket is not created)
+            return
+        self.root = str(Path(self.root).resolve())
         try:
             self.fs.makedirs(self.root, exist_ok=True)
         except OSError as e:
             raise InputError(f"cannot create the output folder '{self.url}': {e.strerror or e}") from None
+
+    def probe(self, timeout_s: float = 10.0) -> None:
+        """Check, within about ``timeout_s``, that the store can be listed and written (an object store: a small
+        probe object is written and removed); raise :class:`InputError` in one line saying what is wrong (no
+        credentials, an endpoint that does not answer, a missing bucket, no permission). Local folders were
+        checked when the folder was made."""
+        if self.is_local:
+            return
+        fs = self.fs
+        if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):  # short timeouts, few retries
+            fs = fsspec.filesystem("s3", skip_instance_cache=True, **{**fs.storage_options, "config_kwargs": {
+                **fs.storage_options.get("config_kwargs", {}), "connect_timeout": timeout_s, "read_timeout": timeout_s,
+                "retries": {"max_attempts": 2, "mode": "standard"}}})
+            fs.retries = 1
+        probe = f"{self.root.rstrip('/')}/.probe-{uuid.uuid4().hex[:8]}"
+        try:
+            fs.ls(self.root.split("/", 1)[0], detail=False)  # the bucket
+            fs.pipe_file(probe, b"")
+            fs.rm(probe)
+        except Exception as e:  # noqa: BLE001 - every failure becomes one line naming its cause
+            raise InputError(f"cannot use the output folder '{self.url}': {store_problem(e)}") from None
 
     def path(self, rel: str) -> str:
         return f"{self.root.rstrip('/')}/{rel}"
@@ -123,6 +160,42 @@ class Storage:
         """Atomically write ``data`` to ``rel``."""
         with self.staged(rel) as tmp, open(tmp, "wb") as f:
             f.write(data)
+
+    def create_bytes(self, rel: str, data: bytes) -> bool:
+        """Write ``data`` to ``rel`` only if nothing is there yet, in one step that two writers cannot both win:
+        a hard link of a finished temporary file on a local disk, a conditional PUT (``If-None-Match: *``) on S3
+        and compatibles. Returns whether this call created it. A store without a conditional create (fsspec
+        backends other than local and s3) falls back to check-then-write, which a writer racing within the
+        same instant can both pass (:attr:`exclusive` says which applies)."""
+        if self.is_local:
+            tmp = self.local_tmp(rel)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.link(tmp, self.path(rel))
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        if self.exclusive:
+            try:
+                self.fs.pipe_file(self.path(rel), data, mode="create")
+                return True
+            except FileExistsError:
+                return False
+        if self.exists(rel):
+            return False
+        self.write_bytes(rel, data)
+        return True
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether :meth:`create_bytes` is a true conditional create on this store."""
+        return self.is_local or "s3" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
     def clean_tmp(self, folder: str = "") -> int:
         """Remove temporary files a killed run left behind (local storage only). Returns how many."""

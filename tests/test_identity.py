@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from pipeline.clone.identity import check_identity, fingerprint_path, run_identity
+from pipeline.clone.identity import check_identity, fingerprint_path, identity_hash, run_identity
 from pipeline.clone.layout import LAYOUT
 from pipeline.errors import ConfigError
 from pipeline.storage import Storage
@@ -116,9 +116,25 @@ def test_bad_policy_and_unreadable_record(weights, tmp_path):
     storage = Storage(tmp_path / "out")
     with pytest.raises(ConfigError, match="on_config_change must be one of"):
         check_identity(storage, config(weights), policy="ignore")
-    (tmp_path / "out" / LAYOUT.run_json).write_text("{not json")
-    with pytest.raises(ConfigError, match="unreadable"):
-        check_identity(storage, config(weights))
+    (tmp_path / "out" / LAYOUT.run_json).write_text("{not json")  # nothing committed: simply replaced
+    assert check_identity(storage, config(weights)) == []
+    assert json.loads(storage.read_bytes(LAYOUT.run_json))["identity"] == run_identity(config(weights))
+
+
+def test_a_damaged_record_is_rebuilt_from_the_outputs_or_refused(weights, tmp_path):
+    storage = Storage(tmp_path / "out")
+    ours = identity_hash(run_identity(config(weights)))
+    storage.write_bytes("shard-000000.tar", b"x")  # committed output
+    (tmp_path / "out" / LAYOUT.run_json).write_text('{"identity": {"seed": 0, "grammar.na')  # truncated
+    changes = check_identity(storage, config(weights), output_tags=lambda: {ours})
+    assert changes == ["run.json: unreadable (Unterminated string starting at: line 1 column 26 (char 25)), rebuilt"]
+    assert json.loads(storage.read_bytes(LAYOUT.run_json))["identity_hash"] == ours
+    (tmp_path / "out" / LAYOUT.run_json).write_text("")  # emptied, and the outputs name another run's settings
+    with pytest.raises(ConfigError, match=r"run.json is unreadable .*identity 0123456789abcdef; this run's is " + ours):
+        check_identity(storage, config(weights), output_tags=lambda: {ours, "0123456789abcdef"})
+    assert check_identity(storage, config(weights), "allow", output_tags=lambda: {"0123456789abcdef"})  # redone instead
+    (tmp_path / "out" / LAYOUT.run_json).unlink()  # deleted
+    assert check_identity(storage, config(weights), output_tags=lambda: {ours, None}) == ["run.json: missing, rebuilt"]
 
 
 @pytest.mark.parametrize("output", ["searches/circle.json", "manifest/shard-000000.json", "shard-000000.tar"])

@@ -26,7 +26,9 @@ from pipeline.assembly import instantiate_model
 from pipeline.clone.driver import CloneDriver, CloneSummary
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
 from pipeline.clone.reference_throughput import reference_throughput
-from pipeline.clone.identity import check_identity
+from pipeline.clone.identity import check_identity, identity_hash, run_identity
+from pipeline.clone.inventory import output_tags
+from pipeline.clone.lease import Lease
 from pipeline.clone.plan import ClonePlan
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
@@ -159,14 +161,18 @@ def run(cfg: DictConfig) -> CloneSummary:
 
     clone_plan, _, _ = _prepare(cfg)
     settings = OmegaConf.to_container(cfg, resolve=True)
-    # a resume under other settings fails here, before Ray starts
-    changes = check_identity(Storage(cfg.paths.output_dir), settings, cfg.clone.on_config_change)
-    started = not ray.is_initialized()
-    if started:
-        _init_ray(cfg.cluster)
-    try:
-        _place_workers(cfg, settings["cluster"], ray.cluster_resources(), started)
-        return CloneDriver(settings, clone_plan, identity_changes=changes).run()
-    finally:
+    identity = run_identity(settings)
+    storage = Storage(cfg.paths.output_dir)
+    storage.probe()  # an object store that cannot be used says so in one line, in seconds
+    # a folder another run holds, or a resume under other settings, fails here, before Ray starts
+    with Lease(storage, identity_hash(identity), cfg.clone.lease_timeout_s, cfg.clone.lease_heartbeat_s) as lease:
+        changes = check_identity(storage, settings, cfg.clone.on_config_change, identity, lambda: output_tags(storage))
+        started = not ray.is_initialized()
         if started:
-            ray.shutdown()
+            _init_ray(cfg.cluster)
+        try:
+            _place_workers(cfg, settings["cluster"], ray.cluster_resources(), started)
+            return CloneDriver(settings, clone_plan, identity_changes=changes, lease=lease, identity=identity).run()
+        finally:
+            if started:
+                ray.shutdown()

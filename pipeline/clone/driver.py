@@ -29,17 +29,20 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
-from pipeline.clone.identity import check_identity, check_weights
+from pipeline.clone.identity import check_identity, check_weights, folder_identities, identity_hash, run_identity
+from pipeline.clone.inventory import output_tags, take_inventory
+from pipeline.clone.lease import Lease
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.layout import LAYOUT
-from pipeline.clone.worker import CloneWorker
+from pipeline.clone.worker import CloneWorker, image_seed
 from pipeline.errors import ConfigError, InputError, Interrupted, PipelineError
 from pipeline.rendering import summarise_calls
 from pipeline.storage import Storage
@@ -154,11 +157,17 @@ class Schedule:
 
 class CloneDriver:
     def __init__(self, cfg: dict[str, Any], plan: ClonePlan, on_event: Callable[[dict], None] | None = None,
-                 identity_changes: list[str] | None = None) -> None:
+                 identity_changes: list[str] | None = None, lease: Lease | None = None,
+                 identity: dict[str, Any] | None = None) -> None:
         """``identity_changes``: the result of a :func:`check_identity` the caller already ran (the CLI checks
-        before starting Ray); ``None`` makes :meth:`run` check."""
+        before starting Ray); ``None`` makes :meth:`run` check. ``lease``: the output folder's lease the caller
+        holds (:mod:`pipeline.clone.lease`); ``None`` makes :meth:`run` take it. ``identity``: :func:`run_identity`
+        of ``cfg`` where the caller has it."""
         self.cfg, self.plan = cfg, plan
         self.identity_changes = identity_changes
+        self.identity = identity if identity is not None else run_identity(cfg)
+        self.identity_hash = identity_hash(self.identity)
+        self.lease = lease
         cluster, clone = cfg["cluster"], cfg["clone"]
         self.num_workers = int(cluster["num_workers"] or os.cpu_count() or 1)
         self.units_per_worker = int(cluster["units_per_worker"])
@@ -174,6 +183,7 @@ class CloneDriver:
                               "max_restarts": 0, "max_concurrency": self.units_per_worker}
         self.storage = Storage(cfg["paths"]["output_dir"])
         self._log_failed = False
+        self._log_checked = False
         self.manifest = Manifest(self.storage)
         self.on_event = on_event or (lambda e: None)
         # the event log lives beside the shards; on an object store (no appends) it is kept in a local file
@@ -191,8 +201,13 @@ class CloneDriver:
     def event(self, kind: str, **fields: Any) -> None:
         e = {"t": round(time.time(), 3), "event": kind, **fields}
         try:
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(e, default=str) + "\n")
+            with open(self.log_path, "a+b") as f:
+                if f.tell() and not self._log_checked:  # a line cut short (a kill mid-write, junk appended): end it first
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+                self._log_checked = True
+                f.write((json.dumps(e, default=str) + "\n").encode())
         except OSError as err:  # a full disk must not take the run down with it: the shards say what is done
             if not self._log_failed:
                 print(f"warning: cannot append to {self.log_path} ({err.strerror or err}); events are no longer logged",
@@ -205,7 +220,7 @@ class CloneDriver:
         for _ in range(n):
             wid = self._next_worker
             self._next_worker += 1
-            actor = ray.remote(CloneWorker).options(**self.actor_options).remote(self.cfg, wid)
+            actor = ray.remote(CloneWorker).options(**self.actor_options).remote(self.cfg, wid, self.identity_hash)
             self.starting[actor.ping.remote()] = (wid, actor)
 
     def _joined(self, ref: Any, summary: CloneSummary, first_start: bool) -> None:
@@ -252,30 +267,50 @@ class CloneDriver:
             self.event("workers_pending", count=len(self.starting))
 
     def _todo(self, summary: CloneSummary) -> tuple[list[SearchUnit], list[ShardUnit]]:
-        """Searches not yet persisted that some unfinished shard needs, and the shards not validly committed."""
+        """Searches not yet persisted that some unfinished shard needs, and the shards not validly committed
+        (:mod:`pipeline.clone.inventory`). Output of another run's settings is refused, or redone under
+        ``clone.on_config_change=allow``; damaged bookkeeping is redone or rebuilt, and logged."""
         removed = self.storage.clean_tmp() + self.storage.clean_tmp(LAYOUT.searches) + self.storage.clean_tmp(LAYOUT.records)
         if removed:
             self.event("removed_temporary_files", count=removed)
         t0 = time.perf_counter()
-        valid, problems = self.manifest.validate(self.verify_mode)
-        self.event("verified", mode=self.verify_mode, shards=len(valid) + len(problems), invalid=len(problems),
-                   seconds=round(time.perf_counter() - t0, 3))
-        for shard, why in problems.items():
-            self.event("shard_invalid", shard=shard, why=why)
-            self.manifest.remove(shard)
-        summary.corrupt_redone = problems
         units = self.plan.shard_units()
-        shards = [u for u in units if u.shard not in valid]
+        known = folder_identities(self.storage) | {self.identity_hash}
+        inv = take_inventory(self.storage, units, [c.id for c in self.plan.classes], known, self.verify_mode,
+                             bool(self.cfg["clone"]["reuse_search_renders"]), partial(image_seed, int(self.cfg["seed"])),
+                             self.identity_hash)
+        self.event("verified", mode=self.verify_mode, shards=len(inv.valid) + len(inv.damaged), invalid=len(inv.damaged),
+                   foreign=len(inv.foreign), rebuilt=len(inv.rebuilt), seconds=round(time.perf_counter() - t0, 3))
+        if inv.foreign:
+            tags = sorted(set(inv.foreign.values()))
+            if self.cfg["clone"]["on_config_change"] != "allow":
+                raise ConfigError(
+                    f"{self.storage.url} holds {len(inv.foreign)} files made by a run of other settings (identity "
+                    f"{', '.join(tags[:3])}; this run's is {self.identity_hash}), e.g. {sorted(inv.foreign)[0]}: another run wrote "
+                    "into this folder. Use a new paths.output_dir, or pass clone.on_config_change=allow to redo them")
+            self.event("foreign_redone", files=sorted(inv.foreign), identities=tags)
+        for rel in [*inv.foreign, *inv.damaged]:
+            if rel.endswith(".tar"):
+                self.manifest.remove(rel)
+            elif rel.startswith(LAYOUT.searches):
+                self.storage.remove(rel)
+            else:  # an unreadable record: the next commit of its shard replaces it
+                self.storage.remove(rel)
+        for rel, why in inv.damaged.items():
+            self.event("shard_invalid" if rel.endswith(".tar") else "bookkeeping_damaged", file=rel, why=why,
+                       **({"shard": rel} if rel.endswith(".tar") else {}))
+        for shard in inv.rebuilt:
+            self.event("record_rebuilt", shard=shard)
+        summary.corrupt_redone = {k: v for k, v in inv.damaged.items() if k.endswith(".tar")}
+        shards = [u for u in units if u.shard not in inv.valid]
         summary.shards_reused = len(units) - len(shards)
         needed = {c.id for u in shards for c in u.classes}
-        persisted = set(self.storage.list(LAYOUT.searches))
-        reuse = bool(self.cfg["clone"]["reuse_search_renders"])
         searches = []
         for cls in self.plan.classes:
-            if cls.id not in needed:
+            redo = LAYOUT.search(cls.id) in inv.damaged or LAYOUT.search(cls.id) in inv.foreign  # redone even if no shard needs it
+            if cls.id not in needed and not redo:
                 continue
-            # with reuse, a search is done when its renders are there too (they are committed first)
-            if LAYOUT.search(cls.id) in persisted and (not reuse or LAYOUT.renders(cls.id) in persisted):
+            if cls.id in inv.searches_done:
                 summary.searches_reused += 1
             else:
                 searches.append(SearchUnit(cls))
@@ -304,11 +339,24 @@ class CloneDriver:
                 signal.signal(sig, handler)
 
     def _run(self) -> CloneSummary:
+        if self.lease is not None:
+            return self._run_leased()
+        clone = self.cfg["clone"]
+        with Lease(self.storage, self.identity_hash, clone["lease_timeout_s"], clone["lease_heartbeat_s"]) as self.lease:
+            try:
+                return self._run_leased()
+            finally:
+                self.lease = None
+
+    def _run_leased(self) -> CloneSummary:
         t0 = time.perf_counter()
         summary = CloneSummary(classes=len(self.plan.classes), shards_total=self.plan.num_shards)
+        if self.lease.took_over is not None:
+            self.event("lease_taken_over", previous=self.lease.took_over.describe(time.time()))
         changes = self.identity_changes
         if changes is None:
-            changes = check_identity(self.storage, self.cfg, self.cfg["clone"]["on_config_change"])
+            changes = check_identity(self.storage, self.cfg, self.cfg["clone"]["on_config_change"], self.identity,
+                                     lambda: output_tags(self.storage))
         if changes:
             self.event("config_changed", changes=changes)
         searches, shards = self._todo(summary)
@@ -342,7 +390,9 @@ class CloneDriver:
     def _should_stop(self, sched: Schedule, summary: CloneSummary) -> bool:
         """After a signal, once the units in flight are done or the grace period is over; with no worker alive,
         once none has started within the worker start timeout (a replacement is requested meanwhile)."""
-        if self._stop_signal is not None:  # a signal: dispatch nothing more, let the units in flight finish
+        if self.lease is not None and self.lease.lost:  # another run holds the folder now: stop writing into it
+            summary.stopped = self.lease.lost
+        elif self._stop_signal is not None:  # a signal: dispatch nothing more, let the units in flight finish
             if not sched.in_flight or time.perf_counter() - self._stop_at > self.stop_grace:
                 late = (f" ({len(sched.in_flight)} units still in flight after cluster.stop_grace_s={self.stop_grace:g} s)"
                         if sched.in_flight else "")
@@ -412,6 +462,9 @@ class CloneDriver:
         summary.generator_images_per_s = round(gen["renders"] / gen["seconds"], 3) if gen.get("seconds") else 0.0
         for phase, c in summary.generator_calls.items():
             self.event("generator_calls", phase=phase, **c)
+        if self.lease is not None and self.lease.lost:  # the folder's files are the new holder's to write
+            self._upload_log()
+            return summary
         try:
             self.manifest.consolidate({"classes": [c.id for c in self.plan.classes],
                                        "class_labels": {c.id: c.index for c in self.plan.classes}})

@@ -14,11 +14,12 @@ settings those are is marked in the schema (:func:`pipeline.config.is_runtime`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.clone.layout import LAYOUT
 from pipeline.config import CONFIG_CHANGE_POLICIES, is_runtime
@@ -64,6 +65,26 @@ def run_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def identity_hash(identity: dict[str, Any]) -> str:
+    """A short stable hash of a run identity: what every manifest record, search result and sample carries, so
+    output of another run's settings is told from this folder's own."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def folder_identities(storage: Storage) -> set[str]:
+    """The identity hashes this folder accepted: the current one of ``run.json`` and those it replaced with
+    ``clone.on_config_change=allow`` (their shards were kept). Empty when ``run.json`` is absent or unreadable."""
+    try:
+        record = json.loads(storage.read_bytes(LAYOUT.run_json))
+        return {identity_hash(record["identity"])} | {identity_hash(h["identity"]) for h in record.get("history", [])}
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _record(identity: dict[str, Any], history: list) -> bytes:
+    return json.dumps({"identity": identity, "identity_hash": identity_hash(identity), "history": history}, indent=1).encode()
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -84,32 +105,52 @@ def has_output(storage: Storage) -> bool:
     return bool(storage.list(LAYOUT.searches, ".json") or storage.list(LAYOUT.records, ".json") or storage.list("", ".tar"))
 
 
-def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error") -> list[str]:
+def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error", identity: dict[str, Any] | None = None,
+                   output_tags: Callable[[], set[str]] | None = None) -> list[str]:
     """Record the run's identity on the first run; on a resume compare and return the differences. While
     the folder holds no committed output (an earlier start failed early), the record is simply replaced.
+    ``identity``: :func:`run_identity` of ``cfg`` where the caller has it already.
 
     Raises :class:`ConfigError` on a difference when ``policy`` is ``"error"``; with ``"allow"`` the new
-    identity is recorded (the previous ones are kept under ``history``) and the differences returned."""
+    identity is recorded (the previous ones are kept under ``history``) and the differences returned.
+
+    A missing or damaged ``run.json`` beside committed output is repaired from the outputs, which each name the
+    identity hash they were made under (``output_tags`` lists them): when they are all this run's, the record is
+    rewritten; when some are another's, the folder is refused (or, with ``"allow"``, rewritten and those redone)."""
     if policy not in CONFIG_CHANGE_POLICIES:
         raise ConfigError(f"clone.on_config_change must be one of {list(CONFIG_CHANGE_POLICIES)}, got '{policy}'")
-    new = run_identity(cfg)
-    if not storage.exists(LAYOUT.run_json):
-        if has_output(storage):
-            log.warning("%s has output but no %s (written by an older version): recording the current settings",
-                        storage.url, LAYOUT.run_json)
-        storage.write_bytes(LAYOUT.run_json, json.dumps({"identity": new, "history": []}, indent=1).encode())
-        return []
-    try:
-        record = json.loads(storage.read_bytes(LAYOUT.run_json))
-        old = record["identity"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{storage.path(LAYOUT.run_json)} is unreadable ({e}); delete it to record the current settings") from e
+    new = identity if identity is not None else run_identity(cfg)
+    record = None
+    damage = None
+    if storage.exists(LAYOUT.run_json):
+        try:
+            record = json.loads(storage.read_bytes(LAYOUT.run_json))
+            if not isinstance(record, dict) or not isinstance(record.get("identity"), dict):
+                raise ValueError("no identity in it")
+        except (ValueError, TypeError) as e:
+            record, damage = None, f"unreadable ({e})"
+    elif has_output(storage):
+        damage = "missing"
+    if record is None:
+        if damage is not None and has_output(storage):
+            foreign = sorted((output_tags() if output_tags else set()) - {identity_hash(new), None})
+            if foreign and policy == "error":
+                raise ConfigError(
+                    f"{storage.path(LAYOUT.run_json)} is {damage}, and the folder holds output made under other settings "
+                    f"(identity {', '.join(foreign)}; this run's is {identity_hash(new)}): use a new paths.output_dir, restore "
+                    "run.json, or pass clone.on_config_change=allow to redo that output under the current settings")
+            log.warning("%s is %s: rebuilt from the current settings (%s)", storage.path(LAYOUT.run_json), damage,
+                        f"output of other settings ({', '.join(foreign)}) will be redone" if foreign
+                        else "every output in the folder was made under them")
+        storage.write_bytes(LAYOUT.run_json, _record(new, []))
+        return [f"{LAYOUT.run_json}: {damage}, rebuilt"] if damage is not None and has_output(storage) else []
+    old = record["identity"]
     changes = identity_diff(old, new)
     if not changes:
         return []
     if not has_output(storage):  # a start that failed before committing anything blocks nothing
         log.info("%s holds no output yet: replacing the settings of the earlier start (%s)", storage.url, "; ".join(changes))
-        storage.write_bytes(LAYOUT.run_json, json.dumps({"identity": new, "history": []}, indent=1).encode())
+        storage.write_bytes(LAYOUT.run_json, _record(new, []))
         return []
     if policy == "error":
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
@@ -119,7 +160,7 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error")
             "(shards already written keep the old settings)"
         )
     history = record.get("history", []) + [{"identity": old, "replaced_at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
-    storage.write_bytes(LAYOUT.run_json, json.dumps({"identity": new, "history": history}, indent=1).encode())
+    storage.write_bytes(LAYOUT.run_json, json.dumps({**record, **json.loads(_record(new, history))}, indent=1).encode())
     log.warning("resuming %s with changed settings (clone.on_config_change=allow): %s", storage.url, "; ".join(changes))
     return changes
 

@@ -27,14 +27,19 @@ class Manifest:
         self.storage.remove(self.record_name(shard))
 
     def records(self) -> dict[str, ShardRecord]:
-        out = {}
+        return self.scan()[0]
+
+    def scan(self) -> tuple[dict[str, ShardRecord], list[str]]:
+        """(records by shard, shards whose record is unreadable: they count as absent, their shards are redone)."""
+        out, unreadable = {}, []
         for rel in self.storage.list(LAYOUT.records, ".json"):
             try:
                 rec = ShardRecord(**json.loads(self.storage.read_bytes(rel)))
             except (ValueError, TypeError):
-                continue  # an unreadable record counts as absent: its shard is redone
+                unreadable.append(rel.rsplit("/", 1)[-1][: -len(".json")] + ".tar")
+                continue
             out[rec.shard] = rec
-        return out
+        return out, unreadable
 
     def validate(self, mode: str = "deep") -> tuple[dict[str, ShardRecord], dict[str, str]]:
         """(valid records by shard, problems by shard) for every shard the manifest lists, checked the

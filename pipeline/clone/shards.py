@@ -33,6 +33,8 @@ class ShardRecord:
     class_counts: dict[str, int] | None = None
     #: class id -> image indices of that class left out (only classes with some)
     missing_by_class: dict[str, int] | None = None
+    #: the run identity's hash (:func:`pipeline.clone.identity.identity_hash`) it was made under; None in older records
+    identity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,7 +45,8 @@ def keys_digest(keys: Iterable[str]) -> str:
 
 
 def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], classes: list[str], missing: int = 0,
-                class_counts: dict[str, int] | None = None, missing_by_class: dict[str, int] | None = None) -> ShardRecord:
+                class_counts: dict[str, int] | None = None, missing_by_class: dict[str, int] | None = None,
+                identity: str | None = None) -> ShardRecord:
     """Write ``samples`` (WebDataset dicts with ``__key__``) as ``name`` under ``storage``, atomically."""
     with storage.staged(name) as tmp:  # a failed write (full disk) commits nothing and says why
         with open(tmp, "wb") as f:
@@ -58,7 +61,7 @@ def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], clas
                 size += len(block)
     stat = storage.stat(name)
     return ShardRecord(name, classes, len(samples), size, digest.hexdigest(), keys_digest(s["__key__"] for s in samples), missing,
-                       stat[1] if stat else None, class_counts, missing_by_class or None)
+                       stat[1] if stat else None, class_counts, missing_by_class or None, identity)
 
 
 def tar_keys(data: bytes) -> list[str]:

@@ -40,8 +40,17 @@ CLASS_CACHE = 1024  # classes whose search result, sequence and prepared input a
 ENCODE_THREADS = 2  # PNG/JPEG encoding of one call's images overlaps the next call
 
 
+def image_seed(run_seed: int, cls: ClassInfo, index: int, attempt: int) -> int:
+    """The render seed of image ``index``'s ``attempt``-th candidate (attempt 0 keeps the historic seed)."""
+    if attempt == 0:
+        return derive_seed(run_seed, "sample", cls.id, index)
+    return derive_seed(run_seed, "sample", cls.id, index, attempt)
+
+
 class CloneWorker:
-    def __init__(self, cfg: dict[str, Any], worker_id: int = 0) -> None:
+    def __init__(self, cfg: dict[str, Any], worker_id: int = 0, identity: str | None = None) -> None:
+        """``identity``: the run identity's hash, carried by every search result and manifest record this worker writes."""
+        self.identity = identity
         self.threads = cfg["cluster"]["threads_per_worker"]
         self._set_threads()
         check_worker_device(float(cfg["cluster"]["gpus_per_worker"] or 0), cfg["model"].get("device"))
@@ -75,7 +84,9 @@ class CloneWorker:
 
     def ping(self) -> dict[str, Any]:
         gen = self.stack.generator
-        return {"worker": self.worker_id, "pid": os.getpid(), "model_id": gen.model_id, "weights": getattr(gen, "weights", None),
+        import ray
+
+        return {"worker": self.worker_id, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None, "model_id": gen.model_id, "weights": getattr(gen, "weights", None),
                 **describe_device(getattr(gen, "device", None), getattr(gen, "dtype", None))}
 
     # ------------------------------------------------------------------ units
@@ -93,7 +104,7 @@ class CloneWorker:
         class_axis = env.grammar.class_axis
         candidates = list(env.grammar.axis(class_axis).choices)
         result.info.update(class_id=cls.id, class_name=cls.name, class_prompt=cls.prompt, group=cls.group,
-                           model_id=self.stack.generator.model_id)
+                           model_id=self.stack.generator.model_id, identity=self.identity)
         if len(candidates) < len(self.stack.grammar.axis(class_axis)):  # env.class_candidates cut the class axis
             result.info["class_candidates"] = candidates
         if self.reuse:  # the accepted states' renders, committed before the result that marks the search done
@@ -116,10 +127,7 @@ class CloneWorker:
         return seq[pos % len(seq)]
 
     def image_seed(self, cls: ClassInfo, index: int, attempt: int) -> int:
-        """The render seed of image ``index``'s ``attempt``-th candidate (attempt 0 keeps the historic seed)."""
-        if attempt == 0:
-            return derive_seed(self.seed, "sample", cls.id, index)
-        return derive_seed(self.seed, "sample", cls.id, index, attempt)
+        return image_seed(self.seed, cls, index, attempt)
 
     def _render_shard(self, unit: ShardUnit, sources: list[dict[str, Any]]) -> tuple[dict[tuple[int, int], tuple], int]:
         """Every image of the shard, all classes together, in full calls of the worker's pool.
@@ -230,7 +238,8 @@ class CloneWorker:
                 "json": json.dumps(meta, sort_keys=True).encode(),
             })
         record = write_shard(self.storage, unit.shard, samples, [c.id for c in unit.classes], missing=unit.count - len(samples),
-                             class_counts={c: n for c, n in counts.items() if n}, missing_by_class=short)
+                             class_counts={c: n for c, n in counts.items() if n}, missing_by_class=short,
+                             identity=self.identity)
         self.manifest.add(record)
         return {
             "record": record.to_dict(), "images": len(samples), "missing": record.missing, "renders": renders,
