@@ -65,6 +65,7 @@ class CloneSettings:
     warmup_images: int = setting(ge=1, runtime=True)
     lease_timeout_s: float = setting(ge=1, runtime=True)
     lease_heartbeat_s: float = setting(ge=0.1, runtime=True)
+    storage_retry_s: float = setting(ge=0, runtime=True)
 
 
 @dataclass

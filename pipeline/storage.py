@@ -8,8 +8,10 @@ once complete). Nothing is ever half-visible under its final name.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +21,13 @@ from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.errors import InputError
 
+log = logging.getLogger("rldf.storage")
+
 TMP_SUFFIX = ".tmp"
+#: errors a retry cannot fix: the answer is the answer
+PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError, InputError,
+             ValueError, TypeError, KeyError, AttributeError, NotImplementedError)
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 15.0  # back-off between tries: doubling from the first to the most
 #: where fsspec stores report the checksum they keep for an object (S3 and compatibles, GCS, others)
 STORE_CHECKSUMS = ("ETag", "etag", "md5Hash", "crc32c", "checksum")
 
@@ -40,10 +48,15 @@ def store_problem(exc: BaseException) -> str:
 
 
 class Storage:
-    """A root folder (local path or fsspec URL) and atomic operations below it."""
+    """A root folder (local path or fsspec URL) and atomic operations below it.
 
-    def __init__(self, url: str | Path) -> None:
+    On an object store every operation that fails with a transient error (HTTP 5xx, throttling, a reset or refused
+    connection, a timeout) is retried with exponential back-off for up to ``retry_s`` seconds in all, so a store that
+    goes away for a minute costs a pause; one that stays away raises its last error. Local disks never retry."""
+
+    def __init__(self, url: str | Path, retry_s: float = 0.0) -> None:
         self.url = str(url)
+        self.retry_s = float(retry_s)
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if not self.is_local:  # an object store has no folders to make (and a missing bucket is not created)
@@ -62,7 +75,7 @@ class Storage:
         if self.is_local:
             return
         fs = self.fs
-        if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):  # short timeouts, few retries
+        if self.is_s3:  # short timeouts, few retries
             fs = fsspec.filesystem("s3", skip_instance_cache=True, **{**fs.storage_options, "config_kwargs": {
                 **fs.storage_options.get("config_kwargs", {}), "connect_timeout": timeout_s, "read_timeout": timeout_s,
                 "retries": {"max_attempts": 2, "mode": "standard"}}})
@@ -75,11 +88,34 @@ class Storage:
         except Exception as e:  # noqa: BLE001 - every failure becomes one line naming its cause
             raise InputError(f"cannot use the output folder '{self.url}': {store_problem(e)}") from None
 
+    def _retrying(self, what: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, retried on transient object-store errors within :attr:`retry_s`."""
+        if self.is_local or self.retry_s <= 0:
+            return fn(*args, **kwargs)
+        deadline, wait, tries = time.monotonic() + self.retry_s, RETRY_FIRST_S, 0
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+                if tries:
+                    log.warning("%s on %s succeeded after %d retries", what, self.url, tries)
+                return result
+            except PERMANENT:
+                raise
+            except Exception as e:  # noqa: BLE001 - transient until the budget says otherwise
+                if time.monotonic() + wait > deadline:
+                    raise
+                if tries == 0:
+                    log.warning("%s on %s failed (%s); retrying for up to %g s", what, self.url,
+                                f"{type(e).__name__}: {e}".splitlines()[0], self.retry_s)
+                tries += 1
+                time.sleep(wait)
+                wait = min(wait * 2, RETRY_MAX_S)
+
     def path(self, rel: str) -> str:
         return f"{self.root.rstrip('/')}/{rel}"
 
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
+        return self._retrying(f"checking '{rel}'", self.fs.exists, self.path(rel))
 
     def stat(self, rel: str) -> tuple[int, str | None] | None:
         """(size, stamp) of a committed file without reading it, or None if it does not exist. The stamp is the
@@ -92,7 +128,7 @@ class Storage:
                 return None
             return st.st_size, f"mtime_ns:{st.st_mtime_ns}"
         try:
-            info = self.fs.info(self.path(rel))
+            info = self._retrying(f"reading the size of '{rel}'", self.fs.info, self.path(rel))
         except FileNotFoundError:
             return None
         for key in STORE_CHECKSUMS:
@@ -101,24 +137,34 @@ class Storage:
         return int(info["size"]), None
 
     def read_bytes(self, rel: str) -> bytes:
-        with self.fs.open(self.path(rel), "rb") as f:
-            return f.read()
+        def read() -> bytes:
+            with self.fs.open(self.path(rel), "rb") as f:
+                return f.read()
+
+        return self._retrying(f"reading '{rel}'", read)
 
     def read_range(self, rel: str, start: int, length: int) -> bytes:
         """``length`` bytes of ``rel`` from ``start`` (an object store sends only those: a ranged GET)."""
-        return self.fs.cat_file(self.path(rel), start=start, end=start + length)
+        return self._retrying(f"reading '{rel}'", self.fs.cat_file, self.path(rel), start=start, end=start + length)
 
     def list(self, folder: str = "", suffix: str = "") -> list[str]:
         """Relative paths of the files directly in ``folder`` whose names end with ``suffix``."""
         base = self.path(folder) if folder else self.root
-        if not self.fs.exists(base):
-            return []
-        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
+
+        def ls() -> list[str]:
+            if not self.fs.exists(base):
+                return []
+            return self.fs.ls(base, detail=False)
+
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self._retrying(f"listing '{folder or '.'}'", ls)]
         return sorted(f"{folder}/{n}" if folder else n for n in names if n.endswith(suffix))
 
     def remove(self, rel: str) -> None:
         if self.exists(rel):
-            self.fs.rm(self.path(rel))
+            try:
+                self._retrying(f"removing '{rel}'", self.fs.rm, self.path(rel))
+            except FileNotFoundError:  # a retried remove whose first try went through
+                pass
 
     def local_tmp(self, rel: str) -> str:
         """A temporary local file to write ``rel``'s content into before :meth:`commit`."""
@@ -137,8 +183,9 @@ class Storage:
         if self.is_local:
             os.replace(tmp, self.path(rel))
         else:
-            self.fs.makedirs(self.path(rel).rsplit("/", 1)[0], exist_ok=True)
-            self.fs.put_file(tmp, self.path(rel))
+            if not self.is_s3:  # (s3fs would create a missing bucket)
+                self.fs.makedirs(self.path(rel).rsplit("/", 1)[0], exist_ok=True)
+            self._retrying(f"writing '{rel}'", self.fs.put_file, tmp, self.path(rel))
             os.remove(tmp)
 
     @contextlib.contextmanager
@@ -183,9 +230,9 @@ class Storage:
                     os.remove(tmp)
         if self.exclusive:
             try:
-                self.fs.pipe_file(self.path(rel), data, mode="create")
+                self._retrying(f"creating '{rel}'", self.fs.pipe_file, self.path(rel), data, mode="create")
                 return True
-            except FileExistsError:
+            except FileExistsError:  # (also when a retried create's first try went through: the caller reads it back)
                 return False
         if self.exists(rel):
             return False
@@ -193,9 +240,13 @@ class Storage:
         return True
 
     @property
+    def is_s3(self) -> bool:
+        return "s3" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    @property
     def exclusive(self) -> bool:
         """Whether :meth:`create_bytes` is a true conditional create on this store."""
-        return self.is_local or "s3" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        return self.is_local or self.is_s3
 
     def clean_tmp(self, folder: str = "") -> int:
         """Remove temporary files a killed run left behind (local storage only). Returns how many."""

@@ -164,3 +164,136 @@ def test_fast_resume_check_reads_no_shard_bytes_and_deep_reads_them_all(s3_serve
     finally:
         proxy.close()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+class FaultyProxy:
+    """A TCP proxy in front of the S3 server that fails on purpose: connections number ``fail`` (1-based) are answered
+    ``503 Slow Down`` without reaching the server, and :meth:`down` makes the store go away (every connection cut,
+    new ones refused) for a while, then come back on the same port."""
+
+    def __init__(self, target_port: int, fail: set[int] = frozenset()) -> None:
+        self.target, self.fail, self.connections = target_port, set(fail), 0
+        self.failed = self.refused_for = 0
+        self.open: list[socket.socket] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._serve()
+
+    def _serve(self) -> None:
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            if self.connections in self.fail:
+                self.failed += 1
+                try:
+                    client.recv(1 << 16)
+                    client.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                finally:
+                    client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(1 << 16):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def down(self, seconds: float) -> None:
+        """The store goes away now, for ``seconds`` (in the background)."""
+        self.server.close()
+        for sock in self.open:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open.clear()
+
+        def back() -> None:
+            time.sleep(seconds)
+            self.server = socket.create_server(("127.0.0.1", self.port))
+            self._serve()
+
+        threading.Thread(target=back, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def through(s3_server, monkeypatch, tmp_path):
+    """Point this process's clients (and Ray workers started by it) at a FaultyProxy in front of the server."""
+    proxies = []
+
+    def make(**kw):
+        proxy = FaultyProxy(int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]), **kw)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+        s3fs.S3FileSystem.clear_instance_cache()
+        proxies.append(proxy)
+        return proxy
+
+    monkeypatch.chdir(tmp_path)
+    yield make
+    for p in proxies:
+        p.close()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_an_object_store_that_hiccups_or_goes_away_for_a_while_costs_a_pause(s3_server, reference, through, tmp_path):
+    proxy = through(fail={3, 8, 9, 10, 20, 21, 22, 23, 24, 40})  # throttled now and then, several in a row
+    events = []
+    went_down = threading.Event()
+
+    def on_event(e):
+        events.append(e["event"])
+        if e["event"] == "shard_done" and not went_down.is_set():  # mid-run, after the first shard
+            went_down.set()
+            proxy.down(20)
+
+    from pipeline.clone import api
+    from conftest import SMALL
+    s = api.run(api.load(["paths.output_dir=s3://clones/hiccups", *SMALL]), on_event=on_event).to_dict()
+    assert s["ok"] and s["shards_written"] == 12 and not s["failures"], s
+    assert went_down.is_set() and proxy.failed >= 5
+    assert downloaded(s3_server, "clones/hiccups", tmp_path / "got") == reference[2]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("no credentials", "no credentials (set AWS_ACCESS_KEY_ID"),
+    ("no endpoint", "the object store does not answer at http://127.0.0.1:"),
+    ("no bucket", "the bucket does not exist"),
+])
+def test_an_object_store_that_cannot_be_used_is_one_line_before_ray_starts(s3_server, tmp_path, problem, message):
+    from conftest import clone_cmd
+    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    url = "s3://clones/unusable"
+    if problem == "no credentials":
+        env.pop("AWS_ACCESS_KEY_ID")
+        env.pop("AWS_SECRET_ACCESS_KEY")
+    elif problem == "no endpoint":
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    else:
+        url = "s3://no-such-bucket/run"
+    t0 = time.perf_counter()
+    p = subprocess.run(clone_cmd(url), capture_output=True, text=True, env=env, timeout=300)
+    errors = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode != 0 and len(errors) == 1 and errors[0].startswith("error: cannot use the output folder") and message in errors[0], p.stderr
+    assert "Traceback" not in p.stderr and time.perf_counter() - t0 < 60

@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from hydra.utils import instantiate
@@ -154,15 +154,16 @@ def _place_workers(cfg: DictConfig, cluster: dict[str, Any], res: dict[str, floa
         cluster["num_workers"] = worker_count(cluster, res)
 
 
-def run(cfg: DictConfig) -> CloneSummary:
+def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None) -> CloneSummary:
     """Clone every class of ``cfg.dataset`` into ``paths.output_dir`` on Ray (started here unless the caller has
-    started it), resuming what the folder already holds; returns the summary (also in ``summary.json``)."""
+    started it), resuming what the folder already holds; returns the summary (also in ``summary.json``).
+    ``on_event`` sees every event of ``clone.log`` as it is logged."""
     import ray
 
     clone_plan, _, _ = _prepare(cfg)
     settings = OmegaConf.to_container(cfg, resolve=True)
     identity = run_identity(settings)
-    storage = Storage(cfg.paths.output_dir)
+    storage = Storage(cfg.paths.output_dir, cfg.clone.storage_retry_s)
     storage.probe()  # an object store that cannot be used says so in one line, in seconds
     # a folder another run holds, or a resume under other settings, fails here, before Ray starts
     with Lease(storage, identity_hash(identity), cfg.clone.lease_timeout_s, cfg.clone.lease_heartbeat_s) as lease:
@@ -172,7 +173,8 @@ def run(cfg: DictConfig) -> CloneSummary:
             _init_ray(cfg.cluster)
         try:
             _place_workers(cfg, settings["cluster"], ray.cluster_resources(), started)
-            return CloneDriver(settings, clone_plan, identity_changes=changes, lease=lease, identity=identity).run()
+            return CloneDriver(settings, clone_plan, identity_changes=changes, lease=lease, identity=identity,
+                               on_event=on_event).run()
         finally:
             if started:
                 ray.shutdown()

@@ -181,7 +181,7 @@ class CloneDriver:
         self._stop_at = 0.0
         self.actor_options = {"num_cpus": float(cluster["cpus_per_worker"]), "num_gpus": float(cluster["gpus_per_worker"] or 0),
                               "max_restarts": 0, "max_concurrency": self.units_per_worker}
-        self.storage = Storage(cfg["paths"]["output_dir"])
+        self.storage = Storage(cfg["paths"]["output_dir"], cfg["clone"]["storage_retry_s"])
         self._log_failed = False
         self._log_checked = False
         self.manifest = Manifest(self.storage)
@@ -290,11 +290,10 @@ class CloneDriver:
                     "into this folder. Use a new paths.output_dir, or pass clone.on_config_change=allow to redo them")
             self.event("foreign_redone", files=sorted(inv.foreign), identities=tags)
         for rel in [*inv.foreign, *inv.damaged]:
-            if rel.endswith(".tar"):
+            if rel.endswith(".tar"):  # the record and the shard: a shard left without its record would be rebuilt
                 self.manifest.remove(rel)
-            elif rel.startswith(LAYOUT.searches):
                 self.storage.remove(rel)
-            else:  # an unreadable record: the next commit of its shard replaces it
+            else:  # a search result, or an unreadable record (its shard has no record now, and is rebuilt or redone)
                 self.storage.remove(rel)
         for rel, why in inv.damaged.items():
             self.event("shard_invalid" if rel.endswith(".tar") else "bookkeeping_damaged", file=rel, why=why,

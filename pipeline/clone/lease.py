@@ -125,6 +125,10 @@ class Lease:
             if top and holder is None:  # released between the listing and the read
                 continue
             now = time.time()
+            if holder is not None and holder.run_id == self.run_id:  # a retried create whose first try went through
+                self.generation = top
+                self._start_heartbeat()
+                return self
             if holder is not None:
                 alive = _alive_here(holder)
                 stale = alive is False or now - holder.heartbeat > self.timeout_s

@@ -58,7 +58,7 @@ class CloneWorker:
         self.worker_id = worker_id
         self.dataset = instantiate(self.cfg.dataset)
         self.stack = build_stack(self.cfg, class_names=[c.prompt for c in self.dataset.all_classes()])
-        self.storage = Storage(self.cfg.paths.output_dir)
+        self.storage = Storage(self.cfg.paths.output_dir, self.cfg.clone.storage_retry_s)
         self.manifest = Manifest(self.storage)
         c = self.cfg.clone
         self.seed, self.images_per_class = int(self.cfg.seed), int(c.images_per_class)
