@@ -74,7 +74,7 @@ class ClusterSettings:
 
     address: Optional[str] = setting(runtime=True)
     num_cpus: Optional[int] = setting(ge=1, runtime=True)
-    num_workers: Optional[int] = setting(ge=1, runtime=True)
+    num_workers: Any = setting(runtime=True)  # an integer >= 1, null (the cluster's size at the start) or auto (elastic)
     cpus_per_worker: float = setting(ge=0, runtime=True)
     gpus_per_worker: Optional[float] = setting(ge=0, runtime=True)  # null: 1 when the cluster has GPUs and the model uses one
     threads_per_worker: Optional[int] = setting(ge=1, runtime=True)
@@ -288,10 +288,18 @@ def _check_combination(cfg: DictConfig) -> None:
                           "has no vocabulary for; use a grammar with those groups (grammar=imagenet)")
 
 
+def _check_workers(cfg: DictConfig) -> None:
+    n = cfg.cluster.num_workers if "cluster" in cfg else None
+    if n is not None and n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"cluster.num_workers must be an integer >= 1, auto (one per GPU or slot the cluster has now, "
+                          f"growing as nodes join) or null, got {n!r}")
+
+
 def validate(cfg: DictConfig, schema: type = CloneApp) -> None:
     """Ranges, choices, component keys and cross-group rules, in one step before anything starts. Types were
     checked when the config was composed against the schema."""
     _check_ranges(cfg, schema, "")
+    _check_workers(cfg)
     for group in COMPONENT_GROUPS:
         if group in cfg:
             check_component(group, cfg[group])

@@ -1,6 +1,7 @@
 """A real two-node Ray cluster on this machine (two raylets, ``ray start --head`` + ``ray start --address``):
 losing a node mid-run, with no spare capacity for a replacement, loses nothing and hangs nothing."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -116,3 +117,34 @@ def test_with_every_worker_lost_and_none_placeable_the_run_stops_and_resumes(two
     assert resumed["shards_reused"] >= s["shards_written"] and resumed["ok"]
     assert resumed["shards_reused"] + resumed["shards_written"] == 96
     assert len(sample_hashes(out)) == 4 * 96
+
+
+@pytest.mark.head_cpus(1)
+def test_with_num_workers_auto_a_node_that_joins_mid_run_gets_a_worker(tmp_path):
+    """An autoscaling cluster: one node at the start, a second joins once the run is going."""
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    port = free_port()
+    out = tmp_path / "elastic"
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp_dir}",
+                        "--num-cpus=1", "--disable-usage-stats"], check=True, capture_output=True, timeout=120)
+        cmd, run = clone_on(f"127.0.0.1:{port}", out, "auto", "clone.images_per_class=1500")  # long enough to join
+        head = {p.pid for p in raylets(temp_dir)}
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--disable-usage-stats"],
+                       check=True, capture_output=True, timeout=120)
+        stdout, stderr = run.communicate(timeout=400)
+        assert run.returncode == 0, stderr[-3000:]
+        assert len([p for p in raylets(temp_dir) if p.pid not in head]) == 1
+    finally:
+        procs = cluster_processes(temp_dir)
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=30)
+    events = [json.loads(ln) for ln in (out / "clone.log").read_text().splitlines()]
+    started = [e for e in events if e["event"] == "worker_started"]
+    assert any(e["event"] == "workers_requested" for e in events), [e["event"] for e in events if e["event"] != "shard_done"]
+    assert len(started) == 2 and len({e["node"] for e in started}) == 2  # the joined node got the second worker
+    assert any(e["event"] == "shard_done" and e["worker"] == started[1]["worker"] for e in events)  # and it worked
+    s = last_summary(out)
+    assert s["ok"] and s["shards_written"] == 1500 and s["workers_lost"] == 0
+    assert len(sample_hashes(out)) == 4 * 1500

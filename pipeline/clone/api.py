@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.assembly import instantiate_model
-from pipeline.clone.driver import CloneDriver, CloneSummary
+from pipeline.clone.driver import CloneDriver, CloneSummary, worker_count
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
 from pipeline.clone.reference_throughput import reference_throughput
 from pipeline.clone.identity import check_identity, identity_hash, run_identity
@@ -84,20 +84,6 @@ def _init_ray(cluster: DictConfig) -> None:
         ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **kwargs)
 
 
-def worker_count(cluster: Any, res: dict[str, float]) -> int:
-    """Workers to run on a Ray cluster with resources ``res``: ``cluster.num_workers``, else one per
-    ``gpus_per_worker`` GPUs (GPU workers), else one per ``cpus_per_worker`` CPUs."""
-    if cluster["num_workers"]:
-        return int(cluster["num_workers"])
-    gpus = float(cluster["gpus_per_worker"])
-    if gpus:
-        n = int(res.get("GPU", 0) // gpus)
-        if n < 1:
-            raise ConfigError(f"cluster.gpus_per_worker={gpus:g} but the Ray cluster has {res.get('GPU', 0):g} GPUs")
-        return n
-    return max(1, int(res.get("CPU", 1) // cluster["cpus_per_worker"]))
-
-
 def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar]:
     """The plan, search and grammar (with the dataset's classes on its class axis), built (and so checked)
     before anything is written or started."""
@@ -134,7 +120,11 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
         else:
             model = instantiate_model(cfg.model, grammar)
             throughput, source = measure_throughput(model, grammar, c.warmup_images, c.batch_size)
-    return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, cfg.cluster.num_workers or 1, source)
+    return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, _planned_workers(cfg.cluster.num_workers), source)
+
+
+def _planned_workers(n: Any) -> int:
+    return n if isinstance(n, int) and not isinstance(n, bool) else 1
 
 
 def _is_local(ref: str) -> bool:
@@ -150,7 +140,7 @@ def _place_workers(cfg: DictConfig, cluster: dict[str, Any], res: dict[str, floa
         print(f"{gpus:g} GPUs found: one GPU per worker (cluster.gpus_per_worker=0 runs on the CPUs)", file=sys.stderr)
     elif gpus and not cluster["gpus_per_worker"] and wants_gpu(cfg.model):
         print(f"warning: the Ray cluster has {gpus:g} GPUs but cluster.gpus_per_worker=0: the model runs on CPUs", file=sys.stderr)
-    if started or not cluster["num_workers"]:
+    if cluster["num_workers"] != "auto" and (started or not cluster["num_workers"]):  # auto: the driver follows the cluster
         cluster["num_workers"] = worker_count(cluster, res)
 
 

@@ -49,6 +49,7 @@ from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
 Unit = SearchUnit | ShardUnit
+ELASTIC_CHECK_S = 2.0  # cluster.num_workers=auto: how often the driver looks for capacity that joined
 
 
 @dataclass
@@ -70,6 +71,7 @@ class CloneSummary:
     corrupt_redone: dict[str, str] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     workers_lost: int = 0
+    nodes_left: int = 0  # cluster.num_workers=auto: workers whose node left the cluster (not failures)
     #: why the run stopped before its queue was empty (None: it ran to the end), and units left undone
     stopped: str | None = None
     units_left: int = 0
@@ -108,6 +110,26 @@ def short_error(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     errs = [ln for ln in lines if "Error" in ln.split(":", 1)[0]]
     return (errs[-1] if errs else (lines[-1] if lines else type(exc).__name__))[:300]
+
+
+def worker_count(cluster: Any, res: dict[str, float]) -> int:
+    """Workers to run on a Ray cluster with resources ``res``: ``cluster.num_workers`` when it is a number, else one
+    per ``gpus_per_worker`` GPUs (GPU workers), else one per ``cpus_per_worker`` CPUs."""
+    n = cluster["num_workers"]
+    if n and n != "auto":
+        return int(n)
+    gpus = float(cluster["gpus_per_worker"] or 0)
+    if gpus:
+        count = int(res.get("GPU", 0) // gpus)
+        if count < 1 and n != "auto":
+            raise ConfigError(f"cluster.gpus_per_worker={gpus:g} but the Ray cluster has {res.get('GPU', 0):g} GPUs")
+        return max(count, 0 if n == "auto" else 1)
+    cpus = float(cluster["cpus_per_worker"])
+    return max(1, int(res.get("CPU", 1) // cpus)) if cpus else max(1, int(res.get("CPU", 1)))
+
+
+def _alive_nodes() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
 
 @dataclass
@@ -169,7 +191,10 @@ class CloneDriver:
         self.identity_hash = identity_hash(self.identity)
         self.lease = lease
         cluster, clone = cfg["cluster"], cfg["clone"]
-        self.num_workers = int(cluster["num_workers"] or os.cpu_count() or 1)
+        #: auto: one worker per GPU or slot the cluster has now, requested as nodes join (cluster.num_workers=auto)
+        self.elastic = cluster["num_workers"] == "auto"
+        self._grown_at = 0.0
+        self.worker_nodes: dict[int, str | None] = {}  # worker id -> the Ray node it runs on
         self.units_per_worker = int(cluster["units_per_worker"])
         self.max_in_flight = self.units_per_worker - 1 + int(cluster["max_in_flight"])  # units a worker holds
         self.max_attempts = int(clone["max_attempts"])
@@ -248,6 +273,7 @@ class CloneDriver:
         if changed:
             self.event("config_changed", changes=[changed])
         self.workers[wid] = actor
+        self.worker_nodes[wid] = info.get("node")
 
     def _start_workers(self, n: int, summary: CloneSummary) -> None:
         """The first start: ask for ``n`` workers and wait until all have loaded their models, or, once the
@@ -364,11 +390,14 @@ class CloneDriver:
         bar = tqdm(total=len(searches) + len(shards), desc="clone", unit="unit", disable=not self.cfg["clone"]["progress"])
         try:
             if sched.queue:
-                self._start_workers(min(self.num_workers, len(sched.queue)), summary)
+                wanted = worker_count(self.cfg["cluster"], ray.cluster_resources())
+                self._start_workers(max(1, min(wanted, len(sched.queue))), summary)
             summary.startup_s = round(time.perf_counter() - t0, 3)
             while (sched.queue or sched.in_flight) and not self._should_stop(sched, summary):
                 if self._stop_signal is None:
                     self._dispatch(sched)
+                    if self.elastic:
+                        self._follow_cluster(sched)
                 done, _ = ray.wait(list(sched.in_flight) + list(self.starting), num_returns=1, timeout=1.0)
                 for ref in done:
                     if ref in self.starting:
@@ -510,15 +539,34 @@ class CloneDriver:
             sched.in_flight[ref] = (unit, wid)
             load[wid] += 1
 
+    def _follow_cluster(self, sched: Schedule) -> None:
+        """``cluster.num_workers=auto``: every few seconds, request workers for capacity that joined the cluster
+        (while there is work for them); capacity that left is not replaced."""
+        now = time.perf_counter()
+        if now - self._grown_at < ELASTIC_CHECK_S:
+            return
+        self._grown_at = now
+        res = ray.cluster_resources()
+        want = min(worker_count(self.cfg["cluster"], res), len(sched.queue) + len(sched.in_flight))
+        have = len(self.workers) + len(self.starting)
+        if want > have:
+            self.event("workers_requested", count=want - have, why="the cluster has room for more", resources=_resources(res))
+            self._request_workers(want - have)
+
     def _worker_lost(self, wid: int, unit: Unit, sched: Schedule, summary: CloneSummary, err: Exception) -> None:
         sched.queue.appendleft(unit)
         if wid in self.workers:  # first news of this death: re-queue its other units, replace it
             del self.workers[wid]
-            summary.workers_lost += 1
             for ref, (u, w) in list(sched.in_flight.items()):
                 if w == wid:
                     del sched.in_flight[ref]
                     sched.queue.appendleft(u)
+            node = self.worker_nodes.pop(wid, None)
+            if self.elastic and node is not None and node not in _alive_nodes():  # capacity left: not a failure
+                summary.nodes_left += 1
+                self.event("node_left", worker=wid, node=node, unit=unit.id)
+                return
+            summary.workers_lost += 1
             self.event("worker_lost", worker=wid, unit=unit.id, error=short_error(err))
             self._check_restarts(summary, err)
             self._request_workers(1)
