@@ -82,6 +82,22 @@ def test_clone_to_s3_resumes_after_lost_and_truncated_objects(s3_server, referen
     assert fs.cat("clones/run/clone.log").decode().count('"event": "plan"') == 2  # both runs' events, in order
 
 
+def relay(src: socket.socket, dst: socket.socket, see=lambda chunk: None) -> None:
+    """Copy ``src`` to ``dst`` until either side closes (``see`` looks at each chunk first), then shut both down."""
+    try:
+        while chunk := src.recv(1 << 16):
+            see(chunk)
+            dst.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class CountingProxy:
     """A TCP proxy in front of the S3 server that counts the bytes the server sends back, per request
     (method, path). Clients send a request only after the previous response on that connection (HTTP/1.1
@@ -108,21 +124,13 @@ class CountingProxy:
             threading.Thread(target=self._pipe, args=(upstream, client, request, True), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, request: list, counting: bool) -> None:
-        try:
-            while chunk := src.recv(1 << 16):
-                if counting:
-                    self.received[request[0]] += len(chunk)
-                elif m := self.REQUEST.match(chunk):
-                    request[0] = (m.group(1).decode(), m.group(2).decode())
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        def see(chunk: bytes) -> None:
+            if counting:
+                self.received[request[0]] += len(chunk)
+            elif m := self.REQUEST.match(chunk):
+                request[0] = (m.group(1).decode(), m.group(2).decode())
+
+        relay(src, dst, see)
 
     def shard_bytes(self, method: str | None = None) -> int:
         """Bytes received for shard objects (not the searches' render files a regenerated shard reads from)."""
@@ -200,21 +208,7 @@ class FaultyProxy:
             upstream = socket.create_connection(("127.0.0.1", self.target))
             self.open += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while chunk := src.recv(1 << 16):
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                threading.Thread(target=relay, args=(a, b), daemon=True).start()
 
     def down(self, seconds: float) -> None:
         """The store goes away now, for ``seconds`` (in the background)."""

@@ -315,12 +315,10 @@ class CloneDriver:
                     f"{', '.join(tags[:3])}; this run's is {self.identity_hash}), e.g. {sorted(inv.foreign)[0]}: another run wrote "
                     "into this folder. Use a new paths.output_dir, or pass clone.on_config_change=allow to redo them")
             self.event("foreign_redone", files=sorted(inv.foreign), identities=tags)
-        for rel in [*inv.foreign, *inv.damaged]:
-            if rel.endswith(".tar"):  # the record and the shard: a shard left without its record would be rebuilt
+        for rel in [*inv.foreign, *inv.damaged]:  # a shard, a search result, or an unreadable record
+            if rel.endswith(".tar"):  # the record too: a shard left without its record would be rebuilt
                 self.manifest.remove(rel)
-                self.storage.remove(rel)
-            else:  # a search result, or an unreadable record (its shard has no record now, and is rebuilt or redone)
-                self.storage.remove(rel)
+            self.storage.remove(rel)
         for rel, why in inv.damaged.items():
             self.event("shard_invalid" if rel.endswith(".tar") else "bookkeeping_damaged", file=rel, why=why,
                        **({"shard": rel} if rel.endswith(".tar") else {}))

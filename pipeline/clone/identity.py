@@ -81,8 +81,12 @@ def folder_identities(storage: Storage) -> set[str]:
         return set()
 
 
-def _record(identity: dict[str, Any], history: list) -> bytes:
-    return json.dumps({"identity": identity, "identity_hash": identity_hash(identity), "history": history}, indent=1).encode()
+def _record(identity: dict[str, Any], history: list) -> dict[str, Any]:
+    return {"identity": identity, "identity_hash": identity_hash(identity), "history": history}
+
+
+def _write_record(storage: Storage, record: dict[str, Any]) -> None:
+    storage.write_bytes(LAYOUT.run_json, json.dumps(record, indent=1).encode())
 
 
 def _short(value: Any) -> str:
@@ -120,8 +124,7 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error",
     if policy not in CONFIG_CHANGE_POLICIES:
         raise ConfigError(f"clone.on_config_change must be one of {list(CONFIG_CHANGE_POLICIES)}, got '{policy}'")
     new = identity if identity is not None else run_identity(cfg)
-    record = None
-    damage = None
+    record, damage = None, "missing"
     if storage.exists(LAYOUT.run_json):
         try:
             record = json.loads(storage.read_bytes(LAYOUT.run_json))
@@ -129,28 +132,28 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error",
                 raise ValueError("no identity in it")
         except (ValueError, TypeError) as e:
             record, damage = None, f"unreadable ({e})"
-    elif has_output(storage):
-        damage = "missing"
     if record is None:
-        if damage is not None and has_output(storage):
-            foreign = sorted((output_tags() if output_tags else set()) - {identity_hash(new), None})
-            if foreign and policy == "error":
-                raise ConfigError(
-                    f"{storage.path(LAYOUT.run_json)} is {damage}, and the folder holds output made under other settings "
-                    f"(identity {', '.join(foreign)}; this run's is {identity_hash(new)}): use a new paths.output_dir, restore "
-                    "run.json, or pass clone.on_config_change=allow to redo that output under the current settings")
-            log.warning("%s is %s: rebuilt from the current settings (%s)", storage.path(LAYOUT.run_json), damage,
-                        f"output of other settings ({', '.join(foreign)}) will be redone" if foreign
-                        else "every output in the folder was made under them")
-        storage.write_bytes(LAYOUT.run_json, _record(new, []))
-        return [f"{LAYOUT.run_json}: {damage}, rebuilt"] if damage is not None and has_output(storage) else []
+        if not has_output(storage):  # a first run, or a record of a start that committed nothing
+            _write_record(storage, _record(new, []))
+            return []
+        foreign = sorted((output_tags() if output_tags else set()) - {identity_hash(new), None})
+        if foreign and policy == "error":
+            raise ConfigError(
+                f"{storage.path(LAYOUT.run_json)} is {damage}, and the folder holds output made under other settings "
+                f"(identity {', '.join(foreign)}; this run's is {identity_hash(new)}): use a new paths.output_dir, restore "
+                "run.json, or pass clone.on_config_change=allow to redo that output under the current settings")
+        log.warning("%s is %s: rebuilt from the current settings (%s)", storage.path(LAYOUT.run_json), damage,
+                    f"output of other settings ({', '.join(foreign)}) will be redone" if foreign
+                    else "every output in the folder was made under them")
+        _write_record(storage, _record(new, []))
+        return [f"{LAYOUT.run_json}: {damage}, rebuilt"]
     old = record["identity"]
     changes = identity_diff(old, new)
     if not changes:
         return []
     if not has_output(storage):  # a start that failed before committing anything blocks nothing
         log.info("%s holds no output yet: replacing the settings of the earlier start (%s)", storage.url, "; ".join(changes))
-        storage.write_bytes(LAYOUT.run_json, _record(new, []))
+        _write_record(storage, _record(new, []))
         return []
     if policy == "error":
         shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
@@ -160,7 +163,7 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error",
             "(shards already written keep the old settings)"
         )
     history = record.get("history", []) + [{"identity": old, "replaced_at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
-    storage.write_bytes(LAYOUT.run_json, json.dumps({**record, **json.loads(_record(new, history))}, indent=1).encode())
+    _write_record(storage, {**record, **_record(new, history)})
     log.warning("resuming %s with changed settings (clone.on_config_change=allow): %s", storage.url, "; ".join(changes))
     return changes
 
@@ -182,7 +185,7 @@ def check_weights(storage: Storage, weights: str | None, policy: str = "error") 
             f"model.revision={old.rsplit('@', 1)[-1]} (download it where it is missing), or pass clone.on_config_change=allow"
         )
     record["weights"] = weights
-    storage.write_bytes(LAYOUT.run_json, json.dumps(record, indent=1).encode())
+    _write_record(storage, record)
     if old is None:
         return None
     log.warning("model weights changed (clone.on_config_change=allow): %s -> %s", old, weights)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ShardUnit
-from pipeline.clone.shards import ShardRecord, keys_digest, verify_shard
+from pipeline.clone.shards import ShardRecord, keys_digest
 from pipeline.errors import PipelineError
 from pipeline.storage import Storage
 
@@ -98,14 +98,9 @@ def take_inventory(storage: Storage, units: list[ShardUnit], class_ids: list[str
     for shard in unreadable:
         inv.damaged[LAYOUT.record(shard)] = "unreadable record"
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        def check(rec: ShardRecord) -> tuple[ShardRecord, str | None]:
-            return rec, verify_shard(storage, rec, verify_mode)
-
-        for rec, why in pool.map(check, [r for r in records.values() if r.identity is None or r.identity in known]):
-            if why is None:
-                inv.valid[rec.shard] = rec
-            else:
-                inv.damaged[rec.shard] = why
+        own = [r for r in records.values() if r.identity is None or r.identity in known]
+        inv.valid, problems = manifest.validate(verify_mode, own, pool.map)
+        inv.damaged.update(problems)
         for rec in records.values():
             if rec.identity is not None and rec.identity not in known:
                 inv.foreign[rec.shard] = rec.identity

@@ -8,6 +8,7 @@ and a run killed at any point leaves the manifest consistent: resume is "list wh
 from __future__ import annotations
 
 import json
+from typing import Callable, Iterable
 
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.shards import ShardRecord, verify_shard
@@ -41,16 +42,17 @@ class Manifest:
             out[rec.shard] = rec
         return out, unreadable
 
-    def validate(self, mode: str = "deep") -> tuple[dict[str, ShardRecord], dict[str, str]]:
-        """(valid records by shard, problems by shard) for every shard the manifest lists, checked the
-        ``mode`` way (:func:`verify_shard`)."""
+    def validate(self, mode: str = "deep", records: Iterable[ShardRecord] | None = None,
+                 map_fn: Callable = map) -> tuple[dict[str, ShardRecord], dict[str, str]]:
+        """(valid records by shard, problems by shard) for ``records`` (default: every shard the manifest lists),
+        checked the ``mode`` way (:func:`verify_shard`); ``map_fn`` may check them in parallel (a pool's ``map``)."""
+        recs = list(self.records().values() if records is None else records)
         valid, problems = {}, {}
-        for shard, rec in self.records().items():
-            why = verify_shard(self.storage, rec, mode)
+        for rec, why in zip(recs, map_fn(lambda r: verify_shard(self.storage, r, mode), recs)):
             if why is None:
-                valid[shard] = rec
+                valid[rec.shard] = rec
             else:
-                problems[shard] = why
+                problems[rec.shard] = why
         return valid, problems
 
     def consolidate(self, extra: dict | None = None) -> None:
