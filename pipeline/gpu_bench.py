@@ -163,8 +163,11 @@ def clone_phases(folder: Path, s: Scale, work: Path, batch: int) -> dict[str, An
     search = run(work / "search", "clone.images_per_class=1", "clone.shard_size=1")
     out = work / "generate"
     out.mkdir()
-    shutil.copytree(Layout(str(work / "search")).searches, Layout(str(out)).searches)
-    gen = run(out, f"clone.images_per_class={s.clone_images}", f"clone.shard_size={s.clone_images}", "clone.shard_order=shuffled")
+    searched, layout = Layout(str(work / "search")), Layout(str(out))
+    shutil.copytree(searched.searches, layout.searches)
+    shutil.copyfile(searched.run_json, layout.run_json)  # the searches' identity: this folder accepts them ...
+    gen = run(out, f"clone.images_per_class={s.clone_images}", f"clone.shard_size={s.clone_images}", "clone.shard_order=shuffled",
+              "clone.on_config_change=allow")  # ... as a resume with more images per class
     device = next(iter(gen["worker_devices"].values()), {})
     return {
         "worker_device": device.get("device_name"), "classes": len(names), "batch": batch,

@@ -240,7 +240,14 @@ class CloneWorker:
         record = write_shard(self.storage, unit.shard, samples, [c.id for c in unit.classes], missing=unit.count - len(samples),
                              class_counts={c: n for c, n in counts.items() if n}, missing_by_class=short,
                              identity=self.identity)
-        self.manifest.add(record)
+        try:
+            self.manifest.add(record)
+        except BaseException:  # a shard without its record is not committed: leave no orphan (and free its space)
+            try:
+                self.storage.remove(unit.shard)
+            except Exception:  # noqa: BLE001 - the record's error is the one to report
+                pass  # a resume rebuilds the record from a whole orphan shard (inventory)
+            raise
         return {
             "record": record.to_dict(), "images": len(samples), "missing": record.missing, "renders": renders,
             "from_search": from_search, "seconds": time.perf_counter() - t0, "worker": self.worker_id,
