@@ -17,6 +17,7 @@ from pipeline.errors import ConfigError
 from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
 from pipeline.images import noise_image
+from pipeline.reading import InputReading, read_inputs
 from pipeline.rendering import Renderer, RenderPool
 from pipeline.rewards import CompositeReward, RewardModels
 from pipeline.seeding import derive_seed
@@ -85,23 +86,38 @@ def class_candidates(stack: SearchStack, grammar: Grammar, probs: np.ndarray, k:
     return ranked[: int(k)]
 
 
-def make_env(stack: SearchStack, target: Image.Image, seed: int, group: str | None = None,
+def read(stack: SearchStack, images: Sequence[Image.Image], label: str | None = None) -> InputReading:
+    """A class's input images read by the stack's semantic encoder over the full grammar (:mod:`pipeline.reading`)."""
+    return read_inputs(stack.semantic_encoder, stack.full_grammar, images, label)
+
+
+def prepare(stack: SearchStack, reading: InputReading) -> dict[str, Any]:
+    """The reward's precomputed input of a class: the similarity terms against its first input image, class
+    consistency against the reading's class target (the inputs' mean class distribution, or the label's)."""
+    return stack.reward.prepare(reading.images[0], reading.class_target)
+
+
+def make_env(stack: SearchStack, target: Image.Image | InputReading, seed: int, group: str | None = None,
              renderer: Renderer | RenderPool | None = None) -> GridEnv:
-    """The MDP for one input image: goal and start encodings from the semantic encoder, per-state seeds, the
-    grid of the class's group (:meth:`SearchStack.grammars`), the class axis cut to the input's likeliest
-    ``env.class_candidates`` classes. Renders go through ``renderer`` (a clone worker's pool), else through a
-    renderer of this search's own at ``env.batch_size``."""
+    """The MDP for one class: goal and start encodings from the semantic encoder's reading of the input image
+    (or of a class's k inputs, an :class:`InputReading`), per-state seeds, the grid of the class's group
+    (:meth:`SearchStack.grammars`), the class axis cut to the label where the reading is label-anchored, else
+    to the inputs' likeliest ``env.class_candidates`` classes. Renders go through ``renderer`` (a clone worker's
+    pool), else through a renderer of this search's own at ``env.batch_size``."""
     e = stack.env_cfg
+    reading = target if isinstance(target, InputReading) else read(stack, [target])
     seeds = [derive_seed("state-seed", seed, k) for k in range(e["seeds_per_state"])]
-    evaluator = StateEvaluator(renderer or Renderer(stack.generator, stack.reward, e["batch_size"]), target, seeds)
-    reading = stack.semantic_encoder.encode([target])[0]
+    prepared = prepare(stack, reading)
+    evaluator = StateEvaluator(renderer or Renderer(stack.generator, stack.reward, e["batch_size"]), reading.images[0], seeds,
+                               prepared=prepared)
     grammar, _ = stack.grammars(group)
     k = e["class_candidates"]
-    if k and grammar.class_axis and len(grammar.axis(grammar.class_axis)) > int(k):
-        probs = stack.semantic_encoder.probabilities([target])[stack.full_grammar.axis_index(grammar.class_axis)][0]
-        grammar, _ = stack.grammars(group, class_candidates(stack, grammar, probs, k))
-    goal = grammar.translate(reading, stack.full_grammar)
-    start = _start_encoding(stack, grammar, e["start"], e["mode"], goal, target.size[0], seed)
+    if reading.label is not None:
+        grammar, _ = stack.grammars(group, [reading.label])
+    elif k and grammar.class_axis and len(grammar.axis(grammar.class_axis)) > int(k):
+        grammar, _ = stack.grammars(group, class_candidates(stack, grammar, reading.class_probs, k))
+    goal = grammar.translate(reading.goal, stack.full_grammar)
+    start = _start_encoding(stack, grammar, e["start"], e["mode"], goal, reading.images[0].size[0], seed)
     return GridEnv.from_settings(grammar, evaluator, start, goal, e)
 
 

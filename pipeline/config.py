@@ -28,6 +28,7 @@ from pipeline.clone import plan as _plan
 from pipeline.clone import shards as _shards
 from pipeline.env import RewardMode
 from pipeline.errors import ConfigError
+from pipeline.reading import CLASS_SOURCES
 
 
 def setting(*, ge: float | None = None, le: float | None = None, choices: tuple[str, ...] | None = None,
@@ -103,6 +104,7 @@ class EnvSettings:
     fix: Any = setting()  # {axis: choice} (Any: OmegaConf cannot merge a mapping into a null typed mapping)
     exclude: Any = setting()  # {axis: [choices]}
     class_candidates: Optional[int] = setting(ge=1)
+    class_source: str = setting(choices=CLASS_SOURCES)
 
 
 @dataclass

@@ -54,11 +54,14 @@ class StateEvaluator:
     """Renders prompts at ``seeds`` through a renderer (:mod:`pipeline.rendering`: alone, or pooled with other
     searches into full generator calls), scores them against the input, and caches by (prompt, seed)."""
 
-    def __init__(self, renderer: Renderer | RenderPool, target: Image.Image, seeds: Sequence[int], keep_images: bool = True) -> None:
+    def __init__(self, renderer: Renderer | RenderPool, target: Image.Image, seeds: Sequence[int], keep_images: bool = True,
+                 prepared: dict[str, Any] | None = None) -> None:
+        """``prepared``: the reward's precomputed input where the caller has it (:meth:`CompositeReward.prepare` of the
+        inputs' reading), else prepared from ``target``."""
         if not seeds:
             raise ConfigError("env.seeds_per_state must be >= 1")
         self.renderer = renderer
-        self.prepared = renderer.reward.prepare(target)
+        self.prepared = prepared if prepared is not None else renderer.reward.prepare(target)
         self.seeds = [int(s) for s in seeds]
         self.keep_images = keep_images
         self._cache: dict[tuple[str, int], tuple[float, float, Image.Image | None]] = {}

@@ -169,8 +169,11 @@ class CompositeReward:
         if not any(w > 0 for w in self.weights.values()):
             raise ConfigError("reward.weights: at least one reward needs a positive weight")
 
-    def prepare(self, target: Image.Image) -> dict[str, Any]:
-        return {k: t.prepare(target) for k, t in self.terms.items()}
+    def prepare(self, target: Image.Image, class_target: np.ndarray | None = None) -> dict[str, Any]:
+        """Each term's precomputed input; ``class_target`` (a class distribution, :mod:`pipeline.reading`: the mean
+        of k inputs', or the label's one-hot) replaces the class-consistency term's reading of ``target``."""
+        return {k: class_target if k == self.acceptance and class_target is not None else t.prepare(target)
+                for k, t in self.terms.items()}
 
     def score_many(self, images: Sequence[Image.Image], targets: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """(weighted reward, class-consistency score) of image ``i`` against ``targets[i]`` (a :meth:`prepare`

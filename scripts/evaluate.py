@@ -46,14 +46,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 METHODS = ("class_name", "class_name_random", "goal_encoding", "random", "noisy_gradient", "qlearning",
-           "qlearning_noise_start", "qlearning_reward_only", "qlearning_no_red")
+           "qlearning_noise_start", "qlearning_reward_only", "qlearning_no_red", "qlearning_k5", "qlearning_label")
 LABELS = {"class_name": "class-name prompting", "class_name_random": "class name + random attributes",
           "goal_encoding": "goal encoding (no search)", "random": "random search",
           "qlearning": "RLDF Q-learning (goal)", "qlearning_noise_start": "RLDF Q-learning (goal, start from noise)",
           "qlearning_reward_only": "RLDF Q-learning (reward-only)",
           "qlearning_no_red": "RLDF Q-learning, red excluded", "noisy_gradient": "noisy diffusion gradient",
+          "qlearning_k5": "RLDF Q-learning (goal, 5 input images)", "qlearning_label": "RLDF Q-learning (goal, class from the label)",
           "real": "real data (held-out split)"}
-NEEDS_CLASS_NAME = {"class_name", "class_name_random"}
+NEEDS_CLASS_NAME = {"class_name", "class_name_random", "qlearning_label"}
 
 
 def method_overrides(method: str, budget: int | None) -> list[str]:
@@ -69,6 +70,8 @@ def method_overrides(method: str, budget: int | None) -> list[str]:
         "qlearning_reward_only": ["search=qlearning_batched", "env.mode=reward_only"],
         "qlearning_no_red": ["search=qlearning_batched", "env.mode=goal", "env.exclude={colour: [red]}"],
         "noisy_gradient": ["search=noisy_gradient"],
+        "qlearning_k5": ["search=qlearning_batched", "env.mode=goal", "dataset.inputs_per_class=5"],
+        "qlearning_label": ["search=qlearning_batched", "env.mode=goal", "env.class_source=label"],
     }[method]
 
 
@@ -153,9 +156,10 @@ def markdown(res: dict) -> str:
         renders = f"{fmt(s['renders_median'], 0)} ({s['renders_min']}–{s['renders_max']})" if s else "—"
         acc = f"{s['accepted_fraction']:.2f} ({int(np.median(s['accepted_states']))})" if s else "—"
         short = sum(r["clone"].get("shortfall", {}).values()) if "clone" in r else 0
+        label = fmt(r["clone"].get("label_accuracy")) if "clone" in r else "—"
         ent = " / ".join(f"{v:.2f}" for v in j["entropy"].values())
         quality.append([LABELS[name], "yes" if name in NEEDS_CLASS_NAME else "no" if s else "—", renders, acc,
-                        str(short) if "clone" in r else "—", f"{j['class_accuracy']:.3f}", ent, f"{j['shortcut_probe']:.3f}",
+                        str(short) if "clone" in r else "—", label, f"{j['class_accuracy']:.3f}", ent, f"{j['shortcut_probe']:.3f}",
                         f"{r['vendi']:.2f}", fmt(r["cas"]["accuracy"])])
         kid = f"{m['kid']:.4f} ± {m['kid_std']:.4f}"
         wall = f"{r['clone']['wall_s_command']:.0f} s" if "clone" in r else "—"
@@ -163,7 +167,7 @@ def markdown(res: dict) -> str:
                      fmt(m["coverage"]), fmt(r["cas"]["accuracy"])])
     axes = " / ".join(next(iter(rows.values()))["judge"]["entropy"])
     lines.append(table(["method", "needs class name", "renders / class (median, range)", "accepted fraction (median accepted states)",
-                        "images short", "judge: class accuracy", f"judge: entropy within class ({axes})", "shortcut probe ↓",
+                        "images short", "label accuracy (prompt's class)", "judge: class accuracy", f"judge: entropy within class ({axes})", "shortcut probe ↓",
                         "Vendi (per class)", "CAS"], quality))
     lines += ["", table(["method", "clone wall time", "FD ↓", "KID ↓", "precision", "recall", "density", "coverage", "CAS"], dist)]
     excl = {n: r["judge"]["share"]["colour"]["red"] for n, r in rows.items() if "colour" in r["judge"]["share"]}

@@ -129,6 +129,7 @@ def main() -> None:
         "name": "imagenet1k",
         "root": "${paths.imagenet_root}",
         "only": None,
+        "inputs_per_class": 1,
         "input_index": 0,
         "classes": classes,
     }

@@ -50,3 +50,38 @@ def test_glyph_dataset_and_generator(dataset):
     assert GlyphReader(dataset.grammar).encode([a])[0][0] == 42
     with pytest.raises(ConfigError, match="model.world must be one of shapes, glyphs"):
         ProceduralGenerator(dataset.grammar, 40, world="fonts")
+
+
+# ------------------------------------------------------------------ the CLIP-like stand-in (experiment=confusable1000)
+def test_confusable_families_are_near_identical_siblings_of_distinct_bases():
+    from pipeline.glyphs.world import MIN_FAMILY_DISTANCE
+
+    b = glyph_bitmaps(1000, 4).reshape(250, 4, -1)
+    assert ((b[:, 1:] != b[:, :1]).sum(-1) == 1).all()  # each sibling flips one cell of its family's base
+    bases = b[:, 0]
+    dist = (bases[:, None] != bases[None]).sum(-1) + np.eye(250, dtype=int) * 99
+    assert dist.min() >= MIN_FAMILY_DISTANCE
+    g = b.reshape(1000, 5, 5)
+    assert g[:, 0].any(1).all() and g[:, -1].any(1).all() and g[:, :, 0].any(1).all() and g[:, :, -1].any(1).all()
+    assert (glyph_bitmaps(1000) == glyph_bitmaps(1000, 1)).all()  # the plain world is untouched
+
+
+@pytest.fixture(scope="module")
+def confusable():
+    from pipeline.assembly import build_stack
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="clone", overrides=["experiment=confusable1000"])
+    data = instantiate(cfg.dataset)
+    return build_stack(cfg, class_names=[c.prompt for c in data.all_classes()]), data
+
+
+def test_the_stand_in_misreads_single_inputs_like_clip_among_siblings_only(confusable):
+    from pipeline.reading import reader_accuracy
+
+    stack, data = confusable
+    acc = reader_accuracy(stack.semantic_encoder, stack.full_grammar, data.classes(), lambda c: [data.input_image(c)])["k=1"]
+    assert 0.70 <= acc["top1"] <= 0.80 and acc["top5"] >= 0.90, acc  # CLIP ViT-L/14 on ImageNet: ≈ 0.75 / 0.94
+    assert stack.generator.model_id == "procedural-glyphs@40px,family_size=4,occlusion=0.75"
+    assert stack.semantic_encoder.bitmaps.shape == (1000, 25)
+    np.testing.assert_array_equal(stack.semantic_encoder.bitmaps, glyph_bitmaps(1000, 4).reshape(1000, -1))

@@ -112,6 +112,19 @@ def test_allow_records_the_change_and_keeps_history(weights, tmp_path):
     assert check_identity(storage, config(weights, **{"search.budget": 64})) == []  # the new settings now resume
 
 
+def test_a_setting_added_since_at_its_old_behaviour_is_not_a_change(weights, tmp_path):
+    from pipeline.clone.identity import folder_identities
+
+    storage = Storage(tmp_path / "out")
+    started(storage, config(weights))  # a folder made before env.class_source and dataset.inputs_per_class existed
+    old = identity_hash(run_identity(config(weights)))
+    now = config(weights, **{"env.class_source": "read", "dataset.inputs_per_class": 1})
+    assert check_identity(storage, now) == []
+    assert folder_identities(storage) == {old, identity_hash(run_identity(now))}  # the old outputs stay this folder's
+    with pytest.raises(ConfigError, match="dataset.inputs_per_class: 1 -> 5"):
+        check_identity(storage, config(weights, **{"env.class_source": "read", "dataset.inputs_per_class": 5}))
+
+
 def test_bad_policy_and_unreadable_record(weights, tmp_path):
     storage = Storage(tmp_path / "out")
     with pytest.raises(ConfigError, match="on_config_change must be one of"):

@@ -10,16 +10,36 @@ from omegaconf import DictConfig
 from pipeline.cli import app
 from pipeline.clone import api
 from pipeline.clone.driver import CloneSummary
+from pipeline.clone.layout import LAYOUT
 
 
 def report(summary: CloneSummary, cfg: DictConfig) -> int:
-    """Print the summary, a line per class short of its quota and per failure; the exit status."""
+    """Print the summary, its label accuracy, a line per class short of its quota or misread (the first ten) and per
+    failure; the exit status."""
     print(json.dumps(summary.to_dict(), indent=1))
     print(f"shards: {cfg.paths.output_dir} ({summary.shards_written} written, {summary.shards_reused} reused, "
           f"{len(summary.failures)} failed)")
-    for cls_id, missing in sorted(summary.shortfall.items()):
+    short = sorted(summary.shortfall.items())
+    for cls_id, missing in short[:10]:
         print(f"warning: class '{cls_id}' is {missing} images short of clone.images_per_class={cfg.clone.images_per_class}: "
               f"no candidate reached env.accept_threshold in clone.max_tries tries (see its searches/ result)", file=sys.stderr)
+    if len(short) > 10:
+        print(f"warning: and {len(short) - 10} more classes short, {sum(n for _, n in short[10:])} images in all "
+              f"('shortfall' in {LAYOUT.summary})", file=sys.stderr)
+    if summary.label_accuracy is not None:
+        print(f"label accuracy: {summary.label_accuracy:.4f} (samples whose prompt asks for their label's class)")
+    ids = sorted(summary.misread)
+    for cls_id in ids[:10]:
+        m = summary.misread[cls_id]
+        shows = "its images show the label (env.class_source=label)" if cfg.env.class_source == "label" else f"its images show '{m['read']}'"
+        print(f"warning: class '{cls_id}' ('{m['label']}') was read as '{m['read']}' (p={m['prob']:.2f}) in its "
+              f"{cfg.dataset.inputs_per_class} input image(s): {shows}", file=sys.stderr)
+    if len(ids) > 10:
+        print(f"warning: and {len(ids) - 10} more classes read as another class ('misread' in {LAYOUT.summary})", file=sys.stderr)
+    if ids and cfg.env.class_source != "label":
+        shown = ",".join(ids[:10]) + (",..." if len(ids) > 10 else "")
+        print(f"warning: redo the {len(ids)} misread classes with more inputs or the label, in a new paths.output_dir: "
+              f"dataset.only=[{shown}] dataset.inputs_per_class=5 (or env.class_source=label)", file=sys.stderr)
     if summary.ok:
         return 0
     for f in summary.failures:

@@ -1,7 +1,9 @@
-"""The dataset to clone: its classes and each class's single input image.
+"""The dataset to clone: its classes and each class's input images.
 
-Three sources: the shapes world (drawn), an ImageFolder tree (``root/<class folder>/*.jpg``), or
-WebDataset shards (the first sample whose ``cls`` is the class).
+Four sources: the shapes and glyphs worlds (drawn), an ImageFolder tree (``root/<class folder>/*.jpg``), or
+WebDataset shards (the first samples whose ``cls`` is the class). Each class has ``inputs_per_class`` input
+images (1, the paper's single input, by default), chosen deterministically; the first is always the input
+a one-input run uses, so raising k adds inputs and never replaces one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ class ClassInfo:
     def __post_init__(self) -> None:
         if not self.prompt:
             object.__setattr__(self, "prompt", self.name)
+
+
+@dataclass(frozen=True)
+class InputImage:
+    ref: str  # which image it is, as a search result records it (a file, a sample key, a seed)
+    image: Image.Image
+
+
+def _check_inputs(k: Any) -> int:
+    if int(k) < 1:
+        raise ConfigError(f"dataset.inputs_per_class must be >= 1, got {k}")
+    return int(k)
 
 
 def _key_safe(text: str) -> str:
@@ -89,11 +103,41 @@ class _Catalogue:
         """Every class of the dataset, in label order: the grammar's class axis (``only`` does not shrink it)."""
         return self._all
 
+    inputs_per_class: int = 1
 
-class ShapesDataset(_Catalogue):
+    def inputs(self, cls: ClassInfo) -> list[InputImage]:
+        """The class's ``inputs_per_class`` input images, the same ones on every call and every machine."""
+        return [self._input(cls, j) for j in range(self.inputs_per_class)]
+
+    def input_image(self, cls: ClassInfo) -> Image.Image:
+        """The class's first input image (the single input of the paper's setting)."""
+        return self._input(cls, 0).image
+
+    def _input(self, cls: ClassInfo, j: int) -> InputImage:
+        raise NotImplementedError
+
+
+class _DrawnWorld(_Catalogue):
+    """A procedural world's inputs: class ``cls`` drawn with random nuisance attributes, input ``j`` at its own seeds
+    (input 0 at the seeds of the single-input setting)."""
+
+    world: Any
+    grammar: Grammar
+    input_seed: int
+
+    def _input(self, cls: ClassInfo, j: int) -> InputImage:
+        extra = (j,) if j else ()
+        attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id, *extra))
+        attrs[self.grammar.class_axis or "object"] = cls.name
+        image = self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id, *extra)).image
+        return InputImage(f"input_seed={self.input_seed}/{cls.id}/{j}", image)
+
+
+class ShapesDataset(_DrawnWorld):
     """The shapes world: classes are the grammar's class-axis choices; input images are drawn."""
 
-    def __init__(self, grammar: Grammar, image_size: int = 32, only: Sequence[str] | None = None, input_seed: int = 0, name: str = "shapes") -> None:
+    def __init__(self, grammar: Grammar, image_size: int = 32, only: Sequence[str] | None = None, input_seed: int = 0,
+                 name: str = "shapes", inputs_per_class: int = 1) -> None:
         from pipeline.shapes.world import ShapesWorld
 
         self.name = name
@@ -101,19 +145,16 @@ class ShapesDataset(_Catalogue):
         self.grammar, self.input_seed = grammar, int(input_seed)
         axis = grammar.class_axis or "object"
         self._set_classes(grammar.axis(axis).choices, only, "the shapes world")
-
-    def input_image(self, cls: ClassInfo) -> Image.Image:
-        attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id))
-        attrs[self.grammar.class_axis or "object"] = cls.name
-        return self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id)).image
+        self.inputs_per_class = _check_inputs(inputs_per_class)
 
 
-class GlyphsDataset(_Catalogue):
+class GlyphsDataset(_DrawnWorld):
     """The glyphs world (:mod:`pipeline.glyphs.world`): ``num_classes`` classes ``glyph 000``…, the stand-in for
     ImageNet's 1000; input images are drawn with random nuisance attributes, like the shapes world's."""
 
     def __init__(self, grammar: Grammar, num_classes: int = 1000, image_size: int = 40, only: Sequence[str] | None = None,
-                 input_seed: int = 0, name: str = "glyphs") -> None:
+                 input_seed: int = 0, name: str = "glyphs", inputs_per_class: int = 1, family_size: int = 1,
+                 occlusion: float = 0.0) -> None:
         from pipeline.glyphs.world import GlyphWorld, glyph_name
 
         if int(num_classes) < 1:
@@ -121,22 +162,20 @@ class GlyphsDataset(_Catalogue):
         self.name = name
         names = [glyph_name(k) for k in range(int(num_classes))]
         self.grammar = grammar.with_choices(grammar.class_axis or "object", names)
-        self.world = GlyphWorld(self.grammar, image_size)
+        self.world = GlyphWorld(self.grammar, image_size, family_size, occlusion)
         self.input_seed = int(input_seed)
         self._set_classes(names, only, "the glyphs world")
-
-    def input_image(self, cls: ClassInfo) -> Image.Image:
-        attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id))
-        attrs[self.grammar.class_axis or "object"] = cls.name
-        return self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id)).image
+        self.inputs_per_class = _check_inputs(inputs_per_class)
 
 
 class ImageFolderDataset(_Catalogue):
     """``root/<folder>/<image>``; ``classes`` lists ``{wnid, name}`` (folder = wnid, else name) in label order,
-    or is null to use the sorted folder names. ``input_index`` picks which image (sorted) is the input."""
+    or is null to use the sorted folder names. ``input_index`` picks which image (sorted) is the first input; the
+    ``inputs_per_class`` inputs are the images from there on, in sorted order."""
 
     def __init__(
-        self, root: str, classes: Sequence[Any] | None = None, only: Sequence[str] | None = None, input_index: int = 0, name: str = "imagefolder"
+        self, root: str, classes: Sequence[Any] | None = None, only: Sequence[str] | None = None, input_index: int = 0,
+        name: str = "imagefolder", inputs_per_class: int = 1,
     ) -> None:
         self.name = name
         self.root = Path(str(root)).expanduser()
@@ -148,22 +187,26 @@ class ImageFolderDataset(_Catalogue):
                 raise ConfigError(f"dataset.root '{self.root}' has no class folders")
         self._set_classes(classes, only, str(self.root))
         self.input_index = int(input_index)
+        self.inputs_per_class = _check_inputs(inputs_per_class)
 
-    def input_image(self, cls: ClassInfo) -> Image.Image:
+    def _input(self, cls: ClassInfo, j: int) -> InputImage:
         folder = next((self.root / n for n in (cls.wnid, cls.name) if n and (self.root / n).is_dir()), None)
         if folder is None:
             raise InputError(f"dataset.root '{self.root}' has no folder for class '{cls.name}'")
         files = image_files(folder)
-        if len(files) <= self.input_index:
-            raise InputError(f"class folder '{folder}' has no image number {self.input_index}")
-        return load_image(files[self.input_index])
+        n = self.input_index + j
+        if len(files) <= n:
+            raise InputError(f"class folder '{folder}' has no image number {n}" + (
+                f" (dataset.inputs_per_class={self.inputs_per_class} from dataset.input_index={self.input_index})" if j else ""))
+        return InputImage(f"{folder.name}/{files[n].name}", load_image(files[n]))
 
 
 class WebDatasetSource(_Catalogue):
     """WebDataset shards (``urls`` with braces, e.g. ``data/train-{000000..000099}.tar``) with ``cls`` labels;
-    the input image of class k is the first sample whose ``cls`` is k."""
+    the input images of class k are the first ``inputs_per_class`` samples whose ``cls`` is k."""
 
-    def __init__(self, urls: str, classes: Sequence[Any], only: Sequence[str] | None = None, name: str = "webdataset") -> None:
+    def __init__(self, urls: str, classes: Sequence[Any], only: Sequence[str] | None = None, name: str = "webdataset",
+                 inputs_per_class: int = 1) -> None:
         import braceexpand
 
         self.name = name
@@ -173,19 +216,25 @@ class WebDatasetSource(_Catalogue):
         if missing:
             raise ConfigError(f"dataset.urls: shard '{missing[0]}' does not exist")
         self._set_classes(classes, only, "dataset.classes")
-        self._inputs: dict[int, bytes] = {}
+        self.inputs_per_class = _check_inputs(inputs_per_class)
+        self._inputs: dict[int, list[tuple[str, bytes]]] = {}  # label -> its first samples' (key, image bytes)
 
-    def input_image(self, cls: ClassInfo) -> Image.Image:
-        if cls.index not in self._inputs:
+    def _input(self, cls: ClassInfo, j: int) -> InputImage:
+        k = self.inputs_per_class
+        if len(self._inputs.get(cls.index, ())) < k:
             import webdataset as wds
 
             for sample in wds.WebDataset(self.urls, shardshuffle=False, empty_check=False):
                 label = int(sample.get("cls", b"-1"))
                 img = sample_image(sample)
-                if img is not None:
-                    self._inputs.setdefault(label, img)
-                if cls.index in self._inputs:
+                got = self._inputs.setdefault(label, [])
+                if img is not None and len(got) < k and all(key != sample["__key__"] for key, _ in got):
+                    got.append((sample["__key__"], img))
+                if len(self._inputs.get(cls.index, ())) >= k:
                     break
-        if cls.index not in self._inputs:
-            raise InputError(f"no sample of class {cls.index} ('{cls.name}') in dataset.urls")
-        return decode_image(self._inputs[cls.index], f"of class {cls.index} ('{cls.name}') in dataset.urls")
+        got = self._inputs.get(cls.index, [])
+        if len(got) <= j:
+            raise InputError(f"dataset.urls has {len(got)} samples of class {cls.index} ('{cls.name}'), "
+                             f"{'dataset.inputs_per_class needs ' + str(k) if got else 'none to use as its input'}")
+        key, data = got[j]
+        return InputImage(key, decode_image(data, f"of class {cls.index} ('{cls.name}') in dataset.urls"))

@@ -68,6 +68,13 @@ class CloneSummary:
     images_from_search: int = 0  # of images_written, search renders reused (clone.reuse_search_renders)
     #: class -> image indices left out because no candidate passed verification (whole run, reused shards too)
     shortfall: dict[str, int] = field(default_factory=dict)
+    #: the share of the clone's samples (every committed shard) whose prompt asks for the class of their label, and
+    #: per class: on a procedural world, the share whose image shows its label (None: no record counts it)
+    label_accuracy: float | None = None
+    label_accuracy_by_class: dict[str, float] = field(default_factory=dict)
+    #: class id -> {label, read, prob}: classes whose input image(s) the semantic encoder read as another class
+    #: (with env.class_source=read their images show the class read; rerun them with dataset.only=[...])
+    misread: dict[str, dict[str, Any]] = field(default_factory=dict)
     corrupt_redone: dict[str, str] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     workers_lost: int = 0
@@ -199,6 +206,7 @@ class CloneDriver:
         self.max_in_flight = self.units_per_worker - 1 + int(cluster["max_in_flight"])  # units a worker holds
         self.max_attempts = int(clone["max_attempts"])
         self.verify_mode = str(clone["verify"])
+        self._readings: dict[str, tuple[str | None, float | None]] = {}  # class id -> what its search read (inventory, then this run)
         self.max_worker_restarts = int(cluster["max_worker_restarts"])
         self.worker_start_timeout = float(cluster["worker_start_timeout_s"])
         self.stop_grace = float(cluster["stop_grace_s"])
@@ -325,6 +333,7 @@ class CloneDriver:
         for shard in inv.rebuilt:
             self.event("record_rebuilt", shard=shard)
         summary.corrupt_redone = {k: v for k, v in inv.damaged.items() if k.endswith(".tar")}
+        self._readings = dict(inv.readings)
         shards = [u for u in units if u.shard not in inv.valid]
         summary.shards_reused = len(units) - len(shards)
         needed = {c.id for u in shards for c in u.classes}
@@ -456,6 +465,7 @@ class CloneDriver:
             summary.searches_run += 1
             summary.searches_found_class += bool(out["found_class"])
             summary.search_renders += int(out["renders"])
+            self._readings[unit.cls.id] = (out.get("read_class"), out.get("read_prob"))
             sched.searched(unit.cls.id)
             self.event("search_done", cls=unit.cls.id, worker=wid, **{k: v for k, v in out.items() if k not in ("calls", "oom_backoffs")})
         else:
@@ -496,12 +506,14 @@ class CloneDriver:
                                        "class_labels": {c.id: c.index for c in self.plan.classes}})
         except InputError as err:  # manifest.json is an index of manifest/*.json: the next run rebuilds it
             summary.failures.append({"unit": LAYOUT.manifest, "attempts": 1, "error": str(err)})
-        for rec in self.manifest.records().values():
+        records = list(self.manifest.records().values())
+        for rec in records:
             if rec.missing:
                 for c, n in (rec.missing_by_class or {c: rec.missing for c in rec.classes}).items():
                     summary.shortfall[c] = summary.shortfall.get(c, 0) + n
         if summary.shortfall:
             self.event("shortfall", classes=summary.shortfall)
+        self._label_report(summary, records)
         self.event("summary", **summary.to_dict())
         try:
             self.storage.write_bytes(LAYOUT.summary, json.dumps(summary.to_dict(), indent=1).encode())
@@ -509,6 +521,28 @@ class CloneDriver:
             print(f"warning: {LAYOUT.summary} could not be written ({err})", file=sys.stderr)
         self._upload_log()
         return summary
+
+    def _label_report(self, summary: CloneSummary, records: list) -> None:
+        """Label accuracy from the records that count it, and the classes whose input reading is not their label."""
+        per: dict[str, list[int]] = {}
+        for rec in records:
+            counts = rec.class_counts or ({rec.classes[0]: rec.count} if len(rec.classes) == 1 else None)
+            if rec.label_ok is None or counts is None:
+                continue
+            for c, n in counts.items():
+                tally = per.setdefault(c, [0, 0])
+                tally[0] += rec.label_ok.get(c, 0)
+                tally[1] += n
+        total = sum(n for _, n in per.values())
+        if total:
+            summary.label_accuracy = round(sum(ok for ok, _ in per.values()) / total, 6)
+            summary.label_accuracy_by_class = {c: round(ok / n, 6) for c, (ok, n) in sorted(per.items()) if n}
+        for cls in self.plan.classes:
+            read, prob = self._readings.get(cls.id, (None, None))
+            if read is not None and read.lower() != cls.prompt.lower():
+                summary.misread[cls.id] = {"label": cls.prompt, "read": read, "prob": prob}
+        if summary.misread:
+            self.event("misread", classes=summary.misread)
 
     def _upload_log(self) -> None:
         """Object stores: append this run's events to the stored ``clone.log`` (local storage appends as it goes)."""

@@ -33,6 +33,9 @@ log = logging.getLogger("rldf.clone")
 OUTPUT_GROUPS = ("seed", "grammar", "model", "reward", "search", "env", "dataset", "clone")
 # groups whose local paths name model weights: their files' content is part of the identity
 WEIGHT_GROUPS = ("model", "reward")
+#: settings added after folders were made, with the value that keeps the behaviour those folders were made with:
+#: a run.json without the key reads as that value, so adding a setting does not make old folders foreign
+ADDED_SETTINGS: dict[str, Any] = {"env.class_source": "read", "dataset.inputs_per_class": 1}
 
 
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -98,7 +101,7 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One line per setting that differs: ``key: old -> new``."""
     lines = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        a, b = old.get(key, ADDED_SETTINGS.get(key, "<unset>")), new.get(key, ADDED_SETTINGS.get(key, "<unset>"))
         if a != b:
             lines.append(f"{key}: {_short(a)} -> {_short(b)}")
     return lines
@@ -150,6 +153,9 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error",
     old = record["identity"]
     changes = identity_diff(old, new)
     if not changes:
+        if identity_hash(old) != identity_hash(new):  # only settings added since, at their old behaviour: recorded
+            history = record.get("history", []) + [{"identity": old, "replaced_at": time.strftime("%Y-%m-%dT%H:%M:%S")}]
+            _write_record(storage, {**record, **_record(new, history)})
         return []
     if not has_output(storage):  # a start that failed before committing anything blocks nothing
         log.info("%s holds no output yet: replacing the settings of the earlier start (%s)", storage.url, "; ".join(changes))

@@ -40,6 +40,8 @@ class Inventory:
     foreign: dict[str, str] = field(default_factory=dict)  # shard or search file -> the identity it names
     rebuilt: list[str] = field(default_factory=list)  # shards whose record was rebuilt from the shard
     searches_done: set[str] = field(default_factory=set)  # class ids
+    #: class id -> (the class read in its input images, its probability) of each usable search result
+    readings: dict[str, tuple[str | None, float | None]] = field(default_factory=dict)
 
 
 def output_tags(storage: Storage) -> set[str]:
@@ -115,23 +117,23 @@ def take_inventory(storage: Storage, units: list[ShardUnit], class_ids: list[str
 
         persisted = set(storage.list(LAYOUT.searches))
 
-        def search_state(cid: str) -> tuple[str, str | None, str | None]:
-            """(class id, its identity tag or None, why it is not usable or None)."""
+        def search_state(cid: str) -> tuple[str, str | None, str | None, dict]:
+            """(class id, its identity tag or None, why it is not usable or None, its info)."""
             rel = LAYOUT.search(cid)
             if rel not in persisted:
-                return cid, None, "absent"
+                return cid, None, "absent", {}
             if reuse and LAYOUT.renders(cid) not in persisted:  # with reuse, its renders are committed first
-                return cid, None, "absent"
+                return cid, None, "absent", {}
             try:
                 body = json.loads(storage.read_bytes(rel))
                 tag = body.get("info", {}).get("identity")
                 if not isinstance(body.get("info"), dict) or "best" not in body:
                     raise ValueError("not a search result")
             except (ValueError, AttributeError, UnicodeDecodeError) as e:
-                return cid, None, f"unreadable ({e})"
-            return cid, tag, None
+                return cid, None, f"unreadable ({e})", {}
+            return cid, tag, None, body["info"]
 
-        for cid, tag, why in pool.map(search_state, class_ids):
+        for cid, tag, why, info in pool.map(search_state, class_ids):
             rel = LAYOUT.search(cid)
             if why == "absent":
                 continue
@@ -141,4 +143,5 @@ def take_inventory(storage: Storage, units: list[ShardUnit], class_ids: list[str
                 inv.foreign[rel] = tag
             else:
                 inv.searches_done.add(cid)
+                inv.readings[cid] = (info.get("read_class"), info.get("read_prob"))
     return inv

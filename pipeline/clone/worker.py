@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import pipeline
-from pipeline.assembly import build_stack, make_env
+from pipeline.assembly import build_stack, make_env, prepare, read
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
@@ -30,6 +30,7 @@ from pipeline.clone.plan import SearchUnit, ShardUnit
 from pipeline.clone.search_renders import SearchRender, assign, read_render, write_renders
 from pipeline.clone.shards import encode_image, write_shard
 from pipeline.errors import ConfigError
+from pipeline.reading import InputReading
 from pipeline.rendering import Renderer, RenderJob, RenderPool
 from pipeline.search.result import SearchProblem, SearchResult
 from pipeline.seeding import derive_seed
@@ -65,6 +66,7 @@ class CloneWorker:
         self.image_format, self.quality = str(c.image_format), int(c.image_quality)
         self.verify, self.max_tries = bool(c.verify_images), int(c.max_tries)
         self.reuse = bool(c.reuse_search_renders)
+        self.class_source = str(self.cfg.env.class_source)
         if self.verify and self.stack.reward.acceptance is None:
             raise ConfigError("clone.verify_images needs a reward with a class-consistency term "
                               "(a semantic encoder over a grammar with a class axis); or set clone.verify_images=false")
@@ -96,15 +98,17 @@ class CloneWorker:
         self._set_threads()
         t0 = time.perf_counter()
         cls = unit.cls
-        target = self.dataset.input_image(cls)
+        inputs = self.dataset.inputs(cls)
+        reading = self._read(cls, inputs)
         seed = derive_seed(self.seed, "search", cls.id)
         with self.pool.client():  # the pool waits for this search's next step before it makes a short call
-            env = make_env(self.stack, target, seed, cls.group, renderer=self.pool)
+            env = make_env(self.stack, reading, seed, cls.group, renderer=self.pool)
             result = self.stack.search.run(SearchProblem(env, seed=seed, class_name=cls.prompt))
         class_axis = env.grammar.class_axis
         candidates = list(env.grammar.axis(class_axis).choices)
         result.info.update(class_id=cls.id, class_name=cls.name, class_prompt=cls.prompt, group=cls.group,
-                           model_id=self.stack.generator.model_id, identity=self.identity)
+                           model_id=self.stack.generator.model_id, identity=self.identity,
+                           inputs=[i.ref for i in inputs], **reading.describe())
         if len(candidates) < len(self.stack.grammar.axis(class_axis)):  # env.class_candidates cut the class axis
             result.info["class_candidates"] = candidates
         if self.reuse:  # the accepted states' renders, committed before the result that marks the search done
@@ -114,7 +118,13 @@ class CloneWorker:
         self.storage.write_bytes(LAYOUT.search(cls.id), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0,
-                "found_class": best is not None and best.lower() == cls.prompt.lower(), "calls": self.pool.call_stats(), "oom_backoffs": list(self.pool.renderer.backoffs)}
+                "found_class": best is not None and best.lower() == cls.prompt.lower(), **reading.describe(),
+                "calls": self.pool.call_stats(), "oom_backoffs": list(self.pool.renderer.backoffs)}
+
+    def _read(self, cls: ClassInfo, inputs: list | None = None) -> InputReading:
+        """The semantic encoder's reading of the class's input images, anchored on its label with env.class_source=label."""
+        images = [i.image for i in (inputs if inputs is not None else self.dataset.inputs(cls))]
+        return read(self.stack, images, cls.prompt if self.class_source == "label" else None)
 
     @staticmethod
     def _next_candidate(seq: list, pos: int, tried: set[str]):
@@ -185,7 +195,7 @@ class CloneWorker:
         grammar, full = self.stack.grammars(cls.group, result.info.get("class_candidates"))
         free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
         seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
-        prepared = self.stack.reward.prepare(self.dataset.input_image(cls)) if self.verify and seq else None
+        prepared = prepare(self.stack, self._read(cls)) if self.verify and seq else None
         index = [SearchRender(**r) for r in result.info.get("reusable_renders", [])] if self.reuse else []
         reused = assign(seq, index, self.images_per_class)
         source = {"result": result, "grammar": grammar, "full": full, "seq": seq, "prepared": prepared, "reused": reused}
@@ -214,6 +224,7 @@ class CloneWorker:
             if got < want:
                 short[cls.id] = want - got
         from_search = 0  # images that are search renders
+        label_ok: dict[str, int] = {}  # class id -> samples whose prompt asks for their label's class
         samples = []
         for k, i in unit.members.tolist():
             if (k, i) not in kept:
@@ -223,6 +234,9 @@ class CloneWorker:
             reused = i in src["reused"]
             from_search += reused
             enc = src["full"].translate(pick.encoding, src["grammar"]) if pick.encoding is not None else None
+            axis = src["full"].class_axis
+            if enc is None or (axis is not None and src["full"].describe(enc)[axis].lower() == cls.prompt.lower()):
+                label_ok[cls.id] = label_ok.get(cls.id, 0) + 1  # a free-text prompt (no encoding) names the class
             meta = {
                 "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
                 "class_prompt": cls.prompt, "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
@@ -239,7 +253,7 @@ class CloneWorker:
             })
         record = write_shard(self.storage, unit.shard, samples, [c.id for c in unit.classes], missing=unit.count - len(samples),
                              class_counts={c: n for c, n in counts.items() if n}, missing_by_class=short,
-                             identity=self.identity)
+                             identity=self.identity, label_ok=label_ok if self.stack.full_grammar.class_axis else None)
         try:
             self.manifest.add(record)
         except BaseException:  # a shard without its record is not committed: leave no orphan (and free its space)

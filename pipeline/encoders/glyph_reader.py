@@ -28,11 +28,12 @@ class GlyphReader:
     as :func:`pipeline.assembly.build_stack` passes them to every semantic encoder)."""
 
     def __init__(self, grammar: Grammar, generator: Any = None, image_encoder: Any = None, sharpness: float = 3.0,
-                 threshold: float = 0.15) -> None:
+                 threshold: float = 0.15, family_size: int = 1) -> None:
+        """``family_size``: the glyphs world's (the dataset's ``family_size``): which bitmaps the classes are."""
         self.grammar, self.sharpness, self.threshold = grammar, float(sharpness), float(threshold)
         names = grammar.axis("object").choices
         ids = [glyph_index(n) for n in names]
-        self.bitmaps = glyph_bitmaps(1 + max(ids))[ids].reshape(len(ids), -1).astype(np.float32)
+        self.bitmaps = glyph_bitmaps(1 + max(ids), int(family_size))[ids].reshape(len(ids), -1).astype(np.float32)
 
     def _read(self, x: np.ndarray) -> dict[str, Any]:
         h, w, _ = x.shape

@@ -3,7 +3,7 @@ whole core runs without a network."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from PIL import Image
 
@@ -23,12 +23,15 @@ class ProceduralGenerator:
     colour, size, pattern and background, each fixed by the sample's seed.
     """
 
-    def __init__(self, grammar: Grammar, image_size: int = 32, world: str = "shapes") -> None:
+    def __init__(self, grammar: Grammar, image_size: int = 32, world: str = "shapes", world_options: Mapping[str, Any] | None = None) -> None:
+        """``world_options``: the world's own settings (the glyphs world's ``family_size`` and ``occlusion``): the same
+        as the dataset's, so the generator draws the world the inputs come from."""
         if world not in WORLDS:
             raise ConfigError(f"model.world must be one of {', '.join(WORLDS)}, got '{world}'")
-        self.world = WORLDS[world](grammar, image_size)
+        options = dict(world_options or {})
+        self.world = WORLDS[world](grammar, image_size, **options)
         self.grammar = grammar
-        self.model_id = f"procedural-{world}@{image_size}px"
+        self.model_id = f"procedural-{world}@{image_size}px" + "".join(f",{k}={v}" for k, v in sorted(options.items()))
 
     def attributes(self, prompt: str, seed: int) -> dict[str, str]:
         """The attributes the image of (prompt, seed) shows."""

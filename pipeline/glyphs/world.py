@@ -5,6 +5,13 @@ Class ``k`` is a 5×5 bitmap ("glyph 042" is bitmap 42) drawn from a fixed seed:
 four sides of its grid (so its bounding box is its grid) and any two differ in at least
 :data:`MIN_DISTANCE` cells, so a reader that samples the object's 5×5 cells tells them apart. The seed of a
 render fixes what the grammar does not name: position and a small colour jitter.
+
+**Confusable families** (``family_size`` F > 1, the CLIP-like stand-in ``experiment=confusable1000``): classes
+come in families of F near-identical glyphs, as ImageNet's dog breeds or mushrooms: a family's base bitmap
+(any two bases differ in at least :data:`MIN_FAMILY_DISTANCE` cells) and F - 1 siblings that each flip one
+interior cell of it. With ``occlusion`` > 0, that share of renders carries an occluder, a background-coloured
+square :data:`OCCLUDER_CELLS` cells wide somewhere over the glyph's interior, which may hide the cell that tells
+siblings apart: a reader then confuses siblings, never families, the way CLIP's misses fall among similar classes.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from pipeline.shapes.world import BACKGROUNDS, COLOURS, PATTERNS, Rendering, che
 
 GRID = 5
 MIN_DISTANCE = 5  # cells in which any two glyphs differ
+MIN_FAMILY_DISTANCE = MIN_DISTANCE + 2  # cells in which any two family bases differ (siblings are 1 flip from theirs)
+OCCLUDER_CELLS = 2.0  # the occluder's side, in glyph cells (a 2×2-cell square over the 3×3 interior)
+INTERIOR = [(i, j) for i in range(1, GRID - 1) for j in range(1, GRID - 1)]  # flipping these keeps the bounding box
 BITMAP_SEED = 20261201
 SIZES: dict[str, float] = {"small": 0.45, "medium": 0.62, "large": 0.8}  # glyph side / image side
 AXES = ("object", "colour", "background", "size", "pattern")
@@ -41,9 +51,14 @@ def glyph_index(name: str) -> int:
     return int(m.group(1))
 
 
-@lru_cache(maxsize=4)
-def glyph_bitmaps(n: int) -> np.ndarray:
-    """``[n, 5, 5]`` bool: the first ``n`` glyphs (the same for every ``n``: a prefix of one fixed sequence)."""
+@lru_cache(maxsize=8)
+def glyph_bitmaps(n: int, family_size: int = 1) -> np.ndarray:
+    """``[n, 5, 5]`` bool: the first ``n`` glyphs (the same for every ``n``: a prefix of one fixed sequence); with
+    ``family_size`` F > 1, glyph ``k`` is sibling ``k % F`` of family ``k // F`` (sibling 0 is the family's base)."""
+    if family_size < 1 or family_size > len(INTERIOR) + 1:
+        raise ConfigError(f"glyphs world family_size must be in [1, {len(INTERIOR) + 1}], got {family_size}")
+    if family_size > 1:
+        return _families(-(-n // family_size), family_size)[:n]
     rng = np.random.default_rng(BITMAP_SEED)
     out: list[np.ndarray] = []
     flat = np.zeros((0, GRID * GRID), bool)
@@ -59,18 +74,40 @@ def glyph_bitmaps(n: int) -> np.ndarray:
     return np.stack(out)
 
 
+def _families(families: int, size: int) -> np.ndarray:
+    rng = np.random.default_rng(BITMAP_SEED + size)
+    bases = np.zeros((0, GRID * GRID), bool)
+    out: list[np.ndarray] = []
+    while len(bases) < families:
+        cand = rng.random((GRID, GRID)) < 0.5
+        if not (cand[0].any() and cand[-1].any() and cand[:, 0].any() and cand[:, -1].any()) or cand.sum() < 9:
+            continue
+        if len(bases) and (bases != cand.reshape(-1)).sum(1).min() < MIN_FAMILY_DISTANCE:
+            continue
+        bases = np.vstack([bases, cand.reshape(-1)])
+        out.append(cand)
+        for c in rng.choice(len(INTERIOR), size - 1, replace=False):
+            sib = cand.copy()
+            sib[INTERIOR[c]] = ~sib[INTERIOR[c]]
+            out.append(sib)
+    return np.stack(out)
+
+
 class GlyphWorld:
     """Draws glyph classes (the grammar's class axis, ``glyph NNN`` terminals) at ``image_size`` pixels."""
 
-    def __init__(self, grammar: Grammar, image_size: int = 40) -> None:
+    def __init__(self, grammar: Grammar, image_size: int = 40, family_size: int = 1, occlusion: float = 0.0) -> None:
         if image_size < 16:
             raise ConfigError(f"glyphs world image_size must be >= 16, got {image_size}")
+        if not 0 <= occlusion <= 1:
+            raise ConfigError(f"glyphs world occlusion must be in [0, 1], got {occlusion}")
+        self.family_size, self.occlusion = int(family_size), float(occlusion)
         # the class axis is checked by glyph_index below: any "glyph NNN"
         check_drawable(grammar, "glyphs", AXES, {"colour": COLOURS, "background": BACKGROUNDS, "size": SIZES, "pattern": PATTERNS})
         self.grammar = grammar
         self.image_size = int(image_size)
         self.classes = grammar.axis("object").choices
-        self.bitmaps = glyph_bitmaps(1 + max(glyph_index(c) for c in self.classes))
+        self.bitmaps = glyph_bitmaps(1 + max(glyph_index(c) for c in self.classes), self.family_size)
 
     def sample_attributes(self, seed: int) -> dict[str, str]:
         rng = rng_for("glyph-attributes", seed)
@@ -96,6 +133,10 @@ class GlyphWorld:
         on = (gy >= 0) & (gy < GRID) & (gx >= 0) & (gx < GRID)
         inside = np.zeros((s, s), np.float32)
         inside[on] = bitmap[gy[on], gx[on]]
+        if self.occlusion and rng.random() < self.occlusion:  # drawn only in a world with occlusion: others keep their renders
+            cy, cx = y0 + cell * rng.uniform(1.5, GRID - 1.5), x0 + cell * rng.uniform(1.5, GRID - 1.5)
+            half = cell * OCCLUDER_CELLS / 2
+            inside[(np.abs(yy - cy) < half) & (np.abs(xx - cx) < half)] = 0.0
         period = s / 8
         shade = np.zeros((s, s), np.float32)
         if attrs["pattern"] == "striped":

@@ -1,0 +1,117 @@
+"""What the clone reads in a class's input images: k inputs, the label-anchored class, label accuracy and the
+classes whose reading is not their label (issue: right labels when the reader errs)."""
+
+import json
+
+import numpy as np
+import pytest
+import webdataset as wds
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+
+from conftest import CountingGenerator, clone
+from pipeline.assembly import build_stack, make_env, read
+from pipeline.cli import CONF_DIR
+from pipeline.clone.dataset import ImageFolderDataset
+from pipeline.clone.layout import Layout
+from pipeline.errors import ConfigError, InputError
+from pipeline.search import SearchProblem
+
+
+def compose_clone(*overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="clone", overrides=["model=procedural", "reward=learned_shapes", *overrides])
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """The shapes world's stack and dataset (the shipped shapes CNN reads the inputs), input seed 0."""
+    cfg = compose_clone("search=qlearning_batched", "env.budget=96")
+    dataset = instantiate(cfg.dataset, inputs_per_class=5)
+    return build_stack(cfg, class_names=[c.prompt for c in dataset.all_classes()]), dataset
+
+
+def octagon(dataset):
+    return next(c for c in dataset.all_classes() if c.name == "octagon")
+
+
+def test_k_inputs_are_deterministic_and_the_first_is_the_single_input(shapes):
+    _, dataset = shapes
+    cls = octagon(dataset)
+    first, again = dataset.inputs(cls), dataset.inputs(cls)
+    assert len(first) == 5 and len({i.ref for i in first}) == 5
+    assert [i.ref for i in first] == [i.ref for i in again]
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(first, again))
+    assert np.array_equal(np.asarray(first[0].image), np.asarray(dataset.input_image(cls)))  # k = 1 is the paper's input
+    assert len({np.asarray(i.image).tobytes() for i in first}) == 5  # five different images
+
+
+def test_one_input_reads_as_before_and_five_fix_a_misread(shapes):
+    stack, dataset = shapes
+    cls = octagon(dataset)
+    images = [i.image for i in dataset.inputs(cls)]
+    one = read(stack, images[:1])
+    assert one.goal == stack.semantic_encoder.encode(images[:1])[0]  # the single-input reading, unchanged
+    np.testing.assert_array_equal(one.class_target, stack.reward.prepare(images[0])["class"])
+    assert (one.read_class, one.label) == ("circle", None)  # input seed 0's octagon: the CNN's one known misread
+    five = read(stack, images)
+    assert five.read_class == "octagon" and five.read_prob > one.read_prob
+    probs = stack.semantic_encoder.probabilities(images)[stack.full_grammar.axis_index("object")]
+    np.testing.assert_allclose(five.class_target, probs.mean(0), rtol=1e-6)  # the mean of the five distributions
+
+
+def test_the_label_fixes_the_class_axis_and_the_search_never_renders_another_class(shapes):
+    stack, dataset = shapes
+    cls = octagon(dataset)
+    reading = read(stack, [dataset.input_image(cls)], label=cls.prompt)
+    axis = stack.full_grammar.axis_index("object")
+    assert reading.read_class == "circle" and stack.full_grammar.describe(reading.goal)["object"] == "octagon"
+    assert reading.class_target.argmax() == reading.goal[axis] and reading.class_target.sum() == 1.0  # p(label | render)
+    counting = CountingGenerator(stack.generator)
+    stack.generator = counting
+    try:
+        env = make_env(stack, reading, seed=3)
+        res = stack.search.run(SearchProblem(env, seed=3))
+    finally:
+        stack.generator = counting.inner
+    rendered = {stack.full_grammar.axes[axis].choices[stack.full_grammar.extract(p)["object"]] for p, _ in counting.calls}
+    assert rendered == {"octagon"} and len(counting.calls) > 10
+    assert res.accepted and list(env.grammar.axis("object").choices) == ["octagon"]
+    with pytest.raises(ConfigError, match="not a class"):
+        read(stack, [dataset.input_image(cls)], label="dodecahedron")
+
+
+def test_imagefolder_inputs_are_the_sorted_files_from_input_index(tmp_path):
+    for name in ("b.png", "a.png", "c.png"):
+        (tmp_path / "cat").mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (ord(name[0]), 0, 0)).save(tmp_path / "cat" / name)
+    data = ImageFolderDataset(str(tmp_path), input_index=1, inputs_per_class=2)
+    cls = data.classes()[0]
+    assert [i.ref for i in data.inputs(cls)] == ["cat/b.png", "cat/c.png"]
+    with pytest.raises(InputError, match="inputs_per_class=3"):
+        ImageFolderDataset(str(tmp_path), input_index=1, inputs_per_class=3).inputs(cls)
+    with pytest.raises(ConfigError, match="inputs_per_class"):
+        ImageFolderDataset(str(tmp_path), inputs_per_class=0)
+
+
+def shard_labels(out):
+    """(class index, class index the sample's encoding names) of every sample, from the shards alone: the
+    encoding is in the full grammar, whose class axis (the shapes grammar's first) lists the classes in label order."""
+    return [(m["class_index"], m["encoding"][0]) for m in
+            (json.loads(s["json"]) for s in wds.WebDataset(Layout(str(out)).shard_files(), shardshuffle=False, empty_check=False))]
+
+
+def test_a_clone_reports_label_accuracy_and_its_misread_classes(tmp_path):
+    s = clone(tmp_path / "read", "dataset.only=[octagon,star]")
+    pairs = shard_labels(tmp_path / "read")
+    assert s["label_accuracy"] == pytest.approx(sum(a == b for a, b in pairs) / len(pairs), abs=1e-6)
+    assert s["label_accuracy_by_class"]["octagon"] < 0.5 < s["label_accuracy_by_class"]["star"]
+    assert set(s["misread"]) == {"octagon"} and s["misread"]["octagon"]["read"] == "circle"
+    info = json.loads((tmp_path / "read" / "searches" / "octagon.json").read_text())["info"]
+    assert info["read_class"] == "circle" and info["inputs"] == ["input_seed=0/octagon/0"] and info["class_source"] == "read"
+
+    s = clone(tmp_path / "label", "dataset.only=[octagon,star]", "env.class_source=label")
+    pairs = shard_labels(tmp_path / "label")
+    assert s["label_accuracy"] == 1.0 and all(a == b for a, b in pairs) and len(pairs) == 24
+    assert set(s["misread"]) == {"octagon"}  # the reading is still reported: the label overrode it
