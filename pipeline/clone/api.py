@@ -150,7 +150,7 @@ def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None) -> Clon
     ``on_event`` sees every event of ``clone.log`` as it is logged."""
     import ray
 
-    clone_plan, _, _ = _prepare(cfg)
+    clone_plan, _, grammar = _prepare(cfg)
     settings = OmegaConf.to_container(cfg, resolve=True)
     identity = run_identity(settings)
     storage = Storage(cfg.paths.output_dir, cfg.clone.storage_retry_s)
@@ -164,7 +164,7 @@ def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None) -> Clon
         try:
             _place_workers(cfg, settings["cluster"], ray.cluster_resources(), started)
             return CloneDriver(settings, clone_plan, identity_changes=changes, lease=lease, identity=identity,
-                               on_event=on_event).run()
+                               on_event=on_event, class_pos=grammar.axis_index(grammar.class_axis)).run()
         finally:
             if started:
                 ray.shutdown()

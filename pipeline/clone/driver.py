@@ -187,11 +187,12 @@ class Schedule:
 class CloneDriver:
     def __init__(self, cfg: dict[str, Any], plan: ClonePlan, on_event: Callable[[dict], None] | None = None,
                  identity_changes: list[str] | None = None, lease: Lease | None = None,
-                 identity: dict[str, Any] | None = None) -> None:
+                 identity: dict[str, Any] | None = None, class_pos: int | None = None) -> None:
         """``identity_changes``: the result of a :func:`check_identity` the caller already ran (the CLI checks
         before starting Ray); ``None`` makes :meth:`run` check. ``lease``: the output folder's lease the caller
         holds (:mod:`pipeline.clone.lease`); ``None`` makes :meth:`run` take it. ``identity``: :func:`run_identity`
-        of ``cfg`` where the caller has it."""
+        of ``cfg`` where the caller has it. ``class_pos``: the class axis's position in a sample's encoding (a record
+        rebuilt from its shard then counts label accuracy)."""
         self.cfg, self.plan = cfg, plan
         self.identity_changes = identity_changes
         self.identity = identity if identity is not None else run_identity(cfg)
@@ -206,6 +207,7 @@ class CloneDriver:
         self.max_in_flight = self.units_per_worker - 1 + int(cluster["max_in_flight"])  # units a worker holds
         self.max_attempts = int(clone["max_attempts"])
         self.verify_mode = str(clone["verify"])
+        self.class_pos = class_pos
         self._readings: dict[str, tuple[str | None, float | None]] = {}  # class id -> what its search read (inventory, then this run)
         self.max_worker_restarts = int(cluster["max_worker_restarts"])
         self.worker_start_timeout = float(cluster["worker_start_timeout_s"])
@@ -312,7 +314,7 @@ class CloneDriver:
         known = folder_identities(self.storage) | {self.identity_hash}
         inv = take_inventory(self.storage, units, [c.id for c in self.plan.classes], known, self.verify_mode,
                              bool(self.cfg["clone"]["reuse_search_renders"]), partial(image_seed, int(self.cfg["seed"])),
-                             self.identity_hash)
+                             self.identity_hash, self.class_pos)
         self.event("verified", mode=self.verify_mode, shards=len(inv.valid) + len(inv.damaged), invalid=len(inv.damaged),
                    foreign=len(inv.foreign), rebuilt=len(inv.rebuilt), seconds=round(time.perf_counter() - t0, 3))
         if inv.foreign:

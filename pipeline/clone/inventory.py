@@ -26,7 +26,7 @@ from typing import Any, Callable
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ShardUnit
-from pipeline.clone.shards import ShardRecord, keys_digest
+from pipeline.clone.shards import ShardRecord, asks_for_label, keys_digest
 from pipeline.errors import PipelineError
 from pipeline.storage import Storage
 
@@ -55,9 +55,10 @@ def output_tags(storage: Storage) -> set[str]:
     return tags
 
 
-def _rebuild(storage: Storage, unit: ShardUnit, seed_of: Callable[[Any, int, int], int]) -> ShardRecord | None:
+def _rebuild(storage: Storage, unit: ShardUnit, seed_of: Callable[[Any, int, int], int], class_pos: int | None) -> ShardRecord | None:
     """The record of ``unit``'s committed shard, from the shard itself, if every sample in it is one this run plans:
-    its key, its class index and its seed (derived from the run seed, class, index and attempt). Else None."""
+    its key, its class index and its seed (derived from the run seed, class, index and attempt). Else None.
+    ``class_pos``: the class axis's position in the samples' encodings (None: label accuracy not counted)."""
     try:
         data = storage.read_bytes(unit.shard)
         samples: dict[str, dict[str, bytes]] = {}
@@ -69,6 +70,7 @@ def _rebuild(storage: Storage, unit: ShardUnit, seed_of: Callable[[Any, int, int
         return None
     expected = {f"{cls.id}_{i:06d}": (k, cls, i) for k, cls in enumerate(unit.classes) for i in unit.indices(k)}
     counts: dict[str, int] = {}
+    label_ok: dict[str, int] = {}
     for key, fields in samples.items():
         if key not in expected or "json" not in fields:
             return None
@@ -78,7 +80,8 @@ def _rebuild(storage: Storage, unit: ShardUnit, seed_of: Callable[[Any, int, int
             attempt = int(meta["attempt"])
             ok = meta["class_index"] == cls.index and meta["class_id"] == cls.id and (
                 meta["from_search"] or meta["seed"] == seed_of(cls, i, attempt))
-        except (ValueError, KeyError, TypeError):
+            label_ok[cls.id] = label_ok.get(cls.id, 0) + (class_pos is not None and asks_for_label(meta, class_pos))
+        except (ValueError, KeyError, TypeError, IndexError):
             return None
         if not ok:
             return None
@@ -87,13 +90,15 @@ def _rebuild(storage: Storage, unit: ShardUnit, seed_of: Callable[[Any, int, int
     stat = storage.stat(unit.shard)
     return ShardRecord(unit.shard, [c.id for c in unit.classes], len(samples), len(data), hashlib.sha256(data).hexdigest(),
                        keys_digest(samples), unit.count - len(samples), stat[1] if stat else None,
-                       {c: n for c, n in counts.items() if n}, {c: n for c, n in short.items() if n} or None)
+                       {c: n for c, n in counts.items() if n}, {c: n for c, n in short.items() if n} or None,
+                       label_ok={c: n for c, n in label_ok.items() if n} if class_pos is not None else None)
 
 
 def take_inventory(storage: Storage, units: list[ShardUnit], class_ids: list[str], known: set[str], verify_mode: str,
-                   reuse: bool, seed_of: Callable[[Any, int, int], int], identity: str) -> Inventory:
+                   reuse: bool, seed_of: Callable[[Any, int, int], int], identity: str, class_pos: int | None = None) -> Inventory:
     """What of ``units`` (the planned shards) and ``class_ids`` (the classes to search) is done, foreign or damaged.
-    ``known``: the folder's identity hashes; ``identity``: this run's (a rebuilt record is tagged with it)."""
+    ``known``: the folder's identity hashes; ``identity``: this run's (a rebuilt record is tagged with it);
+    ``class_pos``: the class axis's position in a sample's encoding (a rebuilt record counts label accuracy)."""
     inv = Inventory()
     manifest = Manifest(storage)
     records, unreadable = manifest.scan()
@@ -108,7 +113,7 @@ def take_inventory(storage: Storage, units: list[ShardUnit], class_ids: list[str
                 inv.foreign[rec.shard] = rec.identity
         committed = set(storage.list("", ".tar"))
         orphans = [u for u in units if u.shard in committed and u.shard not in records]
-        for unit, rec in zip(orphans, pool.map(lambda u: _rebuild(storage, u, seed_of), orphans)):
+        for unit, rec in zip(orphans, pool.map(lambda u: _rebuild(storage, u, seed_of, class_pos), orphans)):
             if rec is not None:
                 rec = ShardRecord(**{**rec.to_dict(), "identity": identity})
                 manifest.add(rec)

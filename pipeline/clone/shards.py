@@ -43,6 +43,14 @@ class ShardRecord:
         return asdict(self)
 
 
+def asks_for_label(meta: dict[str, Any], class_pos: int) -> bool:
+    """Whether a sample's prompt asks for the class of its label: its ``encoding`` is in the full grammar, whose class
+    axis (position ``class_pos``) lists the dataset's classes in label order, so it names ``class_index``; a free-text
+    prompt (no encoding, class-name prompting) is made from the class name."""
+    enc = meta.get("encoding")
+    return enc is None or enc[class_pos] == meta["class_index"]
+
+
 def keys_digest(keys: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
 

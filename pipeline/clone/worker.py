@@ -28,7 +28,7 @@ from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import SearchUnit, ShardUnit
 from pipeline.clone.search_renders import SearchRender, assign, read_render, write_renders
-from pipeline.clone.shards import encode_image, write_shard
+from pipeline.clone.shards import asks_for_label, encode_image, write_shard
 from pipeline.errors import ConfigError
 from pipeline.reading import InputReading
 from pipeline.rendering import Renderer, RenderJob, RenderPool
@@ -67,6 +67,7 @@ class CloneWorker:
         self.verify, self.max_tries = bool(c.verify_images), int(c.max_tries)
         self.reuse = bool(c.reuse_search_renders)
         self.class_source = str(self.cfg.env.class_source)
+        self.class_pos = self.stack.full_grammar.axis_index(self.stack.full_grammar.class_axis)  # a clone's grammar has one
         if self.verify and self.stack.reward.acceptance is None:
             raise ConfigError("clone.verify_images needs a reward with a class-consistency term "
                               "(a semantic encoder over a grammar with a class axis); or set clone.verify_images=false")
@@ -234,9 +235,6 @@ class CloneWorker:
             reused = i in src["reused"]
             from_search += reused
             enc = src["full"].translate(pick.encoding, src["grammar"]) if pick.encoding is not None else None
-            axis = src["full"].class_axis
-            if enc is None or (axis is not None and src["full"].describe(enc)[axis].lower() == cls.prompt.lower()):
-                label_ok[cls.id] = label_ok.get(cls.id, 0) + 1  # a free-text prompt (no encoding) names the class
             meta = {
                 "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
                 "class_prompt": cls.prompt, "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
@@ -245,6 +243,7 @@ class CloneWorker:
                 "from_search": reused,
                 "model_id": self.stack.generator.model_id, "search": src["result"].method, "pipeline_version": pipeline.__version__,
             }
+            label_ok[cls.id] = label_ok.get(cls.id, 0) + asks_for_label(meta, self.class_pos)
             samples.append({
                 "__key__": f"{cls.id}_{i:06d}",
                 self.image_format: image.result() if isinstance(image, Future) else image,
@@ -253,7 +252,7 @@ class CloneWorker:
             })
         record = write_shard(self.storage, unit.shard, samples, [c.id for c in unit.classes], missing=unit.count - len(samples),
                              class_counts={c: n for c, n in counts.items() if n}, missing_by_class=short,
-                             identity=self.identity, label_ok=label_ok if self.stack.full_grammar.class_axis else None)
+                             identity=self.identity, label_ok={c: n for c, n in label_ok.items() if n})
         try:
             self.manifest.add(record)
         except BaseException:  # a shard without its record is not committed: leave no orphan (and free its space)
