@@ -35,8 +35,8 @@ class ShardRecord:
     missing_by_class: dict[str, int] | None = None
     #: the run identity's hash (:func:`pipeline.clone.identity.identity_hash`) it was made under; None in older records
     identity: str | None = None
-    #: class id -> samples of that class whose prompt asks for the class of their label (None: not counted, as in
-    #: older records and records rebuilt from a shard): on a procedural world, samples that show their label
+    #: class id -> samples of that class whose prompt asks for the class of their label (:func:`asks_for_label`; None:
+    #: not counted, as in older records): on a procedural world, samples that show their label
     label_ok: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from pipeline.shapes.world import BACKGROUNDS, COLOURS, PATTERNS, Rendering, che
 GRID = 5
 MIN_DISTANCE = 5  # cells in which any two glyphs differ
 MIN_FAMILY_DISTANCE = MIN_DISTANCE + 2  # cells in which any two family bases differ (siblings are 1 flip from theirs)
-OCCLUDER_CELLS = 2.0  # the occluder's side, in glyph cells (a 2×2-cell square over the 3×3 interior)
+OCCLUDER_CELLS = 2.0  # the occluder's side, in glyph cells (its centre falls over the 3×3 interior)
 INTERIOR = [(i, j) for i in range(1, GRID - 1) for j in range(1, GRID - 1)]  # flipping these keeps the bounding box
 BITMAP_SEED = 20261201
 SIZES: dict[str, float] = {"small": 0.45, "medium": 0.62, "large": 0.8}  # glyph side / image side
