@@ -11,7 +11,9 @@ Takes the clone's own overrides (the config it would clone with) and prints one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 
 from hydra.utils import instantiate
 
@@ -27,7 +29,8 @@ def main() -> None:
     a = p.parse_args()
     cfg = clone_api.load(a.overrides)
     dataset = instantiate(cfg.dataset, inputs_per_class=max(a.k))
-    stack = build_stack(cfg, class_names=[c.prompt for c in dataset.all_classes()])
+    with contextlib.redirect_stdout(sys.stderr):  # model loaders' chatter: stdout holds the report alone
+        stack = build_stack(cfg, class_names=[c.prompt for c in dataset.all_classes()])
     report = reader_accuracy(stack.semantic_encoder, stack.full_grammar, dataset.classes(),
                              lambda cls: [i.image for i in dataset.inputs(cls)], a.k, progress=True)
     print(json.dumps({"dataset": str(cfg.dataset.name), "input_seed": cfg.dataset.get("input_seed"), **report}, indent=1))
