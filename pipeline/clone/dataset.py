@@ -103,7 +103,7 @@ class _Catalogue:
         """Every class of the dataset, in label order: the grammar's class axis (``only`` does not shrink it)."""
         return self._all
 
-    inputs_per_class: int = 1
+    inputs_per_class: int  # set by each source from dataset.inputs_per_class
 
     def inputs(self, cls: ClassInfo) -> list[InputImage]:
         """The class's ``inputs_per_class`` input images, the same ones on every call and every machine."""

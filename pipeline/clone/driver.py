@@ -528,10 +528,9 @@ class CloneDriver:
         """Label accuracy from the records that count it, and the classes whose input reading is not their label."""
         per: dict[str, list[int]] = {}
         for rec in records:
-            counts = rec.class_counts or ({rec.classes[0]: rec.count} if len(rec.classes) == 1 else None)
-            if rec.label_ok is None or counts is None:
+            if rec.label_ok is None:  # a record older than the count (those that have it have class_counts too)
                 continue
-            for c, n in counts.items():
+            for c, n in (rec.class_counts or {}).items():
                 tally = per.setdefault(c, [0, 0])
                 tally[0] += rec.label_ok.get(c, 0)
                 tally[1] += n
