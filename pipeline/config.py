@@ -178,6 +178,9 @@ COMPONENT_GROUPS = ("grammar", "model", "reward", "search", "dataset", "features
 #: constructor parameters of the component groups that place or batch work and never change a sample's state,
 #: prompt or seed (on CPU a padded call's pixels follow model.max_batch_size: keep it to resume byte-identically)
 COMPONENT_RUNTIME_PARAMS = frozenset({"device", "batch_size", "max_batch_size", "pad_batches", "progress"})
+#: constructor parameters that describe a component without changing what it draws (the model's licence, for the
+#: dataset card): left out of a clone's identity like the runtime ones
+COMPONENT_DESCRIPTIVE_PARAMS = frozenset({"license"})
 
 
 def register() -> None:
@@ -208,7 +211,8 @@ def _lookup(schema: type, key: str) -> tuple[dataclasses.Field, Any] | None:
 
 def is_runtime(key: str, shard_order: str | None = None, schema: type = CloneApp) -> bool:
     """Whether ``key`` (dotted) is a runtime knob, left out of a clone's identity: marked so in the schema, or a
-    component's placement parameter (:data:`COMPONENT_RUNTIME_PARAMS`). ``dataset.only`` (which classes this
+    component's placement or descriptive parameter (:data:`COMPONENT_RUNTIME_PARAMS`,
+    :data:`COMPONENT_DESCRIPTIVE_PARAMS`). ``dataset.only`` (which classes this
     invocation clones) is runtime in class order, where each class's shards stand alone, and content when
     ``shard_order`` is shuffled, where every shard mixes the classes being cloned."""
     found = _lookup(schema, key)
@@ -216,7 +220,8 @@ def is_runtime(key: str, shard_order: str | None = None, schema: type = CloneApp
         return bool(found[0].metadata.get("runtime"))
     if key == "dataset.only":
         return shard_order != "shuffled"
-    return key.split(".", 1)[0] in COMPONENT_GROUPS and key.rsplit(".", 1)[-1] in COMPONENT_RUNTIME_PARAMS
+    return (key.split(".", 1)[0] in COMPONENT_GROUPS
+            and key.rsplit(".", 1)[-1] in COMPONENT_RUNTIME_PARAMS | COMPONENT_DESCRIPTIVE_PARAMS)
 
 
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

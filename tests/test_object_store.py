@@ -82,6 +82,24 @@ def test_clone_to_s3_resumes_after_lost_and_truncated_objects(s3_server, referen
     assert fs.cat("clones/run/clone.log").decode().count('"event": "plan"') == 2  # both runs' events, in order
 
 
+def test_the_card_on_s3_loads_once_copied_and_a_resume_rewrites_it(s3_server, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="datasets is not installed (pip install -e '.[dev]')")
+    fs = s3_server
+    monkeypatch.chdir(tmp_path)
+    clone("s3://clones/card", "dataset.only=[circle]")
+    first = fs.cat("clones/card/README.md").decode()
+    assert "| 12 | 1 | 3 |" in first and "aws s3 sync s3://clones/card path/to/card" in first
+    clone("s3://clones/card")  # SMALL's four classes: the resume adds three
+    card = fs.cat("clones/card/README.md").decode()
+    assert "| 48 | 4 | 12 |" in card, card
+    copy = tmp_path / "card"  # what the card says to do: copy the folder, then load it
+    fs.get("clones/card/", str(copy), recursive=True)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    ds = datasets.load_dataset(str(copy), split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.num_rows == 48 and ds.features["cls"].names[7] == "star"
+    assert sorted({ds.features["cls"].int2str(c) for c in ds["cls"]}) == ["circle", "cross", "square", "star"]
+
+
 def relay(src: socket.socket, dst: socket.socket, see=lambda chunk: None) -> None:
     """Copy ``src`` to ``dst`` until either side closes (``see`` looks at each chunk first), then shut both down."""
     try:

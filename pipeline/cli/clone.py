@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 from omegaconf import DictConfig
@@ -57,7 +58,8 @@ def main(cfg: DictConfig) -> int:
     if cfg.clone.dry_run:
         print(json.dumps(api.dry_run(cfg), indent=1))
         return 0
-    return report(api.run(cfg), cfg)
+    command = " ".join(["python scripts/clone.py", *(shlex.quote(a) for a in sys.argv[1:])])
+    return report(api.run(cfg, command=command), cfg)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.assembly import instantiate_model
+from pipeline.clone.card import CardFacts
+from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.driver import CloneDriver, CloneSummary, worker_count
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
 from pipeline.clone.reference_throughput import reference_throughput
@@ -84,9 +86,9 @@ def _init_ray(cluster: DictConfig) -> None:
         ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **kwargs)
 
 
-def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar]:
-    """The plan, search and grammar (with the dataset's classes on its class axis), built (and so checked)
-    before anything is written or started."""
+def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar, list[ClassInfo]]:
+    """The plan, search, grammar (with the dataset's classes on its class axis) and every class of the dataset in
+    label order, built (and so checked) before anything is written or started."""
     dataset = instantiate(cfg.dataset)
     c = cfg.clone
     plan = ClonePlan(dataset.classes(), c.images_per_class, c.shard_size, c.shard_order, cfg.seed)
@@ -96,7 +98,8 @@ def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar]:
         raise ConfigError(f"grammar '{grammar.name}' has no class_axis: a clone keeps each input's class, "
                           "so the grammar must name it")
     grammar.restrict(cfg.env.fix, cfg.env.exclude)  # a bad env.fix / env.exclude fails here, in one line
-    return plan, search, grammar.with_choices(grammar.class_axis, [k.prompt for k in dataset.all_classes()])
+    labels = list(dataset.all_classes())
+    return plan, search, grammar.with_choices(grammar.class_axis, [k.prompt for k in labels]), labels
 
 
 def dry_run(cfg: DictConfig) -> dict[str, Any]:
@@ -105,7 +108,7 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
     Throughput per worker, in this order: ``clone.throughput`` if given; on a machine without CUDA, a model
     that would run on a GPU and has a row in :mod:`pipeline.clone.reference_throughput` is planned with
     that published figure; otherwise the model is loaded and timed here at the run's call size."""
-    clone_plan, search, grammar = _prepare(cfg)
+    clone_plan, search, grammar, _ = _prepare(cfg)
     c = cfg.clone
     if c.throughput is not None:
         throughput, source = float(c.throughput), "clone.throughput"
@@ -144,13 +147,14 @@ def _place_workers(cfg: DictConfig, cluster: dict[str, Any], res: dict[str, floa
         cluster["num_workers"] = worker_count(cluster, res)
 
 
-def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None) -> CloneSummary:
+def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None, command: str | None = None) -> CloneSummary:
     """Clone every class of ``cfg.dataset`` into ``paths.output_dir`` on Ray (started here unless the caller has
-    started it), resuming what the folder already holds; returns the summary (also in ``summary.json``).
-    ``on_event`` sees every event of ``clone.log`` as it is logged."""
+    started it), resuming what the folder already holds; returns the summary (also in ``summary.json``, and the
+    folder's dataset card ``README.md``). ``on_event`` sees every event of ``clone.log`` as it is logged;
+    ``command``: the command line that launched the run, for the card."""
     import ray
 
-    clone_plan, _, grammar = _prepare(cfg)
+    clone_plan, _, grammar, labels = _prepare(cfg)
     settings = OmegaConf.to_container(cfg, resolve=True)
     identity = run_identity(settings)
     storage = Storage(cfg.paths.output_dir, cfg.clone.storage_retry_s)
@@ -164,7 +168,8 @@ def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None) -> Clon
         try:
             _place_workers(cfg, settings["cluster"], ray.cluster_resources(), started)
             return CloneDriver(settings, clone_plan, identity_changes=changes, lease=lease, identity=identity,
-                               on_event=on_event, class_pos=grammar.axis_index(grammar.class_axis)).run()
+                               on_event=on_event, class_pos=grammar.axis_index(grammar.class_axis),
+                               card=CardFacts.of(settings, labels, command)).run()
         finally:
             if started:
                 ray.shutdown()

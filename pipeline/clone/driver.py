@@ -36,6 +36,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
+from pipeline.clone.card import CardFacts, dataset_card
 from pipeline.clone.identity import check_identity, check_weights, folder_identities, identity_hash, run_identity
 from pipeline.clone.inventory import output_tags, take_inventory
 from pipeline.clone.lease import Lease
@@ -187,13 +188,15 @@ class Schedule:
 class CloneDriver:
     def __init__(self, cfg: dict[str, Any], plan: ClonePlan, on_event: Callable[[dict], None] | None = None,
                  identity_changes: list[str] | None = None, lease: Lease | None = None,
-                 identity: dict[str, Any] | None = None, class_pos: int | None = None) -> None:
+                 identity: dict[str, Any] | None = None, class_pos: int | None = None, card: CardFacts | None = None) -> None:
         """``identity_changes``: the result of a :func:`check_identity` the caller already ran (the CLI checks
         before starting Ray); ``None`` makes :meth:`run` check. ``lease``: the output folder's lease the caller
         holds (:mod:`pipeline.clone.lease`); ``None`` makes :meth:`run` take it. ``identity``: :func:`run_identity`
         of ``cfg`` where the caller has it. ``class_pos``: the class axis's position in a sample's encoding (a record
-        rebuilt from its shard then counts label accuracy)."""
+        rebuilt from its shard then counts label accuracy). ``card``: what the folder's dataset card says of the run
+        (:mod:`pipeline.clone.card`; ``None``: the dataset's classes are the plan's, no command)."""
         self.cfg, self.plan = cfg, plan
+        self.card = card or CardFacts.of(cfg, plan.classes)
         self.identity_changes = identity_changes
         self.identity = identity if identity is not None else run_identity(cfg)
         self.identity_hash = identity_hash(self.identity)
@@ -521,8 +524,20 @@ class CloneDriver:
             self.storage.write_bytes(LAYOUT.summary, json.dumps(summary.to_dict(), indent=1).encode())
         except (OSError, PipelineError) as err:  # a full disk: the shards and the log say what is done
             print(f"warning: {LAYOUT.summary} could not be written ({err})", file=sys.stderr)
+        self._write_card(records, summary)
         self._upload_log()
         return summary
+
+    def _write_card(self, records: list, summary: CloneSummary) -> None:
+        """The folder's dataset card, rewritten from every committed shard after each run."""
+        root = self.storage.root  # a local folder is shown from the working directory where it lies below it
+        shown = (str(self.storage.url) if not self.storage.is_local
+                 else os.path.relpath(root) if root.startswith(os.getcwd() + os.sep) else root)
+        try:
+            text = dataset_card(self.card, sorted(records, key=lambda r: r.shard), summary.to_dict(), shown)
+            self.storage.write_bytes(LAYOUT.card, text.encode())
+        except (OSError, PipelineError) as err:
+            print(f"warning: {LAYOUT.card} could not be written ({err})", file=sys.stderr)
 
     def _label_report(self, summary: CloneSummary, records: list) -> None:
         """Label accuracy from the records that count it, and the classes whose input reading is not their label."""

@@ -10,6 +10,7 @@
       run.json                   the settings the samples depend on (pipeline.clone.identity)
       clone.log                  one JSON event per line, every run appended
       summary.json               the summary of the latest run
+      README.md                  the dataset card (pipeline.clone.card): datasets.load_dataset(folder) reads it
 
 ``Layout()`` gives names relative to the output folder (what :class:`~pipeline.storage.Storage` takes);
 ``Layout(folder)`` the same names under a local folder, for scripts and tests that read a clone.
@@ -46,6 +47,10 @@ class Layout:
     @property
     def summary(self) -> str:
         return self._at("summary.json")
+
+    @property
+    def card(self) -> str:
+        return self._at("README.md")
 
     # ------------------------------------------------------------------ folders and per-unit files
     @property

@@ -52,8 +52,12 @@ class DiffusersGenerator:
         compile: bool = False,
         vae: str | None = None,
         vae_dtype: str | None = None,
+        license: str | None = None,
     ) -> None:
+        """``license``: the weights' licence, a Hub licence id (the clone's dataset card names it)."""
         import diffusers
+
+        self.license = license
 
         if num_inference_steps < 1:
             raise ConfigError(f"model.num_inference_steps must be >= 1, got {num_inference_steps}")

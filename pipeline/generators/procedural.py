@@ -23,9 +23,12 @@ class ProceduralGenerator:
     colour, size, pattern and background, each fixed by the sample's seed.
     """
 
-    def __init__(self, grammar: Grammar, image_size: int = 32, world: str = "shapes", world_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, grammar: Grammar, image_size: int = 32, world: str = "shapes", world_options: Mapping[str, Any] | None = None,
+                 license: str | None = None) -> None:
         """``world_options``: the world's own settings (the glyphs world's ``family_size`` and ``occlusion``): the same
-        as the dataset's, so the generator draws the world the inputs come from."""
+        as the dataset's, so the generator draws the world the inputs come from. ``license``: the images' licence, a
+        Hub licence id (the clone's dataset card names it)."""
+        self.license = license
         if world not in WORLDS:
             raise ConfigError(f"model.world must be one of {', '.join(WORLDS)}, got '{world}'")
         options = dict(world_options or {})

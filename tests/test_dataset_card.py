@@ -1,0 +1,85 @@
+"""The clone folder is a dataset: its card (README.md) lets ``datasets.load_dataset(folder)`` read the shards, with the
+classes' names on the label; a resume rewrites the card."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+import yaml
+
+from conftest import CLASSES, clone
+from pipeline.clone.card import SAMPLE_FIELDS, label_names, size_category
+from pipeline.clone.dataset import ClassInfo
+
+datasets = pytest.importorskip("datasets", reason="datasets is not installed (pip install -e '.[dev]')")
+SHAPES = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"]
+
+
+def load(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    return datasets.load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "hf"))
+
+
+def card_header(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+def raw_samples(folder) -> dict[str, dict]:
+    """Every sample's json as the shards hold it, by key."""
+    out = {}
+    for shard in sorted(folder.glob("shard-*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                if m.name.endswith(".json"):
+                    out[m.name.split(".", 1)[0]] = json.load(io.BytesIO(tar.extractfile(m).read()))
+    return out
+
+
+def test_label_names_are_the_class_names_in_label_order_and_ids_where_names_repeat():
+    classes = [ClassInfo(1, "n2", "crane"), ClassInfo(0, "n1", "tench")]
+    assert label_names(classes) == ["tench", "crane"]
+    twice = [ClassInfo(0, "n1", "crane"), ClassInfo(1, "n2", "crane")]  # ImageNet has two cranes
+    assert label_names(twice) == ["n1", "n2"]
+    assert label_names([ClassInfo(2, "c", "c")]) == ["0", "1", "c"]  # labels no class holds keep their number
+
+
+@pytest.mark.parametrize("n, bucket", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (48_000, "10K<n<100K"),
+                                       (1_281_167, "1M<n<10M")])
+def test_size_category_is_the_hubs_bucket(n, bucket):
+    assert size_category(n) == bucket
+
+
+@pytest.mark.slow
+def test_load_dataset_reads_a_clone_folder_with_class_names(reference, tmp_path, monkeypatch):
+    folder, summary, _ = reference
+    card = (folder / "README.md").read_text()
+    head = card_header(card)
+    assert head["configs"][0]["data_files"] == [{"split": "train", "path": "shard-*.tar"}]
+    assert head["license"] == "apache-2.0" and head["size_categories"] == ["n<1K"]
+    ds = load(folder, tmp_path, monkeypatch)
+    assert ds.num_rows == summary["images_written"] == 48
+    assert ds.features["cls"].names == SHAPES
+    raw = raw_samples(folder)
+    assert set(ds["__key__"]) == set(raw)
+    for row in ds:
+        assert ds.features["cls"].int2str(row["cls"]) == row["json"]["class_name"] == row["__key__"].rsplit("_", 1)[0]
+        assert row["json"] == raw[row["__key__"]]  # every field of the sample's json, none lost or added
+        assert row["png"].size == (32, 32)
+    assert set(SAMPLE_FIELDS) == set(next(iter(raw.values())))
+    assert "| 48 | 4 | 12 |" in card and "launched with the Python API" in card
+
+
+@pytest.mark.slow
+def test_a_resume_rewrites_the_card(tmp_path, monkeypatch):
+    out = tmp_path / "grown"
+    clone(out, "dataset.only=[circle]")
+    assert "| 12 | 1 | 3 |" in (out / "README.md").read_text()
+    s = clone(out, CLASSES)  # class order: the other classes' shards join the folder
+    assert s["shards_reused"] == 3
+    card = (out / "README.md").read_text()
+    assert "| 48 | 4 | 12 |" in card and "48 synthetic images of 4 of the 10 classes" in card
+    assert load(out, tmp_path, monkeypatch).num_rows == 48
