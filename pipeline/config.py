@@ -24,8 +24,6 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_method
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from pipeline.clone import plan as _plan
-from pipeline.clone import shards as _shards
 from pipeline.env import RewardMode
 from pipeline.errors import ConfigError
 from pipeline.reading import CLASS_SOURCES
@@ -38,10 +36,10 @@ def setting(*, ge: float | None = None, le: float | None = None, choices: tuple[
     return field(default=MISSING, metadata={"ge": ge, "le": le, "choices": choices, "runtime": runtime})
 
 
-# the choices are their owners' (the modules that act on them)
-SHARD_ORDERS = _plan.SHARD_ORDERS
-VERIFY_MODES = _shards.VERIFY_MODES
-IMAGE_FORMATS = tuple(_shards.IMAGE_FORMATS)
+# the choices of the clone's settings, declared with the schema; the modules that act on them import them from here
+SHARD_ORDERS = ("class", "shuffled")  # pipeline.clone.plan
+VERIFY_MODES = ("fast", "deep")  # pipeline.clone.shards.verify_shard
+IMAGE_FORMATS = ("png", "jpg", "webp")  # pipeline.clone.shards.encode_image
 CONFIG_CHANGE_POLICIES = ("error", "allow")  # a resume under other settings: refuse, or record the change
 ENV_MODES = tuple(m.value for m in RewardMode)
 
@@ -116,7 +114,7 @@ class PathSettings:
 
 
 @dataclass
-class _SearchStack:
+class SearchAppBase:
     """What every app that searches composes: run seed, the MDP's settings and the components of a search."""
 
     seed: int = setting()
@@ -129,7 +127,7 @@ class _SearchStack:
 
 
 @dataclass
-class CloneApp(_SearchStack):
+class CloneApp(SearchAppBase):
     """``scripts/clone.py`` (``conf/clone.yaml``)."""
 
     clone: CloneSettings = field(default_factory=CloneSettings)
@@ -138,7 +136,7 @@ class CloneApp(_SearchStack):
 
 
 @dataclass
-class SearchApp(_SearchStack):
+class SearchApp(SearchAppBase):
     """``scripts/search.py`` and ``scripts/rldf_classes.py`` (``conf/run_search.yaml``)."""
 
     input_image: Optional[str] = setting()
@@ -312,8 +310,3 @@ def validate(cfg: DictConfig, schema: type = CloneApp) -> None:
             check_component(group, cfg[group])
     _check_combination(cfg)
 
-
-def settings_node(schema: type, values: dict[str, Any]) -> DictConfig:
-    """A typed node of ``schema`` filled with ``values`` (tests and scripts that build one group by hand)."""
-    node = OmegaConf.structured(schema)
-    return OmegaConf.merge(node, values)

@@ -125,12 +125,6 @@ class GridEnv:
             raise ConfigError(f"env.mode must be 'reward_only' or 'goal', got '{mode}'") from None
         if self.mode is RewardMode.GOAL and goal is None:
             raise ConfigError("env.mode=goal needs a goal encoding (from the semantic encoder)")
-        if horizon < 1:
-            raise ConfigError(f"env.horizon must be >= 1, got {horizon}")
-        if budget is not None and budget < 1:
-            raise ConfigError(f"env.budget must be >= 1 or null, got {budget}")
-        if not 0 <= accept_threshold <= 1:
-            raise ConfigError(f"env.accept_threshold must be in [0, 1], got {accept_threshold}")
         self.grammar, self.evaluator = grammar, evaluator
         self.start = grammar.check(start)
         self.goal = grammar.check(goal) if goal is not None else None
@@ -175,11 +169,8 @@ class GridEnv:
         v = self._visits.get(state)
         return v is not None and v.score >= self.accept_threshold
 
-    def kept_renders(self, prompt: str) -> list[tuple[int, float, Image.Image]]:
-        """(seed, class-consistency score, image) of each kept render of an evaluated prompt."""
-        return self.evaluator.kept_renders(prompt)
-
     def images(self, prompt: str) -> list[Image.Image]:
+        """The kept renders of an evaluated prompt (:meth:`StateEvaluator.kept_renders` has their seeds and scores)."""
         return self.evaluator.images(prompt)
 
     def _evaluate(self, prompts: Sequence[str], keys: Sequence[Encoding | str], encodings: Sequence[Encoding | None]) -> list[Visit]:

@@ -105,7 +105,7 @@ def model_overrides(arch: str, folder: Path, s: Scale, batch: int, **extra: Any)
 def generator(arch: str, folder: Path, s: Scale, batch: int, **extra: Any):
     from hydra.utils import instantiate
 
-    from pipeline.cli import load_config
+    from pipeline.compose import load_config
 
     return instantiate(load_config("run_search", model_overrides(arch, folder, s, batch, **extra)).model)
 

@@ -60,7 +60,7 @@ class SegmentationReward:
     ``P̂, Q̂`` are the maps average-pooled to ``grid × grid`` cells (soft IoU: *where*). λ = ``layout_weight``.
     """
 
-    def __init__(self, segmenter: Segmenter, layout_weight: float = 0.25, grid: int = 4) -> None:
+    def __init__(self, segmenter: Segmenter, layout_weight: float, grid: int) -> None:
         if not 0 <= layout_weight <= 1:
             raise ConfigError(f"reward.segmentation.layout_weight must be in [0, 1], got {layout_weight}")
         self.segmenter, self.layout_weight, self.grid = segmenter, float(layout_weight), int(grid)
@@ -204,7 +204,8 @@ def build_reward(
     feature_encoder: ImageEncoder | None = None,
     semantic_encoder: SemanticEncoder | None = None,
 ) -> CompositeReward:
-    """Assemble the rewards from encoders (the shape of ``conf/reward/*.yaml``).
+    """Assemble the rewards from encoders (the shape of ``conf/reward/*.yaml``). ``segmentation``: Reward 1's
+    settings (``reward.segmentation``), needed with a ``segmenter``.
 
     Reward 3 uses ``image_encoder``'s embeddings; Reward 2 the feature maps of ``feature_encoder``
     (a CNN, say) or, if None, of ``image_encoder``; class consistency the ``semantic_encoder``'s
@@ -220,7 +221,9 @@ def build_reward(
     elif weights.get(ACCEPTANCE_TERM, 0) > 0:
         raise ConfigError("reward.weights.class > 0 needs a semantic encoder over a grammar with a class_axis")
     if segmenter is not None:
-        terms["segmentation"] = SegmentationReward(segmenter, **(segmentation or {}))
+        if segmentation is None:
+            raise ConfigError("reward.segmentation (layout_weight, grid) is needed with a segmenter")
+        terms["segmentation"] = SegmentationReward(segmenter, **segmentation)
     elif weights.get("segmentation", 0) > 0:
         raise ConfigError("reward.weights.segmentation > 0 but reward.segmenter is null")
     return CompositeReward(terms, dict(weights))

@@ -45,8 +45,7 @@ import numpy as np
 from pipeline.clone.layout import Layout
 from pipeline.markdown import table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the repository (the package is installed editable: make setup)
 
 
 def clone(out: Path, *overrides: str) -> dict:
@@ -323,7 +322,7 @@ def bench_batches(model: str | None, classes: int, budget: int, images: int, bat
 def bench_search(inputs: int, seeds: int) -> dict:
     from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
     from pipeline.encoders.prototype import PrototypeSemanticEncoder
-    from pipeline.cli import component, env_settings
+    from pipeline.compose import component, env_settings, group_settings
     from pipeline.env import GridEnv, StateEvaluator
     from pipeline.rendering import Renderer
     from pipeline.generators.procedural import ProceduralGenerator
@@ -335,7 +334,8 @@ def bench_search(inputs: int, seeds: int) -> dict:
 
     g = Grammar.from_yaml(ROOT / "conf" / "grammar" / "shapes.yaml")
     world, gen, enc = ShapesWorld(g), ProceduralGenerator(g), PixelStatsEncoder()
-    reward = build_reward(enc, PaletteSegmenter(), {"segmentation": 1, "features": 1, "embedding": 1})
+    reward = build_reward(enc, PaletteSegmenter(), {"segmentation": 1, "features": 1, "embedding": 1},
+                          group_settings("reward", "pixel_stats")["segmentation"])
     semantic = PrototypeSemanticEncoder(g, gen, enc, samples_per_choice=24)
     methods = {name: (lambda option=option, params=params: component("search", option, **params)) for name, option, params in
                (("qlearning", "qlearning_optimiser", {}), ("qlearning, 8 episodes in parallel", "qlearning_optimiser", {"parallel_episodes": 8}),

@@ -42,8 +42,7 @@ import numpy as np
 
 from pipeline.clone.layout import Layout
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # the repository (the package is installed editable: make setup)
 
 METHODS = ("class_name", "class_name_random", "goal_encoding", "random", "noisy_gradient", "qlearning",
            "qlearning_noise_start", "qlearning_reward_only", "qlearning_no_red", "qlearning_k5", "qlearning_label")
@@ -319,7 +318,7 @@ def main() -> None:
     import torch
     from hydra.utils import instantiate
 
-    from pipeline.cli import load_config
+    from pipeline.compose import load_config
     from pipeline.metrics.sources import ShapesImages, ShardImages
     from pipeline.shapes.world import ShapesWorld
 
@@ -344,14 +343,15 @@ def main() -> None:
     sources = {m: ShardImages(str(plan.out / m), 32) for m in plan.methods}
     sources["real"] = ShapesImages(world, "cas-train", plan.n_synth, 32, classes=plan.classes)
     t0 = time.perf_counter()  # 2. distribution metrics, with a real-vs-real reference row
-    metrics, vendi = distribution_metrics(plan, world, instantiate(cfg.features), sources)
+    extractor = instantiate(cfg.features)  # built once: the metrics' features and the name the results give them
+    metrics, vendi = distribution_metrics(plan, world, extractor, sources)
     seconds["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()  # 3. the judge's readings and CAS; contact sheets
     rows, n_test = judged_rows(plan, world, sources, metrics, vendi)
     seconds["cas"], seconds["total"] = time.perf_counter() - t0, time.perf_counter() - t_start
     for m in clones:
         rows[m]["clone"], rows[m]["search"] = clones[m], stats[m]
-    write_result(plan, rows, n_test, seconds, instantiate(cfg.features).name)
+    write_result(plan, rows, n_test, seconds, extractor.name)
 
 
 def write_result(plan: Plan, rows: dict, n_test: int, seconds: dict, extractor: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cli import component
+from pipeline.compose import component
 from pipeline.encoders.clip import ClipEncoder
 from pipeline.generators.diffusers_generator import DiffusersGenerator
 from pipeline.grammar import Grammar

@@ -13,8 +13,14 @@ from typing import Callable
 import pytest
 import webdataset as wds
 
+# Ray's local clusters use token authentication by default and say so on stderr at every start, unless
+# RAY_AUTH_MODE is set; the first in-process ray.init sets it for this process and its children. Set it (to the
+# same default) before anything imports ray, which reads it at import, so the clone subprocesses' stderr is the
+# same whatever the test order.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 import pipeline.clone as clone_api
-from pipeline.cli import component, env_settings
+from pipeline.compose import component, env_settings, group_settings
 from pipeline.clone.layout import Layout
 from pipeline.env import GridEnv
 from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
@@ -24,11 +30,8 @@ from pipeline.rewards import build_reward
 from pipeline.shapes.world import ShapesWorld
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Ray's local clusters use token authentication by default and say so on stderr at every start, unless
-# RAY_AUTH_MODE is set; the first in-process ray.init sets it for this process and its children. Set it
-# (to the same default) up front, so the clone subprocesses' stderr is the same whatever the test order.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+#: Reward 1's settings as conf/reward/pixel_stats.yaml gives them (rewards built by hand use conf's values)
+SEGMENTATION = group_settings("reward", "pixel_stats")["segmentation"]
 
 
 # ------------------------------------------------------------------ components with conf/'s values
@@ -66,7 +69,7 @@ def encoder() -> PixelStatsEncoder:
 
 @pytest.fixture(scope="session")
 def reward(encoder):
-    return build_reward(encoder, PaletteSegmenter(), {"segmentation": 1.0, "features": 1.0, "embedding": 1.0})
+    return build_reward(encoder, PaletteSegmenter(), {"segmentation": 1.0, "features": 1.0, "embedding": 1.0}, SEGMENTATION)
 
 
 class CountingGenerator:

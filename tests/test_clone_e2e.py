@@ -112,7 +112,7 @@ def test_worker_killed_mid_run_loses_nothing(tmp_path):
     cfg = load([f"paths.output_dir={tmp_path}", *SMALL, "cluster.num_workers=2"])
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     dataset: ShapesDataset = instantiate(cfg.dataset)
-    plan = ClonePlan(dataset.classes(), 12, 4)
+    plan = ClonePlan(dataset.classes(), 12, 4, "class", 0)
     killed = []
 
     def on_event(e):
@@ -199,7 +199,7 @@ def test_sigterm_lets_units_in_flight_finish_and_says_how_to_resume(longer_refer
     assert "Traceback" not in stderr
     s = last_summary(tmp_path)
     assert s["stopped"] == "stopped by SIGTERM" and 4 <= s["shards_written"] < 48 and s["units_left"] > 0
-    valid, problems = Manifest(Storage(tmp_path)).validate()
+    valid, problems = Manifest(Storage(tmp_path)).validate("deep")
     assert not problems and len(valid) == s["shards_written"]  # every committed shard is whole and listed
     assert (tmp_path / "manifest.json").is_file() and '"event": "stopped"' in (tmp_path / "clone.log").read_text()
     assert clone(tmp_path, *LONGER)["shards_reused"] == s["shards_written"]
@@ -236,7 +236,7 @@ def test_a_full_disk_commits_no_partial_shard_and_says_so(small_disk, reference)
     p = clone_cli(small_disk)
     assert p.returncode == 1 and "No space left on device" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert "failed after" in p.stderr  # the shard units that could not be written are reported as failed
-    valid, problems = Manifest(Storage(small_disk)).validate()
+    valid, problems = Manifest(Storage(small_disk)).validate("deep")
     assert not problems and 0 < len(valid) < 12  # what was committed is whole; nothing half-written
     assert not list(small_disk.rglob("*.tmp")) and len(list(small_disk.glob("shard-*.tar"))) == len(valid)
     subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)  # space freed: resume

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import ROOT, CountingGenerator, grid_env, make_search
-from pipeline.cli import CONF_DIR
+from pipeline.compose import CONF_DIR
 from pipeline.encoders.pixel_stats import PixelStatsEncoder
 from pipeline.encoders.shapes_cnn import ShapesCnnSemanticEncoder
 from pipeline.env import StateEvaluator
@@ -189,7 +189,7 @@ def test_images_below_tau_are_replaced_and_a_short_class_is_reported(tmp_path):
                        "clone.reuse_search_renders=false")  # the searches below are written by hand, without renders
     worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
     classes = {c.name: c for c in worker.dataset.classes()}
-    shard_of = {u.classes[0].name: u for u in ClonePlan(list(classes.values()), 6, 6).shard_units()}
+    shard_of = {u.classes[0].name: u for u in ClonePlan(list(classes.values()), 6, 6, "class", 0).shard_units()}
     # star: the search "accepted" circle states too (as a confused encoder might); verification catches them
     star = ["a large red solid star on a white background", "a small blue dotted circle on a black background",
             "a medium green striped star on a grey background"]

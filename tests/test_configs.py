@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 
 from pipeline.assembly import build_stack
-from pipeline.cli import CONF_DIR, load_config
+from pipeline.compose import CONF_DIR, load_config
 from pipeline.clone import cli_command, dry_run, load
 from pipeline.config import CloneApp, is_runtime
 from pipeline.errors import ConfigError, InputError
@@ -92,6 +92,9 @@ def test_the_shapes_cnn_is_loaded_once_for_its_three_roles():
     ("cluster.cpus_per_worker=lots", "cluster.cpus_per_worker must be a number, got 'lots'"),
     ("clone.verify=quick", "clone.verify must be one of fast, deep, got 'quick'"),
     ("clone.shard_order=random", "clone.shard_order must be one of class, shuffled"),
+    ("clone.images_per_class=0", "clone.images_per_class must be >= 1, got 0"),
+    ("env.horizon=0", "env.horizon must be >= 1, got 0"),
+    ("env.budget=0", "env.budget must be >= 1, got 0"),
     ("cluster.max_in_flight=0", "cluster.max_in_flight must be >= 1, got 0"),
     ("env.accept_threshold=1.5", "env.accept_threshold must be in [0, 1], got 1.5"),
     ("env.mode=dream", "env.mode must be one of reward_only, goal"),

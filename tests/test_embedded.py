@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from pipeline.cli import CONF_DIR, REPO_ROOT
+from pipeline.compose import CONF_DIR, REPO_ROOT
 
 MODELS = REPO_ROOT / "models"
 

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from pipeline.cli import CONF_DIR
+from pipeline.compose import CONF_DIR
 from pipeline.encoders.glyph_reader import GlyphReader
 from pipeline.errors import ConfigError
 from pipeline.generators.procedural import ProceduralGenerator

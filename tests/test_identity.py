@@ -44,7 +44,7 @@ def config(weights, **changes):
 
 def started(storage, cfg):
     """A first run that recorded its settings and committed output (one search result)."""
-    check_identity(storage, cfg)
+    check_identity(storage, cfg, "error")
     storage.write_bytes("searches/circle.json", b"{}")
 
 
@@ -74,10 +74,10 @@ def test_identity_keeps_output_settings_and_drops_runtime_knobs(weights):
 
 def test_first_run_records_and_same_settings_resume(weights, tmp_path):
     storage = Storage(tmp_path / "out")
-    assert check_identity(storage, config(weights)) == []
+    assert check_identity(storage, config(weights), "error") == []
     record = json.loads(storage.read_bytes(LAYOUT.run_json))
     assert record["identity"] == run_identity(config(weights)) and record["history"] == []
-    assert check_identity(storage, config(weights, **{"model.device": "cpu"})) == []
+    assert check_identity(storage, config(weights, **{"model.device": "cpu"}), "error") == []
 
 
 @pytest.mark.parametrize("key, value, named", [
@@ -90,7 +90,7 @@ def test_changed_settings_are_refused_by_name(weights, tmp_path, key, value, nam
     storage = Storage(tmp_path / "out")
     started(storage, config(weights))
     with pytest.raises(ConfigError) as e:
-        check_identity(storage, config(weights, **{key: value}))
+        check_identity(storage, config(weights, **{key: value}), "error")
     assert named in str(e.value) and "clone.on_config_change=allow" in str(e.value)
 
 
@@ -99,17 +99,17 @@ def test_weights_retrained_in_place_are_a_change(weights, tmp_path):
     started(storage, config(weights))
     (weights / "unet" / "weights.bin").write_bytes(b"\x03" * 1000)
     with pytest.raises(ConfigError, match="model.pretrained: \"sha256:"):
-        check_identity(storage, config(weights))
+        check_identity(storage, config(weights), "error")
 
 
 def test_allow_records_the_change_and_keeps_history(weights, tmp_path):
     storage = Storage(tmp_path / "out")
     started(storage, config(weights))
-    changes = check_identity(storage, config(weights, **{"search.budget": 64}), policy="allow")
+    changes = check_identity(storage, config(weights, **{"search.budget": 64}), "allow")
     assert changes == ["search.budget: 480 -> 64"]
     record = json.loads(storage.read_bytes(LAYOUT.run_json))
     assert record["identity"]["search.budget"] == 64 and record["history"][0]["identity"]["search.budget"] == 480
-    assert check_identity(storage, config(weights, **{"search.budget": 64})) == []  # the new settings now resume
+    assert check_identity(storage, config(weights, **{"search.budget": 64}), "error") == []  # the new settings now resume
 
 
 def test_a_setting_added_since_at_its_old_behaviour_is_not_a_change(weights, tmp_path):
@@ -119,18 +119,18 @@ def test_a_setting_added_since_at_its_old_behaviour_is_not_a_change(weights, tmp
     started(storage, config(weights))  # a folder made before env.class_source and dataset.inputs_per_class existed
     old = identity_hash(run_identity(config(weights)))
     now = config(weights, **{"env.class_source": "read", "dataset.inputs_per_class": 1})
-    assert check_identity(storage, now) == []
+    assert check_identity(storage, now, "error") == []
     assert folder_identities(storage) == {old, identity_hash(run_identity(now))}  # the old outputs stay this folder's
     with pytest.raises(ConfigError, match="dataset.inputs_per_class: 1 -> 5"):
-        check_identity(storage, config(weights, **{"env.class_source": "read", "dataset.inputs_per_class": 5}))
+        check_identity(storage, config(weights, **{"env.class_source": "read", "dataset.inputs_per_class": 5}), "error")
 
 
 def test_bad_policy_and_unreadable_record(weights, tmp_path):
     storage = Storage(tmp_path / "out")
     with pytest.raises(ConfigError, match="on_config_change must be one of"):
-        check_identity(storage, config(weights), policy="ignore")
+        check_identity(storage, config(weights), "ignore")
     (tmp_path / "out" / LAYOUT.run_json).write_text("{not json")  # nothing committed: simply replaced
-    assert check_identity(storage, config(weights)) == []
+    assert check_identity(storage, config(weights), "error") == []
     assert json.loads(storage.read_bytes(LAYOUT.run_json))["identity"] == run_identity(config(weights))
 
 
@@ -139,24 +139,24 @@ def test_a_damaged_record_is_rebuilt_from_the_outputs_or_refused(weights, tmp_pa
     ours = identity_hash(run_identity(config(weights)))
     storage.write_bytes("shard-000000.tar", b"x")  # committed output
     (tmp_path / "out" / LAYOUT.run_json).write_text('{"identity": {"seed": 0, "grammar.na')  # truncated
-    changes = check_identity(storage, config(weights), output_tags=lambda: {ours})
+    changes = check_identity(storage, config(weights), "error", output_tags=lambda: {ours})
     assert changes == ["run.json: unreadable (Unterminated string starting at: line 1 column 26 (char 25)), rebuilt"]
     assert json.loads(storage.read_bytes(LAYOUT.run_json))["identity_hash"] == ours
     (tmp_path / "out" / LAYOUT.run_json).write_text("")  # emptied, and the outputs name another run's settings
     with pytest.raises(ConfigError, match=r"run.json is unreadable .*identity 0123456789abcdef; this run's is " + ours):
-        check_identity(storage, config(weights), output_tags=lambda: {ours, "0123456789abcdef"})
+        check_identity(storage, config(weights), "error", output_tags=lambda: {ours, "0123456789abcdef"})
     assert check_identity(storage, config(weights), "allow", output_tags=lambda: {"0123456789abcdef"})  # redone instead
     (tmp_path / "out" / LAYOUT.run_json).unlink()  # deleted
-    assert check_identity(storage, config(weights), output_tags=lambda: {ours, None}) == ["run.json: missing, rebuilt"]
+    assert check_identity(storage, config(weights), "error", output_tags=lambda: {ours, None}) == ["run.json: missing, rebuilt"]
 
 
 @pytest.mark.parametrize("output", ["searches/circle.json", "manifest/shard-000000.json", "shard-000000.tar"])
 def test_a_start_that_committed_nothing_blocks_nothing(weights, tmp_path, output):
     storage = Storage(tmp_path / "out")
-    check_identity(storage, config(weights, **{"model.guidance_scale": 9.0}))  # e.g. a start whose model failed to load
-    assert check_identity(storage, config(weights)) == []  # the corrected command runs
+    check_identity(storage, config(weights, **{"model.guidance_scale": 9.0}), "error")  # e.g. a start whose model failed to load
+    assert check_identity(storage, config(weights), "error") == []  # the corrected command runs
     record = json.loads(storage.read_bytes(LAYOUT.run_json))
     assert record["identity"] == run_identity(config(weights)) and record["history"] == []
     storage.write_bytes(output, b"x")  # once anything is committed, the settings are the folder's
     with pytest.raises(ConfigError, match="model.guidance_scale"):
-        check_identity(storage, config(weights, **{"model.guidance_scale": 9.0}))
+        check_identity(storage, config(weights, **{"model.guidance_scale": 9.0}), "error")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.cli import CONF_DIR, load_config
+from pipeline.compose import CONF_DIR, load_config
 from pipeline.clone import dry_run, load
 from pipeline.clone.identity import check_weights
 from pipeline.clone.reference_throughput import REFERENCES, lookup, reference_throughput
@@ -146,9 +146,9 @@ def test_a_hub_snapshot_is_recorded_by_its_commit(folders, tmp_path, monkeypatch
 def test_other_weights_on_resume_are_refused_and_recorded_when_allowed(tmp_path):
     storage = Storage(str(tmp_path))
     storage.write_bytes("run.json", json.dumps({"identity": {}, "history": []}).encode())
-    assert check_weights(storage, "acme/m@aaa") is None and check_weights(storage, "acme/m@aaa") is None
+    assert check_weights(storage, "acme/m@aaa", "error") is None and check_weights(storage, "acme/m@aaa", "error") is None
     with pytest.raises(ConfigError, match="pin the snapshot with model.revision=aaa"):
-        check_weights(storage, "acme/m@bbb")
+        check_weights(storage, "acme/m@bbb", "error")
     assert check_weights(storage, "acme/m@bbb", "allow") == "weights: acme/m@aaa -> acme/m@bbb"
     assert json.loads(storage.read_bytes("run.json"))["weights"] == "acme/m@bbb"
 

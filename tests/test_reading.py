@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import CountingGenerator, clone
 from pipeline.assembly import build_stack, make_env, read
-from pipeline.cli import CONF_DIR
+from pipeline.compose import CONF_DIR
 from pipeline.clone.dataset import ImageFolderDataset
 from pipeline.clone.layout import Layout
 from pipeline.errors import ConfigError, InputError

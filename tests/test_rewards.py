@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from conftest import SEGMENTATION
 from pipeline.encoders.pixel_stats import PaletteSegmenter
 from pipeline.errors import ConfigError
 from pipeline.rewards import CompositeReward, EmbeddingReward, FeatureReward, SegmentationReward, build_reward
@@ -21,7 +22,7 @@ def images(world):
 @pytest.mark.parametrize("kind", ["segmentation", "features", "embedding"])
 def test_each_reward_is_in_unit_range_and_ranks_sensibly(kind, encoder, images):
     reward = {
-        "segmentation": SegmentationReward(PaletteSegmenter()),
+        "segmentation": SegmentationReward(PaletteSegmenter(), **SEGMENTATION),
         "features": FeatureReward(encoder),
         "embedding": EmbeddingReward(encoder),
     }[kind]
@@ -34,7 +35,7 @@ def test_each_reward_is_in_unit_range_and_ranks_sensibly(kind, encoder, images):
 
 
 def test_composite_is_the_weighted_mean(encoder, images):
-    seg, feat = SegmentationReward(PaletteSegmenter()), FeatureReward(encoder)
+    seg, feat = SegmentationReward(PaletteSegmenter(), **SEGMENTATION), FeatureReward(encoder)
     comp = CompositeReward({"segmentation": seg, "features": feat}, {"segmentation": 3.0, "features": 1.0})
     batch = [images["colour"], images["everything"]]
     expected = (3 * seg.score_many(batch, [seg.prepare(images["target"])] * len(batch))
@@ -53,7 +54,7 @@ def test_zero_weight_terms_are_not_computed(encoder):
 )
 def test_bad_weights(encoder, weights, message):
     with pytest.raises(ConfigError, match=message):
-        build_reward(encoder, PaletteSegmenter(), weights)
+        build_reward(encoder, PaletteSegmenter(), weights, SEGMENTATION)
 
 
 def test_segmentation_weight_needs_a_segmenter(encoder):

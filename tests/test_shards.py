@@ -29,18 +29,18 @@ def test_shard_bytes_depend_only_on_samples(tmp_path):
 def test_verify_detects_missing_truncated_and_corrupt(tmp_path):
     st = Storage(tmp_path)
     rec = write_shard(st, "shard-000001.tar", samples(4), ["c"])
-    assert verify_shard(st, rec) is None
+    assert verify_shard(st, rec, "deep") is None
     path = tmp_path / rec.shard
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    assert "size" in verify_shard(st, rec)
+    assert "size" in verify_shard(st, rec, "deep")
     flipped = bytearray(data)
     flipped[700] ^= 0xFF
     path.write_bytes(bytes(flipped))
-    assert verify_shard(st, rec) == "sha256 mismatch"
+    assert verify_shard(st, rec, "deep") == "sha256 mismatch"
     assert verify_shard(st, rec, "fast") == "sha256 mismatch"  # rewritten: the stamp changed, so it is read
     path.unlink()
-    assert verify_shard(st, rec) == verify_shard(st, rec, "fast") == "missing"
+    assert verify_shard(st, rec, "deep") == verify_shard(st, rec, "fast") == "missing"
 
 
 def test_fast_verification_reads_nothing_while_the_stamp_holds(tmp_path, monkeypatch):
@@ -69,7 +69,7 @@ def test_manifest_lists_and_validates(tmp_path):
     for r in recs:
         m.add(r)
     (tmp_path / recs[1].shard).write_bytes(b"garbage")
-    valid, problems = m.validate()
+    valid, problems = m.validate("deep")
     assert set(valid) == {recs[0].shard, recs[2].shard} and set(problems) == {recs[1].shard}
     m.consolidate()
     assert (tmp_path / "manifest.json").exists()
@@ -85,15 +85,13 @@ def test_storage_cleans_leftover_temporaries(tmp_path):
 
 def test_plan_splits_classes_into_named_shards():
     classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
-    plan = ClonePlan(classes, images_per_class=45, shard_size=20)
+    plan = ClonePlan(classes, images_per_class=45, shard_size=20, order="class", seed=0)
     units = [u for u in plan.shard_units() if u.classes == (classes[1],)]
     assert [(u.shard, u.indices(0)[0], u.count) for u in units] == [
         ("shard-000003.tar", 0, 20), ("shard-000004.tar", 20, 20), ("shard-000005.tar", 40, 5)]
     assert plan.num_shards == 9 == len(plan.shard_names()) and plan.total_images == 135
-    with pytest.raises(ConfigError, match="images_per_class"):
-        ClonePlan(classes, 0, 10)
-    with pytest.raises(ConfigError, match="shard_order must be one of class, shuffled"):
-        ClonePlan(classes, 4, 4, order="random")
+    with pytest.raises(ConfigError, match="no classes"):
+        ClonePlan([], 4, 4, "class", 0)
 
 
 def test_shuffled_plan_mixes_classes_and_places_every_sample_once():
@@ -119,7 +117,7 @@ def test_the_event_log_lives_beside_the_shards_on_an_object_store(tmp_path, monk
 
     monkeypatch.chdir(tmp_path)  # it used to land in the working directory
     cfg = OmegaConf.to_container(load(["paths.output_dir=memory://bucket/run", "cluster.num_workers=1"]), resolve=True)
-    plan = ClonePlan([ClassInfo(0, "c0", "c0")], 4, 4)
+    plan = ClonePlan([ClassInfo(0, "c0", "c0")], 4, 4, "class", 0)
     for run in range(2):  # no appends on an object store: each run's events follow the earlier ones
         driver = CloneDriver(cfg, plan)
         driver.event("plan", run=run)

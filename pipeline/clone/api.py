@@ -32,6 +32,7 @@ from pipeline.clone.identity import check_identity, identity_hash, run_identity
 from pipeline.clone.inventory import output_tags
 from pipeline.clone.lease import Lease
 from pipeline.clone.plan import ClonePlan
+from pipeline.compose import REPO_ROOT, load_config
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
 from pipeline.storage import Storage
@@ -39,17 +40,13 @@ from pipeline.torch_device import gpus_per_worker, wants_gpu
 
 
 def load(overrides: Sequence[str] = ()) -> DictConfig:
-    """``conf/clone.yaml`` with ``overrides``, typed and validated (:func:`pipeline.cli.load_config`)."""
-    from pipeline.cli import load_config
-
+    """``conf/clone.yaml`` with ``overrides``, typed and validated (:func:`pipeline.compose.load_config`)."""
     return load_config("clone", overrides)
 
 
 def cli_command(*overrides: str) -> list[str]:
     """The clone CLI as a command line, for callers that need a process of their own (to kill it, signal it, or
     measure it alone)."""
-    from pipeline.cli import REPO_ROOT
-
     return [sys.executable, str(REPO_ROOT / "scripts" / "clone.py"), *overrides]
 
 

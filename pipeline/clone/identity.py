@@ -112,7 +112,7 @@ def has_output(storage: Storage) -> bool:
     return bool(storage.list(LAYOUT.searches, ".json") or storage.list(LAYOUT.records, ".json") or storage.list("", ".tar"))
 
 
-def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error", identity: dict[str, Any] | None = None,
+def check_identity(storage: Storage, cfg: dict[str, Any], policy: str, identity: dict[str, Any] | None = None,
                    output_tags: Callable[[], set[str]] | None = None) -> list[str]:
     """Record the run's identity on the first run; on a resume compare and return the differences. While
     the folder holds no committed output (an earlier start failed early), the record is simply replaced.
@@ -174,7 +174,7 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str = "error",
     return changes
 
 
-def check_weights(storage: Storage, weights: str | None, policy: str = "error") -> str | None:
+def check_weights(storage: Storage, weights: str | None, policy: str) -> str | None:
     """Record in ``run.json`` the hub snapshot (``org/name@commit``) a worker loaded; a later worker or a resume
     that loaded another snapshot (the hub id's branch moved on, or a node's cache holds an older one) is a
     change of the model: refused under ``policy="error"``, recorded and returned as a line with ``"allow"``.

@@ -42,7 +42,7 @@ class Manifest:
             out[rec.shard] = rec
         return out, unreadable
 
-    def validate(self, mode: str = "deep", records: Iterable[ShardRecord] | None = None,
+    def validate(self, mode: str, records: Iterable[ShardRecord] | None = None,
                  map_fn: Callable = map) -> tuple[dict[str, ShardRecord], dict[str, str]]:
         """(valid records by shard, problems by shard) for ``records`` (default: every shard the manifest lists),
         checked the ``mode`` way (:func:`verify_shard`); ``map_fn`` may check them in parallel (a pool's ``map``)."""

@@ -26,8 +26,6 @@ from pipeline.clone.layout import Layout
 from pipeline.errors import ConfigError
 from pipeline.seeding import derive_seed
 
-SHARD_ORDERS = ("class", "shuffled")
-
 
 @dataclass(frozen=True)
 class SearchUnit:
@@ -63,15 +61,11 @@ class ShardUnit:
 class ClonePlan:
     """Every class gets ``images_per_class`` samples, ``shard_size`` samples per shard, in ``order``."""
 
-    def __init__(self, classes: list[ClassInfo], images_per_class: int, shard_size: int, order: str = "class", seed: int = 0) -> None:
-        if images_per_class < 1:
-            raise ConfigError(f"images_per_class must be >= 1, got {images_per_class}")
-        if shard_size < 1:
-            raise ConfigError(f"shard_size must be >= 1, got {shard_size}")
+    def __init__(self, classes: list[ClassInfo], images_per_class: int, shard_size: int, order: str, seed: int) -> None:
+        """The arguments are the clone's settings (``clone.images_per_class``, ``clone.shard_size``, ``clone.shard_order``,
+        ``seed``), whose ranges and choices the schema checks (:mod:`pipeline.config`)."""
         if not classes:
             raise ConfigError("the dataset has no classes to clone")
-        if order not in SHARD_ORDERS:
-            raise ConfigError(f"clone.shard_order must be one of {', '.join(SHARD_ORDERS)}, got {order!r}")
         self.classes = classes
         self.images_per_class, self.shard_size = int(images_per_class), int(shard_size)
         self.order, self.seed = order, int(seed)

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import webdataset as wds
 from PIL import Image
 
+from pipeline.config import VERIFY_MODES
 from pipeline.storage import Storage
 
 #: fixed tar member mtime, so a shard's bytes depend only on its samples
@@ -85,8 +86,7 @@ def tar_keys(data: bytes) -> list[str]:
     return list(keys)
 
 
-VERIFY_MODES = ("fast", "deep")
-IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # clone.image_format -> PIL format
+PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # clone.image_format (IMAGE_FORMATS) -> PIL's format
 
 
 def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
@@ -94,11 +94,11 @@ def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
     if fmt == "png":
         image.save(buf, format="PNG")
     else:
-        image.save(buf, format=IMAGE_FORMATS[fmt], quality=int(quality))
+        image.save(buf, format=PIL_FORMATS[fmt], quality=int(quality))
     return buf.getvalue()
 
 
-def verify_shard(storage: Storage, record: ShardRecord, mode: str = "deep") -> str | None:
+def verify_shard(storage: Storage, record: ShardRecord, mode: str) -> str | None:
     """Why the committed shard does not match its record, or None if it does.
 
     ``deep`` reads the shard back: sha256, a readable tar, its sample keys. ``fast`` reads nothing of it:

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from pipeline.errors import ConfigError
-from pipeline.grammar import Encoding, Grammar
+from pipeline.grammar import Grammar
 from pipeline.seeding import rng_for
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -117,9 +117,6 @@ class ShapesWorld:
         """Uniformly random attributes (one terminal per axis), reproducible from ``seed``."""
         rng = rng_for("shapes-attributes", seed)
         return {a.name: a.choices[int(rng.integers(len(a)))] for a in self.grammar.axes}
-
-    def render_encoding(self, encoding: Encoding, seed: int) -> Rendering:
-        return self.render(self.grammar.describe(encoding), seed)
 
     def render(self, attributes: Mapping[str, str], seed: int) -> Rendering:
         """Draw ``attributes``; ``seed`` fixes position, rotation and colour jitter."""
