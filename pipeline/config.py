@@ -27,6 +27,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from pipeline.env import RewardMode
 from pipeline.errors import ConfigError
 from pipeline.reading import CLASS_SOURCES
+from pipeline.rewards import check_weights
 
 
 def setting(*, ge: float | None = None, le: float | None = None, choices: tuple[str, ...] | None = None,
@@ -300,11 +301,18 @@ def _check_workers(cfg: DictConfig) -> None:
                           f"growing as nodes join) or null, got {n!r}")
 
 
+def _check_reward(cfg: DictConfig) -> None:
+    reward = cfg.get("reward")
+    if isinstance(reward, DictConfig) and "weights" in reward:  # before Ray starts, not when a worker builds it
+        check_weights(OmegaConf.to_container(reward.weights, resolve=True), reward.get("segmenter") is not None)
+
+
 def validate(cfg: DictConfig, schema: type = CloneApp) -> None:
     """Ranges, choices, component keys and cross-group rules, in one step before anything starts. Types were
     checked when the config was composed against the schema."""
     _check_ranges(cfg, schema, "")
     _check_workers(cfg)
+    _check_reward(cfg)
     for group in COMPONENT_GROUPS:
         if group in cfg:
             check_component(group, cfg[group])

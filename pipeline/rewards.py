@@ -150,6 +150,23 @@ class ClassConsistencyReward:
 
 #: the reward term that decides acceptance (a state's and an image's class-consistency score)
 ACCEPTANCE_TERM = "class"
+#: the terms :func:`build_reward` can build, as ``reward.weights`` names them
+REWARD_TERMS = ("segmentation", "features", "embedding", ACCEPTANCE_TERM)
+
+
+def check_weights(weights: Mapping[str, float], has_segmenter: bool) -> None:
+    """``reward.weights`` as a config gives them, checked before anything is built (:func:`pipeline.config.validate`):
+    known terms, none negative, one positive, and a segmenter for a positive segmentation weight."""
+    unknown = sorted(k for k, w in weights.items() if k not in REWARD_TERMS and w > 0)
+    if unknown:
+        raise ConfigError(f"reward.weights names unknown reward '{unknown[0]}' (known: {', '.join(REWARD_TERMS)})")
+    for name, w in weights.items():
+        if w < 0:
+            raise ConfigError(f"reward.weights.{name} must be >= 0, got {w}")
+    if not any(w > 0 for w in weights.values()):
+        raise ConfigError("reward.weights: at least one reward needs a positive weight")
+    if weights.get("segmentation", 0) > 0 and not has_segmenter:
+        raise ConfigError("reward.weights.segmentation > 0 but reward.segmenter is null")
 
 
 class CompositeReward:

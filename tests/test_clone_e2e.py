@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from conftest import SMALL, clone, clone_cli, clone_cmd, count, crash_when, last_summary, sample_hashes
+from helpers.clone import SMALL, clone, clone_cli, clone_cmd, last_summary, sample_hashes
+from helpers.processes import count, crash_when
 from pipeline.clone import dry_run, load
 from pipeline.clone.manifest import Manifest
 from pipeline.storage import Storage

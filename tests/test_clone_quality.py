@@ -9,7 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, CountingGenerator, grid_env, make_search
+from helpers import ROOT
+from helpers.components import CountingGenerator, grid_env, make_search
 from pipeline.compose import CONF_DIR
 from pipeline.encoders.pixel_stats import PixelStatsEncoder
 from pipeline.encoders.shapes_cnn import ShapesCnnSemanticEncoder

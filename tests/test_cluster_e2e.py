@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import clone, clone_cmd, free_port, last_summary, sample_hashes
+from helpers.clone import clone, clone_cmd, last_summary, sample_hashes
+from helpers.processes import free_port
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -95,6 +95,7 @@ def test_the_shapes_cnn_is_loaded_once_for_its_three_roles():
     ("clone.images_per_class=0", "clone.images_per_class must be >= 1, got 0"),
     ("env.horizon=0", "env.horizon must be >= 1, got 0"),
     ("env.budget=0", "env.budget must be >= 1, got 0"),
+    ("reward.weights.embedding=-1", "reward.weights.embedding must be >= 0, got -1"),  # was found by a worker, after Ray
     ("cluster.max_in_flight=0", "cluster.max_in_flight must be >= 1, got 0"),
     ("env.accept_threshold=1.5", "env.accept_threshold must be in [0, 1], got 1.5"),
     ("env.mode=dream", "env.mode must be one of reward_only, goal"),

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 import yaml
 
-from conftest import CLASSES, clone
+from helpers.clone import CLASSES, clone
 from pipeline.clone.card import SAMPLE_FIELDS, label_names, size_category
 from pipeline.clone.dataset import ClassInfo
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import CountingGenerator, grid_env
+from helpers.components import CountingGenerator, grid_env
 from pipeline.env import StateEvaluator
 from pipeline.rendering import Renderer
 from pipeline.errors import ConfigError

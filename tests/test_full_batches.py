@@ -9,7 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import pipeline.clone as clone_api
-from conftest import CountingGenerator, clone
+from helpers.clone import clone
+from helpers.components import CountingGenerator
 from pipeline.clone.plan import SearchUnit
 from pipeline.clone.worker import CloneWorker
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clone, free_port, sample_hashes
+from helpers.clone import clone, sample_hashes
+from helpers.processes import free_port
 
 pytestmark = pytest.mark.slow
 boto3 = pytest.importorskip("boto3", reason="boto3 is not installed (pip install -e '.[dev]')")
@@ -280,7 +281,7 @@ def test_an_object_store_that_hiccups_or_goes_away_for_a_while_costs_a_pause(s3_
             proxy.down(20)
 
     from pipeline.clone import api
-    from conftest import SMALL
+    from helpers.clone import SMALL
     s = api.run(api.load(["paths.output_dir=s3://clones/hiccups", *SMALL]), on_event=on_event).to_dict()
     assert s["ok"] and s["shards_written"] == 12 and not s["failures"], s
     assert went_down.is_set() and proxy.failed >= 5
@@ -293,7 +294,7 @@ def test_an_object_store_that_hiccups_or_goes_away_for_a_while_costs_a_pause(s3_
     ("no bucket", "the bucket does not exist"),
 ])
 def test_an_object_store_that_cannot_be_used_is_one_line_before_ray_starts(s3_server, tmp_path, problem, message):
-    from conftest import clone_cmd
+    from helpers.clone import clone_cmd
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"),
                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
     url = "s3://clones/unusable"

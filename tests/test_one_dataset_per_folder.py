@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, clone, clone_cmd, sample_hashes
+from helpers import ROOT
+from helpers.clone import clone, clone_cmd, sample_hashes
 from pipeline.clone.layout import Layout
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from conftest import CountingGenerator, clone
+from helpers.clone import clone
+from helpers.components import CountingGenerator
 from pipeline.assembly import build_stack, make_env, read
 from pipeline.compose import CONF_DIR
 from pipeline.clone.dataset import ImageFolderDataset

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import CountingGenerator, grid_env, make_search
+from helpers.components import CountingGenerator, grid_env, make_search
 from pipeline.env import StateEvaluator
 from pipeline.errors import ConfigError
 from pipeline.rendering import CallStats, Renderer, RenderJob, RenderPool, summarise_calls

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import SEGMENTATION
+from helpers.components import SEGMENTATION
 from pipeline.encoders.pixel_stats import PaletteSegmenter
 from pipeline.errors import ConfigError
 from pipeline.rewards import CompositeReward, EmbeddingReward, FeatureReward, SegmentationReward, build_reward

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import CountingGenerator, grid_env, make_search
+from helpers.components import CountingGenerator, grid_env, make_search
 from pipeline.encoders.prototype import PrototypeSemanticEncoder
 from pipeline.env import StateEvaluator
 from pipeline.rendering import Renderer

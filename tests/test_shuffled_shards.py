@@ -8,7 +8,8 @@ import json
 import pytest
 import webdataset as wds
 
-from conftest import clone, clone_cmd, count, crash_when, sample_hashes
+from helpers.clone import clone, clone_cmd, sample_hashes
+from helpers.processes import count, crash_when
 
 pytestmark = pytest.mark.slow
 SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # 4 classes x 12 images in 8 shards

@@ -8,7 +8,8 @@ import json
 import pytest
 
 import pipeline.clone as clone_api
-from conftest import count, crash_when, sample_hashes
+from helpers.clone import sample_hashes
+from helpers.processes import count, crash_when
 
 pytestmark = pytest.mark.slow
 # 1000 classes x 2 images in 40 shuffled shards of 50; a short search each (the clone's cost is the 1000 units)

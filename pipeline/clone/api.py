@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.assembly import instantiate_model
 from pipeline.clone.card import CardFacts
 from pipeline.clone.dataset import ClassInfo
-from pipeline.clone.driver import CloneDriver, CloneSummary, worker_count
+from pipeline.clone.driver import CloneDriver, CloneSummary
+from pipeline.clone.pool import worker_count
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
 from pipeline.clone.reference_throughput import reference_throughput
 from pipeline.clone.identity import check_identity, identity_hash, run_identity

@@ -37,20 +37,20 @@ from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
 from pipeline.clone.card import CardFacts, dataset_card
-from pipeline.clone.identity import check_identity, check_weights, folder_identities, identity_hash, run_identity
+from pipeline.clone.identity import check_identity, folder_identities, identity_hash, run_identity
 from pipeline.clone.inventory import output_tags, take_inventory
 from pipeline.clone.lease import Lease
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.layout import LAYOUT
-from pipeline.clone.worker import CloneWorker, image_seed
+from pipeline.clone.pool import WorkerPool, short_error, worker_count
+from pipeline.clone.worker import image_seed
 from pipeline.errors import ConfigError, InputError, Interrupted, PipelineError
 from pipeline.rendering import summarise_calls
 from pipeline.storage import Storage
 
 log = logging.getLogger("rldf.clone")
 Unit = SearchUnit | ShardUnit
-ELASTIC_CHECK_S = 2.0  # cluster.num_workers=auto: how often the driver looks for capacity that joined
 
 
 @dataclass
@@ -104,40 +104,6 @@ class CloneSummary:
         d["images_per_s_after_startup"] = round(self.images_written / work, 3) if work > 0 else 0.0
         d["ok"] = self.ok
         return d
-
-
-def _resources(res: dict[str, float]) -> str:
-    return ", ".join(f"{res.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
-
-
-def short_error(exc: BaseException) -> str:
-    """The last meaningful line of a (possibly remote) exception."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException) and not isinstance(cause, RayTaskError):
-        return f"{type(cause).__name__}: {cause}".splitlines()[0]
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    errs = [ln for ln in lines if "Error" in ln.split(":", 1)[0]]
-    return (errs[-1] if errs else (lines[-1] if lines else type(exc).__name__))[:300]
-
-
-def worker_count(cluster: Any, res: dict[str, float]) -> int:
-    """Workers to run on a Ray cluster with resources ``res``: ``cluster.num_workers`` when it is a number, else one
-    per ``gpus_per_worker`` GPUs (GPU workers), else one per ``cpus_per_worker`` CPUs."""
-    n = cluster["num_workers"]
-    if n and n != "auto":
-        return int(n)
-    gpus = float(cluster["gpus_per_worker"] or 0)
-    if gpus:
-        count = int(res.get("GPU", 0) // gpus)
-        if count < 1 and n != "auto":
-            raise ConfigError(f"cluster.gpus_per_worker={gpus:g} but the Ray cluster has {res.get('GPU', 0):g} GPUs")
-        return max(count, 0 if n == "auto" else 1)
-    cpus = float(cluster["cpus_per_worker"])
-    return max(1, int(res.get("CPU", 1) // cpus)) if cpus else max(1, int(res.get("CPU", 1)))
-
-
-def _alive_nodes() -> set[str]:
-    return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
 
 @dataclass
@@ -202,23 +168,13 @@ class CloneDriver:
         self.identity_hash = identity_hash(self.identity)
         self.lease = lease
         cluster, clone = cfg["cluster"], cfg["clone"]
-        #: auto: one worker per GPU or slot the cluster has now, requested as nodes join (cluster.num_workers=auto)
-        self.elastic = cluster["num_workers"] == "auto"
-        self._grown_at = 0.0
-        self.worker_nodes: dict[int, str | None] = {}  # worker id -> the Ray node it runs on
-        self.units_per_worker = int(cluster["units_per_worker"])
-        self.max_in_flight = self.units_per_worker - 1 + int(cluster["max_in_flight"])  # units a worker holds
         self.max_attempts = int(clone["max_attempts"])
         self.verify_mode = str(clone["verify"])
         self.class_pos = class_pos
         self._readings: dict[str, tuple[str | None, float | None]] = {}  # class id -> what its search read (inventory, then this run)
-        self.max_worker_restarts = int(cluster["max_worker_restarts"])
-        self.worker_start_timeout = float(cluster["worker_start_timeout_s"])
         self.stop_grace = float(cluster["stop_grace_s"])
         self._stop_signal: str | None = None  # the first SIGTERM / SIGINT received
         self._stop_at = 0.0
-        self.actor_options = {"num_cpus": float(cluster["cpus_per_worker"]), "num_gpus": float(cluster["gpus_per_worker"] or 0),
-                              "max_restarts": 0, "max_concurrency": self.units_per_worker}
         self.storage = Storage(cfg["paths"]["output_dir"], cfg["clone"]["storage_retry_s"])
         self._log_failed = False
         self._log_checked = False
@@ -231,9 +187,7 @@ class CloneDriver:
         else:
             fd, self.log_path = tempfile.mkstemp(prefix="clone-", suffix=".log")
             os.close(fd)
-        self.workers: dict[int, Any] = {}
-        self.starting: dict[Any, tuple[int, Any]] = {}  # ping ref -> (worker id, actor) of workers not yet up
-        self._next_worker = 0
+        self.pool = WorkerPool(cfg, self.identity_hash, self.storage, self.event)
 
     # ------------------------------------------------------------------ bookkeeping
     def event(self, kind: str, **fields: Any) -> None:
@@ -252,58 +206,6 @@ class CloneDriver:
                       file=sys.stderr)
             self._log_failed = True
         self.on_event(e)
-
-    def _request_workers(self, n: int) -> None:
-        """Ask Ray for ``n`` workers without waiting: each joins when its ping answers (:meth:`_joined`)."""
-        for _ in range(n):
-            wid = self._next_worker
-            self._next_worker += 1
-            actor = ray.remote(CloneWorker).options(**self.actor_options).remote(self.cfg, wid, self.identity_hash)
-            self.starting[actor.ping.remote()] = (wid, actor)
-
-    def _joined(self, ref: Any, summary: CloneSummary, first_start: bool) -> None:
-        """A starting worker answered: it joins, or (it failed to load) the run stops at the first start, where
-        a failure is a configuration error, and later counts as a lost worker that is replaced."""
-        wid, actor = self.starting.pop(ref)
-        try:
-            info = ray.get(ref)
-        except (RayActorError, RayTaskError) as e:
-            ray.kill(actor)
-            if first_start:
-                raise PipelineError(f"worker failed to start: {short_error(e)}") from None
-            summary.workers_lost += 1
-            self.event("worker_start_failed", worker=wid, error=short_error(e))
-            self._check_restarts(summary, e)
-            self._request_workers(1)
-            return
-        summary.worker_devices[str(wid)] = {k: info.get(k) for k in ("device", "device_name", "dtype", "torch", "cuda", "diffusers", "weights")}
-        self.event("worker_started", **info)
-        try:
-            changed = check_weights(self.storage, info.get("weights"), self.cfg["clone"]["on_config_change"])
-        except ConfigError:
-            ray.kill(actor)
-            raise
-        if changed:
-            self.event("config_changed", changes=[changed])
-        self.workers[wid] = actor
-        self.worker_nodes[wid] = info.get("node")
-
-    def _start_workers(self, n: int, summary: CloneSummary) -> None:
-        """The first start: ask for ``n`` workers and wait until all have loaded their models, or, once the
-        worker start timeout has passed, go on with those that did (the rest join when Ray places them)."""
-        self._request_workers(n)
-        deadline = time.perf_counter() + self.worker_start_timeout
-        while self.starting and (left := deadline - time.perf_counter()) > 0:
-            done, _ = ray.wait(list(self.starting), num_returns=1, timeout=min(1.0, left))
-            for ref in done:
-                self._joined(ref, summary, first_start=True)
-        if not self.workers:
-            raise PipelineError(
-                f"no worker started within cluster.worker_start_timeout_s={self.worker_start_timeout:g} s; each needs "
-                f"{self.actor_options['num_cpus']:g} CPU and {self.actor_options['num_gpus']:g} GPU, and the Ray cluster has "
-                f"{_resources(ray.available_resources())} free")
-        if self.starting:
-            self.event("workers_pending", count=len(self.starting))
 
     def _todo(self, summary: CloneSummary) -> tuple[list[SearchUnit], list[ShardUnit]]:
         """Searches not yet persisted that some unfinished shard needs, and the shards not validly committed
@@ -403,17 +305,17 @@ class CloneDriver:
         try:
             if sched.queue:
                 wanted = worker_count(self.cfg["cluster"], ray.cluster_resources())
-                self._start_workers(max(1, min(wanted, len(sched.queue))), summary)
+                self.pool.start(max(1, min(wanted, len(sched.queue))), summary)
             summary.startup_s = round(time.perf_counter() - t0, 3)
             while (sched.queue or sched.in_flight) and not self._should_stop(sched, summary):
                 if self._stop_signal is None:
-                    self._dispatch(sched)
-                    if self.elastic:
-                        self._follow_cluster(sched)
-                done, _ = ray.wait(list(sched.in_flight) + list(self.starting), num_returns=1, timeout=1.0)
+                    self.pool.dispatch(sched)
+                    if self.pool.elastic:
+                        self.pool.follow_cluster(sched)
+                done, _ = ray.wait(list(sched.in_flight) + list(self.pool.starting), num_returns=1, timeout=1.0)
                 for ref in done:
-                    if ref in self.starting:
-                        self._joined(ref, summary, first_start=False)
+                    if ref in self.pool.starting:
+                        self.pool.joined(ref, summary, first_start=False)
                     elif ref in sched.in_flight:  # else: a unit of a worker already declared lost
                         self._collect(ref, sched, summary, bar, t0)
         except BaseException:
@@ -421,10 +323,7 @@ class CloneDriver:
             raise
         finally:
             bar.close()
-            for actor in [*self.workers.values(), *(a for _, a in self.starting.values())]:
-                ray.kill(actor)
-            self.workers.clear()
-            self.starting.clear()
+            self.pool.kill_all()
         return self._finish(summary, sched, t0)
 
     def _should_stop(self, sched: Schedule, summary: CloneSummary) -> bool:
@@ -437,15 +336,15 @@ class CloneDriver:
                 late = (f" ({len(sched.in_flight)} units still in flight after cluster.stop_grace_s={self.stop_grace:g} s)"
                         if sched.in_flight else "")
                 summary.stopped = f"stopped by {self._stop_signal}{late}"
-        elif self.workers:
+        elif self.pool.workers:
             sched.alone_since = None
         else:  # every worker is lost: wait for a replacement, but not forever
             sched.alone_since = sched.alone_since or time.perf_counter()
-            if not self.starting:
-                self._request_workers(1)
-            if time.perf_counter() - sched.alone_since > self.worker_start_timeout:
+            if not self.pool.starting:
+                self.pool.request(1)
+            if time.perf_counter() - sched.alone_since > self.pool.worker_start_timeout:
                 summary.stopped = (f"no worker alive and none started within cluster.worker_start_timeout_s="
-                                   f"{self.worker_start_timeout:g} s")
+                                   f"{self.pool.worker_start_timeout:g} s")
         return summary.stopped is not None
 
     def _collect(self, ref: Any, sched: Schedule, summary: CloneSummary, bar: tqdm, t0: float) -> None:
@@ -454,7 +353,7 @@ class CloneDriver:
         try:
             out = ray.get(ref)
         except RayActorError as e:
-            self._worker_lost(wid, unit, sched, summary, e)
+            self.pool.lost(wid, unit, sched, summary, e)
             return
         except RayTaskError as e:
             self._unit_failed(unit, sched, summary, e)
@@ -572,56 +471,6 @@ class CloneDriver:
             os.remove(self.log_path)
         except (OSError, PipelineError) as err:  # never hide the run's own outcome behind the log's
             print(f"warning: {LAYOUT.log} could not be uploaded ({err}); this run's events are in {self.log_path}", file=sys.stderr)
-
-    def _dispatch(self, sched: Schedule) -> None:
-        load = {wid: 0 for wid in self.workers}
-        for _, wid in sched.in_flight.values():
-            load[wid] = load.get(wid, 0) + 1
-        while sched.queue:
-            wid = min(load, key=load.get, default=None)
-            if wid is None or load[wid] >= self.max_in_flight:
-                return
-            unit = sched.queue.popleft()
-            actor = self.workers[wid]
-            ref = actor.search.remote(unit) if isinstance(unit, SearchUnit) else actor.generate.remote(unit)
-            sched.in_flight[ref] = (unit, wid)
-            load[wid] += 1
-
-    def _follow_cluster(self, sched: Schedule) -> None:
-        """``cluster.num_workers=auto``: every few seconds, request workers for capacity that joined the cluster
-        (while there is work for them); capacity that left is not replaced."""
-        now = time.perf_counter()
-        if now - self._grown_at < ELASTIC_CHECK_S:
-            return
-        self._grown_at = now
-        res = ray.cluster_resources()
-        want = min(worker_count(self.cfg["cluster"], res), len(sched.queue) + len(sched.in_flight))
-        have = len(self.workers) + len(self.starting)
-        if want > have:
-            self.event("workers_requested", count=want - have, why="the cluster has room for more", resources=_resources(res))
-            self._request_workers(want - have)
-
-    def _worker_lost(self, wid: int, unit: Unit, sched: Schedule, summary: CloneSummary, err: Exception) -> None:
-        sched.queue.appendleft(unit)
-        if wid in self.workers:  # first news of this death: re-queue its other units, replace it
-            del self.workers[wid]
-            for ref, (u, w) in list(sched.in_flight.items()):
-                if w == wid:
-                    del sched.in_flight[ref]
-                    sched.queue.appendleft(u)
-            node = self.worker_nodes.pop(wid, None)
-            if self.elastic and node is not None and node not in _alive_nodes():  # capacity left: not a failure
-                summary.nodes_left += 1
-                self.event("node_left", worker=wid, node=node, unit=unit.id)
-                return
-            summary.workers_lost += 1
-            self.event("worker_lost", worker=wid, unit=unit.id, error=short_error(err))
-            self._check_restarts(summary, err)
-            self._request_workers(1)
-
-    def _check_restarts(self, summary: CloneSummary, err: Exception) -> None:
-        if summary.workers_lost > self.max_worker_restarts:
-            raise PipelineError(f"{summary.workers_lost} workers lost (> cluster.max_worker_restarts): {short_error(err)}")
 
     def _unit_failed(self, unit: Unit, sched: Schedule, summary: CloneSummary, err: Exception) -> None:
         sched.attempts[unit.id] = sched.attempts.get(unit.id, 0) + 1
