@@ -265,8 +265,9 @@ def make_plan(a: argparse.Namespace, class_names: list[str]) -> Plan:
                 a.cas_steps or (800 if quick else 1500), a.n_cas_test or (500 if quick else 2000))
 
 
-def distribution_metrics(plan: Plan, world, extractor, sources: dict) -> tuple[dict, dict]:
-    """FD/KID/PRDC of every source against the real val split, and the mean per-class Vendi score."""
+def distribution_metrics(plan: Plan, world, extractor, sources: dict, cfg) -> tuple[dict, dict]:
+    """FD/KID/PRDC of every source against the real val split, and the mean per-class Vendi score, under
+    conf/metrics.yaml's settings (``cfg``)."""
     import torch
 
     from pipeline.metrics.features import extract
@@ -274,14 +275,15 @@ def distribution_metrics(plan: Plan, world, extractor, sources: dict) -> tuple[d
     from pipeline.metrics.sources import ShapesImages
     from pipeline.metrics.vendi import per_class_vendi
 
-    fx = dict(batch_size=256, workers=0, cache_dir=plan.out / "feature_cache")
+    fx = dict(batch_size=int(cfg.batch_size), workers=int(cfg.workers), cache_dir=plan.out / "feature_cache")
     names = dict(enumerate(plan.class_names))
     real_val = extract(ShapesImages(world, "val", plan.a.n_real or plan.n_synth, 32, classes=plan.classes), extractor, None,
                        label="real val", **fx)
     metrics, vendi = {}, {}
     for name, src in sources.items():
         fs = extract(src, extractor, None, label=name, **fx)
-        metrics[name] = score_sets(real_val, fs, k=3, kid_subsets=100, kid_subset_size=1000, seed=plan.a.seed, class_names=names)
+        metrics[name] = score_sets(real_val, fs, k=int(cfg.k), kid_subsets=int(cfg.kid_subsets), kid_subset_size=int(cfg.kid_subset_size),
+                                   seed=plan.a.seed, class_names=names)
         vendi[name] = float(np.mean(list(per_class_vendi(torch.from_numpy(fs.features), torch.from_numpy(fs.labels)).values())))
     return metrics, vendi
 
@@ -325,7 +327,7 @@ def main() -> None:
     a = parse_args()
     torch.set_num_threads(2)
     t_start = time.perf_counter()
-    cfg = load_config("metrics", ["synthetic=none"])
+    cfg = load_config("metrics", ["synthetic=none", "workers=0"])  # features extracted in this process, beside the clones' Ray
     grammar = instantiate(cfg.grammar)
     world = ShapesWorld(grammar, 32)
     plan = make_plan(a, list(world.classes))
@@ -344,7 +346,7 @@ def main() -> None:
     sources["real"] = ShapesImages(world, "cas-train", plan.n_synth, 32, classes=plan.classes)
     t0 = time.perf_counter()  # 2. distribution metrics, with a real-vs-real reference row
     extractor = instantiate(cfg.features)  # built once: the metrics' features and the name the results give them
-    metrics, vendi = distribution_metrics(plan, world, extractor, sources)
+    metrics, vendi = distribution_metrics(plan, world, extractor, sources, cfg)
     seconds["metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()  # 3. the judge's readings and CAS; contact sheets
     rows, n_test = judged_rows(plan, world, sources, metrics, vendi)

@@ -196,15 +196,15 @@ def test_images_below_tau_are_replaced_and_a_short_class_is_reported(tmp_path):
             "a medium green striped star on a grey background"]
     write_search(worker, classes["star"], star)
     out = worker.generate(shard_of["star"])
-    assert out["images"] == 6 and out["missing"] == 0 and out["renders"] > 6
-    metas = [json.loads(s) for s in tar_members(tmp_path / out["record"]["shard"], ".json")]
+    assert out.images == 6 and out.missing == 0 and out.renders > 6
+    metas = [json.loads(s) for s in tar_members(tmp_path / out.record.shard, ".json")]
     assert all("star" in m["prompt"] and m["score"] >= 0.5 for m in metas)
     assert any(m["attempt"] > 0 for m in metas)
     # cross: every candidate renders another class; nothing is padded, the shortfall is recorded
     write_search(worker, classes["cross"], ["a large red solid circle on a white background"])
     out = worker.generate(shard_of["cross"])
-    assert out["images"] == 0 and out["missing"] == 6 and out["renders"] == 18
-    assert out["record"]["missing"] == 6 and out["record"]["count"] == 0
+    assert out.images == 0 and out.missing == 6 and out.renders == 18
+    assert out.record.missing == 6 and out.record.count == 0
 
 
 def tar_members(path, suffix):

@@ -7,7 +7,7 @@ from pipeline.rendering import Renderer
 from pipeline.errors import ConfigError
 
 
-def make_env(grammar, generator, reward, target, **kw):
+def small_env(grammar, generator, reward, target, **kw):
     ev = StateEvaluator(Renderer(generator, reward, kw.pop("batch_size", 5)), target, seeds=kw.pop("seeds", [11, 12]))
     kw.setdefault("mode", "reward_only")
     kw.setdefault("budget", None)
@@ -15,7 +15,7 @@ def make_env(grammar, generator, reward, target, **kw):
 
 
 def test_actions_move_one_axis_and_clip(grammar, generator, reward, world):
-    env = make_env(grammar, generator, reward, world.sample(0).image)
+    env = small_env(grammar, generator, reward, world.sample(0).image)
     assert env.n_actions == 10
     assert env.move((0, 0, 0, 0, 0), 0) == (0, 0, 0, 0, 0)  # clipped at the lower border
     assert env.move((0, 0, 0, 0, 0), 1) == (1, 0, 0, 0, 0)
@@ -25,7 +25,7 @@ def test_actions_move_one_axis_and_clip(grammar, generator, reward, world):
 
 def test_cache_never_renders_a_state_seed_twice(grammar, generator, reward, world):
     counting = CountingGenerator(generator)
-    env = make_env(grammar, counting, reward, world.sample(0).image)
+    env = small_env(grammar, counting, reward, world.sample(0).image)
     states = [env.move(env.start, a) for a in range(env.n_actions)] * 3
     first = env.reward_of(states)
     again = env.reward_of(states[::-1])
@@ -37,14 +37,14 @@ def test_cache_never_renders_a_state_seed_twice(grammar, generator, reward, worl
 
 def test_renders_are_batched(grammar, generator, reward, world):
     counting = CountingGenerator(generator)
-    env = make_env(grammar, counting, reward, world.sample(0).image, batch_size=4)
+    env = small_env(grammar, counting, reward, world.sample(0).image, batch_size=4)
     env.reward_of([(i, 0, 0, 0, 0) for i in range(5)])
     assert counting.batches == [4, 4, 2]
 
 
 def test_goal_mode_adds_closeness_and_ends_at_goal(grammar, generator, reward, world):
     goal = (1, 0, 0, 0, 0)
-    env = make_env(grammar, generator, reward, world.sample(0).image, goal=goal, mode="goal", goal_weight=1.0,
+    env = small_env(grammar, generator, reward, world.sample(0).image, goal=goal, mode="goal", goal_weight=1.0,
                    goal_axes=[a.name for a in grammar.axes], end_at_goal=True)
     img = env.image_rewards([goal])[0]
     assert env.reward_of([goal])[0] == pytest.approx((img + 1.0) / 2)
@@ -54,7 +54,7 @@ def test_goal_mode_adds_closeness_and_ends_at_goal(grammar, generator, reward, w
 
 def test_goal_closeness_defaults_to_the_class_axis(grammar, generator, reward, world):
     goal = (3, 5, 2, 1, 1)
-    env = make_env(grammar, generator, reward, world.sample(0).image, goal=goal, mode="goal", end_at_goal=True)
+    env = small_env(grammar, generator, reward, world.sample(0).image, goal=goal, mode="goal", end_at_goal=True)
     assert env.closeness((3, 0, 0, 0, 0)) == 1.0 and env.at_goal((3, 7, 0, 2, 0))  # other axes do not count
     assert env.closeness((0, 5, 2, 1, 1)) == pytest.approx(1 - 3 / 9)
     assert not env.step((1, 0, 0, 0, 0), 1, 0)[2]  # one class short of the goal
@@ -62,7 +62,7 @@ def test_goal_closeness_defaults_to_the_class_axis(grammar, generator, reward, w
 
 
 def test_budget_and_acceptance(grammar, generator, reward, world):
-    env = make_env(grammar, generator, reward, world.sample(0).image, budget=4)
+    env = small_env(grammar, generator, reward, world.sample(0).image, budget=4)
     env.observe([(0, 0, 0, 0, 0)])
     assert env.renders == 2 and not env.exhausted
     env.observe([(1, 0, 0, 0, 0)])
@@ -72,9 +72,9 @@ def test_budget_and_acceptance(grammar, generator, reward, world):
 
 
 def test_horizon_and_threshold_end_episodes(grammar, generator, reward, world):
-    env = make_env(grammar, generator, reward, world.sample(0).image, horizon=3)
+    env = small_env(grammar, generator, reward, world.sample(0).image, horizon=3)
     assert not env.step(env.start, 1, 0)[2] and env.step(env.start, 1, 2)[2]
-    env = make_env(grammar, generator, reward, world.sample(0).image, reward_threshold=0.0)
+    env = small_env(grammar, generator, reward, world.sample(0).image, reward_threshold=0.0)
     assert env.step(env.start, 1, 0)[2]
 
 
@@ -84,4 +84,4 @@ def test_horizon_and_threshold_end_episodes(grammar, generator, reward, world):
 )
 def test_invalid_env_config(grammar, generator, reward, world, kw, message):
     with pytest.raises(ConfigError, match=message):
-        make_env(grammar, generator, reward, world.sample(0).image, **kw)
+        small_env(grammar, generator, reward, world.sample(0).image, **kw)

@@ -70,7 +70,7 @@ def test_a_shuffled_clone_renders_in_full_calls(tmp_path):
                           "clone.images_per_class=13", "clone.shard_size=13", "clone.shard_order=shuffled",
                           "clone.batch_size=16", "clone.reuse_search_renders=false", "env.budget=64", "search=qlearning_batched",
                           "clone.progress=false"])
-    plan, _, _ = clone_api.api._prepare(cfg)
+    plan, _, _, _ = clone_api.api._prepare(cfg)
     worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
     gen = CountingGenerator(worker.stack.generator)
     worker.pool.renderer.generator = gen

@@ -21,7 +21,7 @@ def semantic(grammar, generator, encoder):
     return PrototypeSemanticEncoder(grammar, generator, encoder, samples_per_choice=24)
 
 
-def make_env(grammar, generator, reward, target, start=(0, 0, 0, 0, 0), goal=None, mode="reward_only", **kw):
+def search_env(grammar, generator, reward, target, start=(0, 0, 0, 0, 0), goal=None, mode="reward_only", **kw):
     ev = StateEvaluator(Renderer(generator, reward, 64), target, seeds=[123])
     kw.setdefault("budget", None)
     return grid_env(grammar, ev, start, goal=goal, mode=mode, **kw)
@@ -43,7 +43,7 @@ def RandomSearch(**params):  # noqa: N802
 def optimum(grammar, generator, reward, world):
     out = {}
     for t in TARGETS:
-        res = make_search("exhaustive").run(SearchProblem(make_env(grammar, generator, reward, world.sample(t).image)))
+        res = make_search("exhaustive").run(SearchProblem(search_env(grammar, generator, reward, world.sample(t).image)))
         assert res.renders == grammar.size
         out[t] = res
     return out
@@ -58,7 +58,7 @@ def test_exhaustive_optimum_is_the_input_caption(target, optimum, world):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_qlearning_reaches_one_percent_of_the_optimum_with_fewer_renders(target, seed, optimum, grammar, generator, reward, world):
     best = optimum[target].best.reward
-    res = qlearning().run(SearchProblem(make_env(grammar, generator, reward, world.sample(target).image), seed=seed))
+    res = qlearning().run(SearchProblem(search_env(grammar, generator, reward, world.sample(target).image), seed=seed))
     assert res.best.reward >= 0.99 * best
     assert res.renders < grammar.size
     assert res.best_trajectory[0] == (0, 0, 0, 0, 0) and res.best_trajectory[-1] == res.best.encoding
@@ -69,7 +69,7 @@ def test_qlearning_goal_mode_reaches_the_goal(semantic, grammar, generator, rewa
         image = world.sample(target).image
         goal = semantic.encode([image])[0]
         start = semantic.encode([noise_image(32, target)])[0]
-        env = make_env(grammar, generator, reward, image, start=start, goal=goal, mode="goal",
+        env = search_env(grammar, generator, reward, image, start=start, goal=goal, mode="goal",
                        goal_axes=[a.name for a in grammar.axes], end_at_goal=True, budget=600)
         res = qlearning().run(SearchProblem(env, seed=0))
         assert res.best_trajectory[-1] == goal
@@ -83,14 +83,14 @@ def test_semantic_encoder_mostly_recovers_the_caption(semantic, grammar, world):
 
 def test_noisy_gradient_goal_mode_reaches_the_goal(grammar, generator, reward, world):
     goal = (7, 5, 3, 2, 1)
-    env = make_env(grammar, generator, reward, world.sample(5).image, goal=goal, mode="goal", goal_axes=[a.name for a in grammar.axes])
+    env = search_env(grammar, generator, reward, world.sample(5).image, goal=goal, mode="goal", goal_axes=[a.name for a in grammar.axes])
     res = NoisyGradient().run(SearchProblem(env, seed=3))
     assert res.best_trajectory[-1] == goal
     assert any(c.encoding == goal for c in res.candidates)
 
 
 def test_noisy_gradient_reward_only_improves_on_the_start(grammar, generator, reward, world):
-    env = make_env(grammar, generator, reward, world.sample(2000).image)
+    env = search_env(grammar, generator, reward, world.sample(2000).image)
     res = NoisyGradient().run(SearchProblem(env, seed=0))
     start_reward = next(c.reward for c in res.candidates if c.encoding == (0, 0, 0, 0, 0))
     assert res.best.reward > start_reward + 0.2
@@ -102,37 +102,37 @@ def test_identical_results_under_the_same_seed(make, grammar, generator, reward,
     runs = []
     for _ in range(2):
         counting = CountingGenerator(generator)
-        res = make().run(SearchProblem(make_env(grammar, counting, reward, world.sample(9).image, budget=200), seed=4))
+        res = make().run(SearchProblem(search_env(grammar, counting, reward, world.sample(9).image, budget=200), seed=4))
         runs.append((res.to_dict(), counting.calls))
     assert json.dumps(runs[0]) == json.dumps(runs[1])  # (NaN scores: compare the serialised form)
-    other = make().run(SearchProblem(make_env(grammar, generator, reward, world.sample(9).image, budget=200), seed=5))
+    other = make().run(SearchProblem(search_env(grammar, generator, reward, world.sample(9).image, budget=200), seed=5))
     assert other.to_dict()["candidates"] != runs[0][0]["candidates"]
 
 
 def test_no_search_renders_a_state_seed_twice(grammar, generator, reward, world):
     for make in (qlearning, NoisyGradient, RandomSearch):
         counting = CountingGenerator(generator)
-        make().run(SearchProblem(make_env(grammar, counting, reward, world.sample(1).image, budget=300), seed=0))
+        make().run(SearchProblem(search_env(grammar, counting, reward, world.sample(1).image, budget=300), seed=0))
         assert len(counting.calls) == len(set(counting.calls))
 
 
 def test_random_search_respects_the_env_budget(grammar, generator, reward, world):
-    res = RandomSearch(batch_states=10).run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image, budget=150)))
+    res = RandomSearch(batch_states=10).run(SearchProblem(search_env(grammar, generator, reward, world.sample(1).image, budget=150)))
     assert res.renders == 150 and len({c.encoding for c in res.candidates}) == 150
     with pytest.raises(ConfigError, match="env.budget"):
-        RandomSearch().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
+        RandomSearch().run(SearchProblem(search_env(grammar, generator, reward, world.sample(1).image)))
 
 
 def test_class_name_baseline(grammar, generator, reward, world):
-    res = make_search("class_name").run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image), class_name="star"))
+    res = make_search("class_name").run(SearchProblem(search_env(grammar, generator, reward, world.sample(1).image), class_name="star"))
     assert [c.prompt for c in res.candidates] == ["a photo of a star"] and res.renders == 1
     assert res.best.encoding is None
     with pytest.raises(ConfigError, match="class name"):
-        make_search("class_name").run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image)))
+        make_search("class_name").run(SearchProblem(search_env(grammar, generator, reward, world.sample(1).image)))
 
 
 def test_result_serialisation(grammar, generator, reward, world):
-    res = RandomSearch().run(SearchProblem(make_env(grammar, generator, reward, world.sample(1).image, budget=300)))
+    res = RandomSearch().run(SearchProblem(search_env(grammar, generator, reward, world.sample(1).image, budget=300)))
     back = SearchResult.from_dict(json.loads(json.dumps(res.to_dict())))
     assert json.dumps(back.to_dict()) == json.dumps(res.to_dict())
 
@@ -148,7 +148,7 @@ def test_invalid_search_config():
 
 def test_parallel_episodes_batch_their_renders(grammar, generator, reward, world):
     counting = CountingGenerator(generator)
-    env = make_env(grammar, counting, reward, world.sample(2000).image)
+    env = search_env(grammar, counting, reward, world.sample(2000).image)
     res = make_search("qlearning_optimiser", episodes=64, parallel_episodes=8).run(SearchProblem(env, seed=0))
     assert max(counting.batches) == 8 and len(counting.calls) == len(set(counting.calls)) == res.renders
     assert res.info["episodes"] == 64

@@ -360,27 +360,27 @@ class CloneDriver:
             return
         bar.update(1)
         total = lambda stats: sum(c["calls"] for c in stats.values())  # noqa: E731
-        if total(out["calls"]) >= total(sched.calls.get(wid, {})):  # cumulative per worker; units may return out of order
-            sched.calls[wid] = out["calls"]
-        for size in out["oom_backoffs"][sched.backoffs.get(wid, 0):]:  # CUDA ran out of memory: the worker halved its batch
+        if total(out.calls) >= total(sched.calls.get(wid, {})):  # cumulative per worker; units may return out of order
+            sched.calls[wid] = out.calls
+        for size in out.oom_backoffs[sched.backoffs.get(wid, 0):]:  # CUDA ran out of memory: the worker halved its batch
             self.event("oom_backoff", worker=wid, batch_size=size)
-        sched.backoffs[wid] = max(sched.backoffs.get(wid, 0), len(out["oom_backoffs"]))
+        sched.backoffs[wid] = max(sched.backoffs.get(wid, 0), len(out.oom_backoffs))
         if isinstance(unit, SearchUnit):
             summary.searches_run += 1
-            summary.searches_found_class += bool(out["found_class"])
-            summary.search_renders += int(out["renders"])
-            self._readings[unit.cls.id] = (out.get("read_class"), out.get("read_prob"))
+            summary.searches_found_class += out.found_class
+            summary.search_renders += out.renders
+            self._readings[unit.cls.id] = (out.read_class, out.read_prob)
             sched.searched(unit.cls.id)
-            self.event("search_done", cls=unit.cls.id, worker=wid, **{k: v for k, v in out.items() if k not in ("calls", "oom_backoffs")})
+            self.event("search_done", cls=unit.cls.id, worker=wid, **out.log_fields())
         else:
             summary.shards_written += 1
-            summary.images_written += out["images"]
-            summary.images_from_search += int(out["from_search"])
+            summary.images_written += out.images
+            summary.images_from_search += out.from_search
             b = sched.busy.setdefault(wid, [0.0, 0.0])
-            b[0] += out["images"]
-            b[1] += out["seconds"]
-            self.event("shard_done", shard=unit.shard, worker=wid, images=out["images"], missing=out["missing"],
-                       renders=out["renders"], seconds=round(out["seconds"], 4), sha256=out["record"]["sha256"])
+            b[0] += out.images
+            b[1] += out.seconds
+            self.event("shard_done", shard=unit.shard, worker=wid, images=out.images, missing=out.missing,
+                       renders=out.renders, seconds=round(out.seconds, 4), sha256=out.record.sha256)
         elapsed = time.perf_counter() - t0
         calls = summarise_calls(list(sched.calls.values()))
         phase = "generation" if "generation" in calls else "search"

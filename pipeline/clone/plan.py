@@ -16,13 +16,15 @@ The plan holds the order as one integer array (1.3 M samples of ImageNet: 10 MB)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.layout import Layout
+from pipeline.clone.shards import ShardRecord
 from pipeline.errors import ConfigError
 from pipeline.seeding import derive_seed
 
@@ -56,6 +58,40 @@ class ShardUnit:
     def indices(self, k: int) -> list[int]:
         """Image indices of ``classes[k]`` in this shard, in shard order."""
         return self.members[self.members[:, 0] == k, 1].tolist()
+
+
+@dataclass(frozen=True)
+class SearchDone:
+    """What a worker's search unit returns across Ray (the result itself is persisted in ``searches/``)."""
+
+    renders: int
+    best_reward: float
+    seconds: float
+    found_class: bool  # the best state names the input's own class
+    read_class: str | None  # what the semantic encoder read in the class's input image(s), and with what probability
+    read_prob: float | None
+    class_source: str  # env.class_source the search ran under
+    calls: dict[str, dict[str, Any]]  # the worker's generator-call statistics so far (cumulative), per phase
+    oom_backoffs: list[int]  # the worker's batch sizes after each CUDA out-of-memory back-off so far
+
+    def log_fields(self) -> dict[str, Any]:
+        """What the ``search_done`` event records."""
+        return {k: v for k, v in asdict(self).items() if k not in ("calls", "oom_backoffs")}
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """What a worker's shard unit returns across Ray (the shard and its record are committed)."""
+
+    record: ShardRecord
+    images: int
+    missing: int
+    renders: int
+    from_search: int  # images that are reused search renders
+    seconds: float
+    worker: int
+    calls: dict[str, dict[str, Any]]
+    oom_backoffs: list[int]
 
 
 class ClonePlan:

@@ -16,7 +16,8 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -26,19 +27,42 @@ from pipeline.assembly import build_stack, make_env, prepare, read
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
-from pipeline.clone.plan import SearchUnit, ShardUnit
+from pipeline.clone.plan import SearchDone, SearchUnit, ShardDone, ShardUnit
 from pipeline.clone.search_renders import SearchRender, assign, read_render, write_renders
 from pipeline.clone.shards import asks_for_label, encode_image, write_shard
 from pipeline.errors import ConfigError
 from pipeline.reading import InputReading
 from pipeline.rendering import Renderer, RenderJob, RenderPool
-from pipeline.search.result import SearchProblem, SearchResult
+from pipeline.grammar import Grammar
+from pipeline.search.result import Candidate, SearchProblem, SearchResult
 from pipeline.seeding import derive_seed
 from pipeline.storage import Storage
 from pipeline.torch_device import check_worker_device, describe_device
 
 CLASS_CACHE = 1024  # classes whose search result, sequence and prepared input a worker keeps (no image bytes)
 ENCODE_THREADS = 2  # PNG/JPEG encoding of one call's images overlaps the next call
+
+
+@dataclass(frozen=True)
+class ClassSource:
+    """What rendering one class's images needs, from its persisted search result."""
+
+    result: SearchResult
+    grammar: Grammar  # the class's search grammar (its group's, the class axis as the search cut it)
+    full: Grammar  # the full grammar, whose encodings the samples record
+    seq: list[Candidate]  # the balanced sequence of accepted states the images draw from
+    prepared: dict[str, Any] | None  # the reward's prepared input (verification), None without
+    reused: dict[int, SearchRender]  # image index -> the search render it is (clone.reuse_search_renders)
+
+
+class Kept(NamedTuple):
+    """An image of a shard that passed: its state, seed, encoded bytes (or their future), score and attempt."""
+
+    pick: Candidate
+    seed: int
+    image: bytes | Future
+    score: float
+    attempt: int
 
 
 def image_seed(run_seed: int, cls: ClassInfo, index: int, attempt: int) -> int:
@@ -74,7 +98,7 @@ class CloneWorker:
         #: every render of every unit of this worker: concurrent units share full generator calls
         self.pool = RenderPool(Renderer(self.stack.generator, self.stack.reward, int(c.batch_size)))
         self._encoder = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="encode")
-        self._sources: dict[ClassInfo, dict[str, Any]] = {}
+        self._sources: dict[ClassInfo, ClassSource] = {}
         self._sources_lock = threading.Lock()
 
     def _set_threads(self) -> None:
@@ -93,7 +117,7 @@ class CloneWorker:
                 **describe_device(getattr(gen, "device", None), getattr(gen, "dtype", None))}
 
     # ------------------------------------------------------------------ units
-    def search(self, unit: SearchUnit) -> dict[str, Any]:
+    def search(self, unit: SearchUnit) -> SearchDone:
         """Run the configured search from the class's input image; persist the result. Its renders go through
         the worker's pool, merged with those of the other units running on this worker."""
         self._set_threads()
@@ -118,9 +142,9 @@ class CloneWorker:
             result.info["reusable_renders"] = [r.to_dict() for r in write_renders(self.storage, cls.id, reusable)]
         self.storage.write_bytes(LAYOUT.search(cls.id), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
-        return {"renders": result.renders, "best_reward": result.best.reward, "seconds": time.perf_counter() - t0,
-                "found_class": best is not None and best.lower() == cls.prompt.lower(), **reading.describe(),
-                "calls": self.pool.call_stats(), "oom_backoffs": list(self.pool.renderer.backoffs)}
+        return SearchDone(result.renders, result.best.reward, time.perf_counter() - t0,
+                          best is not None and best.lower() == cls.prompt.lower(), **reading.describe(),
+                          calls=self.pool.call_stats(), oom_backoffs=list(self.pool.renderer.backoffs))
 
     def _read(self, cls: ClassInfo, inputs: list | None = None) -> InputReading:
         """The semantic encoder's reading of the class's input images, anchored on its label with env.class_source=label."""
@@ -140,7 +164,7 @@ class CloneWorker:
     def image_seed(self, cls: ClassInfo, index: int, attempt: int) -> int:
         return image_seed(self.seed, cls, index, attempt)
 
-    def _render_shard(self, unit: ShardUnit, sources: list[dict[str, Any]]) -> tuple[dict[tuple[int, int], tuple], int]:
+    def _render_shard(self, unit: ShardUnit, sources: list[ClassSource]) -> tuple[dict[tuple[int, int], Kept], int]:
         """Every image of the shard, all classes together, in full calls of the worker's pool.
 
         Image ``i`` of class ``k`` takes its search render where the class has one (already scored at its seed);
@@ -148,18 +172,17 @@ class CloneWorker:
         images per class) that this image has not tried yet, and the first render whose class-consistency score
         reaches τ is kept (all first renders, without ``clone.verify_images``). A retry joins the queue behind
         the renders already waiting, so every call is full until the queue runs dry; what an image becomes
-        depends on its own attempts only. Returns ((k, i) -> (candidate, seed, encoded-bytes future or bytes,
-        score, attempt), renders)."""
+        depends on its own attempts only. Returns ((k, i) -> :class:`Kept`, renders)."""
         n = self.images_per_class
-        kept: dict[tuple[int, int], tuple] = {}
+        kept: dict[tuple[int, int], Kept] = {}
         queue: deque[tuple[int, int, int]] = deque()  # (class position, image index, attempt)
         tried: dict[tuple[int, int], set[str]] = {}
         for k, (cls, src) in enumerate(zip(unit.classes, sources)):
             for i in unit.indices(k):
-                if i in src["reused"]:
-                    r = src["reused"][i]
-                    kept[(k, i)] = (src["seq"][i], r.seed, read_render(self.storage, cls.id, r), r.score, 0)
-                elif src["seq"] and self.max_tries > 0:
+                if i in src.reused:
+                    r = src.reused[i]
+                    kept[(k, i)] = Kept(src.seq[i], r.seed, read_render(self.storage, cls.id, r), r.score, 0)
+                elif src.seq and self.max_tries > 0:
                     queue.append((k, i, 0))
                     tried[(k, i)] = set()
         renders = 0
@@ -169,22 +192,22 @@ class CloneWorker:
                 picks, jobs = [], []
                 for k, i, attempt in todo:
                     src = sources[k]
-                    pick = self._next_candidate(src["seq"], i + attempt * n, tried[(k, i)])
+                    pick = self._next_candidate(src.seq, i + attempt * n, tried[(k, i)])
                     tried[(k, i)].add(pick.prompt)
                     picks.append(pick)
                     jobs.append(RenderJob(pick.prompt, self.image_seed(unit.classes[k], i, attempt),
-                                          src["prepared"] if self.verify else None, "generation"))
+                                          src.prepared if self.verify else None, "generation"))
                 out = self.pool.render(jobs)
                 renders += len(out)
                 for (k, i, attempt), pick, job, r in zip(todo, picks, jobs, out):
-                    if not self.verify or r.score >= sources[k]["result"].accept_threshold:
+                    if not self.verify or r.score >= sources[k].result.accept_threshold:
                         encoded = self._encoder.submit(encode_image, r.image, self.image_format, self.quality)
-                        kept[(k, i)] = (pick, job.seed, encoded, r.score, attempt)
+                        kept[(k, i)] = Kept(pick, job.seed, encoded, r.score, attempt)
                     elif attempt + 1 < self.max_tries:
                         queue.append((k, i, attempt + 1))
         return kept, renders
 
-    def _class_source(self, cls: ClassInfo) -> dict[str, Any]:
+    def _class_source(self, cls: ClassInfo) -> ClassSource:
         """What rendering class ``cls``'s images needs, from its persisted search result: the balanced sequence
         of accepted states, its grammars, τ and the input's prepared reward target. Kept for the last
         :data:`CLASS_CACHE` classes (a shuffled shard draws from hundreds)."""
@@ -199,14 +222,14 @@ class CloneWorker:
         prepared = prepare(self.stack, self._read(cls)) if self.verify and seq else None
         index = [SearchRender(**r) for r in result.info.get("reusable_renders", [])] if self.reuse else []
         reused = assign(seq, index, self.images_per_class)
-        source = {"result": result, "grammar": grammar, "full": full, "seq": seq, "prepared": prepared, "reused": reused}
+        source = ClassSource(result, grammar, full, seq, prepared, reused)
         with self._sources_lock:
             self._sources[cls] = source
             while len(self._sources) > CLASS_CACHE:
                 self._sources.pop(next(iter(self._sources)))
         return source
 
-    def generate(self, unit: ShardUnit) -> dict[str, Any]:
+    def generate(self, unit: ShardUnit) -> ShardDone:
         """Render one shard's samples from its classes' persisted search results and commit the shard: each
         class's accepted states in a balanced sequence over the non-class axes, each image verified at its
         own seed (:meth:`_render_shard`, every class of the shard in the same full calls). Everything depends
@@ -232,16 +255,16 @@ class CloneWorker:
                 continue
             cls, src = unit.classes[k], sources[k]
             pick, seed, image, score, attempt = kept[(k, i)]
-            reused = i in src["reused"]
+            reused = i in src.reused
             from_search += reused
-            enc = src["full"].translate(pick.encoding, src["grammar"]) if pick.encoding is not None else None
+            enc = src.full.translate(pick.encoding, src.grammar) if pick.encoding is not None else None
             meta = {
                 "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
                 "class_prompt": cls.prompt, "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
                 "seed": seed, "reward": round(pick.reward, 6), "state_score": round(pick.score, 6),
                 "score": round(score, 6) if self.verify or reused else None, "attempt": attempt,
                 "from_search": reused,
-                "model_id": self.stack.generator.model_id, "search": src["result"].method, "pipeline_version": pipeline.__version__,
+                "model_id": self.stack.generator.model_id, "search": src.result.method, "pipeline_version": pipeline.__version__,
             }
             label_ok[cls.id] = label_ok.get(cls.id, 0) + asks_for_label(meta, self.class_pos)
             samples.append({
@@ -261,8 +284,5 @@ class CloneWorker:
             except Exception:  # noqa: BLE001 - the record's error is the one to report
                 pass  # a resume rebuilds the record from a whole orphan shard (inventory)
             raise
-        return {
-            "record": record.to_dict(), "images": len(samples), "missing": record.missing, "renders": renders,
-            "from_search": from_search, "seconds": time.perf_counter() - t0, "worker": self.worker_id,
-            "calls": self.pool.call_stats(), "oom_backoffs": list(self.pool.renderer.backoffs),
-        }
+        return ShardDone(record, len(samples), record.missing, renders, from_search, time.perf_counter() - t0, self.worker_id,
+                         self.pool.call_stats(), list(self.pool.renderer.backoffs))
