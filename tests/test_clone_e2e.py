@@ -118,7 +118,7 @@ def test_worker_killed_mid_run_loses_nothing(tmp_path):
 
     def on_event(e):
         if e["event"] == "shard_done" and not killed:
-            victim = next(iter(driver.workers.values()))
+            victim = next(iter(driver.pool.workers.values()))
             ray.kill(victim, no_restart=True)
             killed.append(e)
 
