@@ -27,7 +27,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from pipeline.env import RewardMode
 from pipeline.errors import ConfigError
 from pipeline.reading import CLASS_SOURCES
-from pipeline.rewards import check_weights
+from pipeline.rewards import check_reward_weights
 
 
 def setting(*, ge: float | None = None, le: float | None = None, choices: tuple[str, ...] | None = None,
@@ -304,7 +304,7 @@ def _check_workers(cfg: DictConfig) -> None:
 def _check_reward(cfg: DictConfig) -> None:
     reward = cfg.get("reward")
     if isinstance(reward, DictConfig) and "weights" in reward:  # before Ray starts, not when a worker builds it
-        check_weights(OmegaConf.to_container(reward.weights, resolve=True), reward.get("segmenter") is not None)
+        check_reward_weights(OmegaConf.to_container(reward.weights, resolve=True), reward.get("segmenter") is not None)
 
 
 def validate(cfg: DictConfig, schema: type = CloneApp) -> None:

@@ -154,9 +154,9 @@ ACCEPTANCE_TERM = "class"
 REWARD_TERMS = ("segmentation", "features", "embedding", ACCEPTANCE_TERM)
 
 
-def check_weights(weights: Mapping[str, float], has_segmenter: bool) -> None:
-    """``reward.weights`` as a config gives them, checked before anything is built (:func:`pipeline.config.validate`):
-    known terms, none negative, one positive, and a segmenter for a positive segmentation weight."""
+def check_reward_weights(weights: Mapping[str, float], has_segmenter: bool) -> None:
+    """``reward.weights`` as a config gives them, checked before anything is built (:func:`pipeline.config.validate`)
+    and by :func:`build_reward`: known terms, none negative, one positive, and a segmenter for a positive segmentation weight."""
     unknown = sorted(k for k, w in weights.items() if k not in REWARD_TERMS and w > 0)
     if unknown:
         raise ConfigError(f"reward.weights names unknown reward '{unknown[0]}' (known: {', '.join(REWARD_TERMS)})")
@@ -228,6 +228,7 @@ def build_reward(
     (a CNN, say) or, if None, of ``image_encoder``; class consistency the ``semantic_encoder``'s
     class axis (when its grammar has one).
     """
+    check_reward_weights(weights, segmenter is not None)
     terms: dict[str, Reward] = {
         "features": FeatureReward(feature_encoder or image_encoder, **(features or {})),
         "embedding": EmbeddingReward(image_encoder),
@@ -241,8 +242,6 @@ def build_reward(
         if segmentation is None:
             raise ConfigError("reward.segmentation (layout_weight, grid) is needed with a segmenter")
         terms["segmentation"] = SegmentationReward(segmenter, **segmentation)
-    elif weights.get("segmentation", 0) > 0:
-        raise ConfigError("reward.weights.segmentation > 0 but reward.segmenter is null")
     return CompositeReward(terms, dict(weights))
 
 
