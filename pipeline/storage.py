@@ -60,6 +60,9 @@ class Storage:
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if not self.is_local:  # an object store has no folders to make (and a missing bucket is not created)
+            # and no listings cache: other processes (the workers, another run) write to the store, and a cached
+            # listing (s3fs's dircache, shared by every client of the same store in a process) would hide their files
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, use_listings_cache=False)
             return
         self.root = str(Path(self.root).resolve())
         try:
@@ -114,16 +117,8 @@ class Storage:
     def path(self, rel: str) -> str:
         return f"{self.root.rstrip('/')}/{rel}"
 
-    def _fresh(self, path: str) -> str:
-        """``path``, with what this process's filesystem object remembers of it forgotten: an object store's client
-        caches listings (s3fs's dircache, shared by every Storage of the same store in a process), and other processes
-        (the workers, another run) write to the store, so a cached listing would hide their files."""
-        if not self.is_local:
-            self.fs.invalidate_cache(path)
-        return path
-
     def exists(self, rel: str) -> bool:
-        return self._retrying(f"checking '{rel}'", self.fs.exists, self._fresh(self.path(rel)))
+        return self._retrying(f"checking '{rel}'", self.fs.exists, self.path(rel))
 
     def stat(self, rel: str) -> tuple[int, str | None] | None:
         """(size, stamp) of a committed file without reading it, or None if it does not exist. The stamp is the
@@ -136,7 +131,7 @@ class Storage:
                 return None
             return st.st_size, f"mtime_ns:{st.st_mtime_ns}"
         try:
-            info = self._retrying(f"reading the size of '{rel}'", self.fs.info, self._fresh(self.path(rel)))
+            info = self._retrying(f"reading the size of '{rel}'", self.fs.info, self.path(rel))
         except FileNotFoundError:
             return None
         for key in STORE_CHECKSUMS:
@@ -160,7 +155,7 @@ class Storage:
         base = self.path(folder) if folder else self.root
 
         def ls() -> list[str]:
-            if not self.fs.exists(self._fresh(base)):
+            if not self.fs.exists(base):
                 return []
             return self.fs.ls(base, detail=False)
 
