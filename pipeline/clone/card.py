@@ -2,8 +2,8 @@
 
 ``datasets.load_dataset(folder)`` reads the card's YAML header: ``configs`` points the builder at the shards
 (the folder's other files are bookkeeping), ``dataset_info.features`` types the columns, ``cls`` as a
-``ClassLabel`` whose names are the dataset's classes in label order. ``huggingface-cli upload`` of the folder
-gives a Hub dataset that loads the same way. The body says how the clone was generated and what it holds, and
+``ClassLabel`` whose names are the dataset's classes in label order. The Hub reads the same card, so
+``huggingface-cli upload`` of the folder should load the same way (untried here: no network). The body says how the clone was generated and what it holds, and
 how to read it with ``webdataset``, ``datasets`` and Ray Data.
 
 The shards are not changed for the card: their columns are WebDataset's, named by file extension (the image,
@@ -115,9 +115,8 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def body(facts: CardFacts, records: Sequence[ShardRecord], summary: dict[str, Any], folder: str) -> str:
-    """The card's text: how the clone was made, what it holds, how to load it."""
-    images = sum(r.count for r in records)
+def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary: dict[str, Any], folder: str) -> str:
+    """The card's text: how the clone was made, what it holds (``images`` samples in ``records``), how to load it."""
     cloned = sorted({c for r in records for c in (r.class_counts or dict.fromkeys(r.classes, 1))})
     size_mb = sum(r.bytes for r in records) / 1e6
     how = f"`{facts.command}`" if facts.command else "the Python API (`pipeline.clone.run`)"
@@ -200,4 +199,4 @@ def dataset_card(facts: CardFacts, records: Sequence[ShardRecord], summary: dict
     """The whole ``README.md``: YAML header and body. ``folder``: where a reader loads it from, as the card shows it."""
     images = sum(r.count for r in records)
     meta = yaml.safe_dump(header(facts, images), sort_keys=False, allow_unicode=True)
-    return f"---\n{meta}---\n\n{body(facts, records, summary, folder)}"
+    return f"---\n{meta}---\n\n{body(facts, records, images, summary, folder)}"
