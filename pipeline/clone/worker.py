@@ -123,10 +123,12 @@ class CloneWorker:
         self._set_threads()
         t0 = time.perf_counter()
         cls = unit.cls
-        inputs = self.dataset.inputs(cls)
-        reading = self._read(cls, inputs)
         seed = derive_seed(self.seed, "search", cls.id)
-        with self.pool.client():  # the pool waits for this search's next step before it makes a short call
+        # a client from before its input is read: the pool waits for this search's first step, and every next
+        # one, before it makes a short call (searches that arrive together start in one call)
+        with self.pool.client():
+            inputs = self.dataset.inputs(cls)
+            reading = self._read(cls, inputs)
             env = make_env(self.stack, reading, seed, cls.group, renderer=self.pool)
             result = self.stack.search.run(SearchProblem(env, seed=seed, class_name=cls.prompt))
         class_axis = env.grammar.class_axis
