@@ -53,6 +53,7 @@ class CloneSettings:
     image_format: str = setting(choices=IMAGE_FORMATS)
     image_quality: int = setting(ge=1, le=100)
     reuse_search_renders: bool = setting()
+    reuse_max_share: float = setting(ge=0, le=1)
     verify_images: bool = setting()
     verify: str = setting(choices=VERIFY_MODES, runtime=True)
     max_tries: int = setting(ge=1)

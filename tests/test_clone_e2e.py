@@ -32,6 +32,7 @@ def test_clean_clone_writes_readable_shards(reference):
         assert field in meta
     # accepted search renders are dataset images (clone.reuse_search_renders): they cost no second render
     assert 0 < s["images_from_search"] < 48 and s["search_renders"] > 0
+    assert s["images_from_search"] <= 4 * 3  # clone.reuse_max_share: 0.25 of 12 images per class
     assert meta["score"] >= 0.5  # verified at its own seed against env.accept_threshold
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["samples"] == 48 and len(manifest["shards"]) == 12

@@ -28,7 +28,7 @@ from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import SearchDone, SearchUnit, ShardDone, ShardUnit
-from pipeline.clone.search_renders import SearchRender, assign, read_render, write_renders
+from pipeline.clone.search_renders import SearchRender, assign, read_render, reuse_limit, write_renders
 from pipeline.clone.shards import asks_for_label, encode_image, write_shard
 from pipeline.errors import ConfigError
 from pipeline.reading import InputReading
@@ -90,6 +90,7 @@ class CloneWorker:
         self.image_format, self.quality = str(c.image_format), int(c.image_quality)
         self.verify, self.max_tries = bool(c.verify_images), int(c.max_tries)
         self.reuse = bool(c.reuse_search_renders)
+        self.reuse_limit = reuse_limit(float(c.reuse_max_share), self.images_per_class)
         self.class_source = str(self.cfg.env.class_source)
         self.class_pos = self.stack.full_grammar.axis_index(self.stack.full_grammar.class_axis)  # a clone's grammar has one
         if self.verify and self.stack.reward.acceptance is None:
@@ -223,7 +224,7 @@ class CloneWorker:
         seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
         prepared = prepare(self.stack, self._read(cls)) if self.verify and seq else None
         index = [SearchRender(**r) for r in result.info.get("reusable_renders", [])] if self.reuse else []
-        reused = assign(seq, index, self.images_per_class)
+        reused = assign(seq, index, self.images_per_class, self.reuse_limit)
         source = ClassSource(result, grammar, full, seq, prepared, reused)
         with self._sources_lock:
             self._sources[cls] = source
