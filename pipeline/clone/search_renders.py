@@ -8,9 +8,9 @@ prompt, seed, score and byte range in the search result. The first image index o
 sequence that picks an accepted state takes that state's search render instead of a new one — the paper's
 "images along the trajectories" — for at most ``clone.reuse_max_share`` of the class's images: a search renders
 its states at the same seed(s), so its renders share one layout, and a class made mostly of them trains a
-classifier that has seen one layout (``make eval`` at 200 images per class, 88-92% reused: CAS 8 points lower). A shard reads only the byte ranges of the renders it uses (a shuffled
-shard draws from hundreds of classes). Which index takes which render depends only on the persisted search,
-so resumed shards stay byte-identical.
+classifier that has seen one layout (``make eval`` at 200 images per class, 88-92% reused: CAS 8 points lower).
+A shard reads only the byte ranges of the renders it uses (a shuffled shard draws from hundreds of classes).
+Which index takes which render depends only on the persisted search, so resumed shards stay byte-identical.
 """
 
 from __future__ import annotations
