@@ -109,7 +109,7 @@ def make_env(stack: SearchStack, target: Image.Image | InputReading, seed: int, 
     seeds = [derive_seed("state-seed", seed, k) for k in range(e["seeds_per_state"])]
     prepared = prepare(stack, reading)
     evaluator = StateEvaluator(renderer or Renderer(stack.generator, stack.reward, e["batch_size"]), reading.images[0], seeds,
-                               prepared=prepared)
+                               prepared=prepared, render_ahead=e["render_ahead"])
     grammar, _ = stack.grammars(group)
     k = e["class_candidates"]
     if reading.label is not None:

@@ -100,6 +100,7 @@ class EnvSettings:
     accept_threshold: float = setting(ge=0, le=1)
     seeds_per_state: int = setting(ge=1)
     batch_size: int = setting(ge=1, runtime=True)
+    render_ahead: bool = setting(runtime=True)
     start: Any = setting()  # auto | goal | noise | [indices] | {axis: choice}
     fix: Any = setting()  # {axis: choice} (Any: OmegaConf cannot merge a mapping into a null typed mapping)
     exclude: Any = setting()  # {axis: [choices]}

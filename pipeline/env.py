@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding, Grammar
-from pipeline.rendering import Renderer, RenderJob, RenderPool
+from pipeline.rendering import Rendered, Renderer, RenderJob, RenderPool
 
 
 class RewardMode(str, Enum):
@@ -55,9 +55,10 @@ class StateEvaluator:
     searches into full generator calls), scores them against the input, and caches by (prompt, seed)."""
 
     def __init__(self, renderer: Renderer | RenderPool, target: Image.Image, seeds: Sequence[int], keep_images: bool = True,
-                 prepared: dict[str, Any] | None = None) -> None:
+                 prepared: dict[str, Any] | None = None, render_ahead: bool = False) -> None:
         """``prepared``: the reward's precomputed input where the caller has it (:meth:`CompositeReward.prepare` of the
-        inputs' reading), else prepared from ``target``."""
+        inputs' reading), else prepared from ``target``. ``render_ahead``: a short generator call may render, in its
+        free slots, what :attr:`lookahead` guesses (``env.render_ahead``); results never depend on it."""
         if not seeds:
             raise ConfigError("env.seeds_per_state must be >= 1")
         self.renderer = renderer
@@ -66,14 +67,32 @@ class StateEvaluator:
         self.keep_images = keep_images
         self._cache: dict[tuple[str, int], tuple[float, float, Image.Image | None]] = {}
         self.renders = 0
+        #: renders ahead (:class:`~pipeline.rendering.AheadSource`): the prompts the search will likely ask next,
+        #: likeliest first (its env sets it; None: no guesses), and whether a short call may render them
+        self.lookahead: Callable[[], Iterable[str]] | None = None
+        self.render_ahead = render_ahead
+        self._ahead: dict[tuple[str, int], tuple[float, float, Image.Image | None]] = {}  # rendered, not asked yet
+        self._taken: set[tuple[str, int]] = set()  # in a call now, as ahead jobs
+        self._asking: set[tuple[str, int]] = set()  # in this evaluator's request now
 
     def evaluate(self, prompts: Sequence[str]) -> list[Evaluation]:
         """Mean reward and score of each prompt over the seeds; only unseen (prompt, seed) pairs are rendered."""
         todo = list(dict.fromkeys((p, s) for p in prompts for s in self.seeds if (p, s) not in self._cache))
         if todo:
-            out = self.renderer.render([RenderJob(p, s, self.prepared, "search") for p, s in todo])
-            for key, r in zip(todo, out):
-                self._cache[key] = (r.reward, r.score, r.image if self.keep_images else None)
+            fresh = [k for k in todo if k not in self._ahead]
+            for key in todo:
+                if key in self._ahead:  # rendered ahead: the same image and scores, no call
+                    self._cache[key] = self._ahead.pop(key)
+            if len(fresh) < len(todo):
+                self.renderer.note_ahead_used(len(todo) - len(fresh))
+            if fresh:
+                self._asking = set(fresh)
+                try:
+                    out = self.renderer.render([RenderJob(p, s, self.prepared, "search") for p, s in fresh], source=self)
+                finally:
+                    self._asking = set()
+                for key, r in zip(fresh, out):
+                    self._cache[key] = (r.reward, r.score, r.image if self.keep_images else None)
             self.renders += len(todo)
         out = []
         for p in prompts:
@@ -81,6 +100,29 @@ class StateEvaluator:
             out.append(Evaluation(p, float(np.mean([e[0] for e in entries])), float(np.mean([e[1] for e in entries])),
                                   [e[2] for e in entries if e[2] is not None]))
         return out
+
+    def ahead_jobs(self, n: int) -> list[RenderJob]:
+        """Up to ``n`` renders of the lookahead's prompts not rendered, asked for or in a call yet (read while this
+        evaluator's thread waits on its own render: :class:`~pipeline.rendering.AheadSource`)."""
+        if not self.render_ahead or self.lookahead is None or n <= 0:
+            return []
+        jobs: list[RenderJob] = []
+        for p in self.lookahead():
+            for s in self.seeds:
+                key = (p, s)
+                if key in self._cache or key in self._ahead or key in self._taken or key in self._asking:
+                    continue
+                self._taken.add(key)
+                jobs.append(RenderJob(p, s, self.prepared, "search", ahead=True))
+                if len(jobs) == n:
+                    return jobs
+        return jobs
+
+    def keep_ahead(self, job: RenderJob, rendered: Rendered | None) -> None:
+        key = (job.prompt, job.seed)
+        self._taken.discard(key)
+        if rendered is not None and key not in self._cache:
+            self._ahead[key] = (rendered.reward, rendered.score, rendered.image if self.keep_images else None)
 
     def kept_renders(self, prompt: str) -> list[tuple[int, float, Image.Image]]:
         """(seed, class-consistency score, image) of each kept render of an evaluated prompt."""
@@ -172,6 +214,12 @@ class GridEnv:
     def images(self, prompt: str) -> list[Image.Image]:
         """The kept renders of an evaluated prompt (:meth:`StateEvaluator.kept_renders` has their seeds and scores)."""
         return self.evaluator.images(prompt)
+
+    def set_lookahead(self, states: Callable[[], Iterable[Encoding]]) -> None:
+        """The search's guess of the states it asks for next, likeliest first: a short generator call renders them
+        in its free slots (``env.render_ahead``). ``states`` is called only while the search waits on a render, so
+        it may read the search's state; it must not change it. The trace, budget and results stay as without it."""
+        self.evaluator.lookahead = lambda: (self.grammar.decode(s) for s in states())
 
     def _evaluate(self, prompts: Sequence[str], keys: Sequence[Encoding | str], encodings: Sequence[Encoding | None]) -> list[Visit]:
         evals = self.evaluator.evaluate(prompts)

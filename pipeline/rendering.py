@@ -1,7 +1,7 @@
 """Rendering in full generator calls: render jobs of any search or shard, batched, scored, counted.
 
 A GPU renders a batch of 16 in little more time than one image, so what the device does per call decides
-the clone's speed. Two pieces keep the calls full:
+the clone's speed. Three pieces keep the calls full:
 
 * :class:`Renderer` runs jobs in generator calls of ``batch_size`` images and scores each call's images in
   one reward call, each image against *its own* input (:meth:`CompositeReward.score_many`), so the renders
@@ -9,6 +9,9 @@ the clone's speed. Two pieces keep the calls full:
 * :class:`RenderPool` lets several threads (a worker's concurrent searches and shards) hand their jobs to
   one renderer: jobs wait until a full call can be made, or until every thread using the pool is waiting
   (nothing more can come), and whichever thread finds the call ready runs it for all of them.
+* A call that is still short takes, in its free slots, renders the waiting searches will likely ask for next
+  (:class:`AheadSource`, ``env.render_ahead``): a padded call renders those slots anyway, a guess that is asked
+  for later costs no call, and one that is not is dropped with its search.
 
 An image depends only on (prompt, seed, model settings), never on what shared its call: generators that
 need it run every call at one fixed size (``DiffusersGenerator``'s ``pad_batches``; CPU and GPU kernels pick
@@ -22,7 +25,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from PIL import Image
 
@@ -43,6 +46,21 @@ class RenderJob:
     seed: int
     target: Any = None
     phase: str = "search"
+    ahead: bool = False  # rendered ahead of its search's asking, in a short call's free slots (:class:`AheadSource`)
+
+
+class AheadSource(Protocol):
+    """A search that can fill a short call's free slots with renders it is likely to ask for next
+    (:class:`~pipeline.env.StateEvaluator`). A call would render copies of its last image there anyway
+    (padded calls), so a guess that is never asked for costs nothing, and one that is saves a call. The
+    renderer asks only while the source's thread waits on a render, so the source reads its search's state
+    unchanged."""
+
+    def ahead_jobs(self, n: int) -> list[RenderJob]:
+        """Up to ``n`` jobs (``ahead=True``) not rendered or asked for yet, likeliest first."""
+
+    def keep_ahead(self, job: RenderJob, rendered: "Rendered | None") -> None:
+        """The result of an ahead job (None: its call failed)."""
 
 
 @dataclass
@@ -54,14 +72,16 @@ class Rendered:
 
 @dataclass
 class CallStats:
-    """Generator calls that held at least one render of a phase: how many, the phase's renders, and the size
-    (renders of every phase) and time of those calls."""
+    """Generator calls that held at least one render of a phase: how many, the phase's renders (those made
+    ahead included), and the size (renders of every phase) and time of those calls."""
 
     calls: int = 0
     renders: int = 0
     call_images: int = 0
     partial_calls: int = 0  # calls below the batch size
     seconds: float = 0.0  # this phase's share of the calls' time (by images)
+    ahead: int = 0  # of the renders, those made ahead in a call's free slots (:class:`AheadSource`)
+    ahead_used: int = 0  # of those, the ones the search asked for later
 
     def add(self, other: "CallStats") -> None:
         for k in self.__dataclass_fields__:
@@ -70,13 +90,14 @@ class CallStats:
     def to_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "renders": self.renders, "seconds": round(self.seconds, 3),
                 "renders_per_call": round(self.call_images / self.calls, 2) if self.calls else 0.0,
-                "partial_call_share": round(self.partial_calls / self.calls, 3) if self.calls else 0.0}
+                "partial_call_share": round(self.partial_calls / self.calls, 3) if self.calls else 0.0,
+                "ahead": self.ahead, "ahead_used": self.ahead_used}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CallStats":
         calls = int(d["calls"])
         return cls(calls, int(d["renders"]), round(float(d["renders_per_call"]) * calls),
-                   round(float(d["partial_call_share"]) * calls), float(d["seconds"]))
+                   round(float(d["partial_call_share"]) * calls), float(d["seconds"]), int(d.get("ahead", 0)), int(d.get("ahead_used", 0)))
 
 
 def summarise_calls(per_worker: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -137,11 +158,27 @@ class Renderer:
             out += self._generate(prompts[i : i + step], seeds[i : i + step])
         return out
 
-    def render(self, jobs: Sequence[RenderJob]) -> list[Rendered]:
+    def render(self, jobs: Sequence[RenderJob], source: AheadSource | None = None) -> list[Rendered]:
+        """``jobs`` in calls of ``batch_size``; a last, short call takes ``source``'s ahead jobs in its free slots."""
         out: list[Rendered] = []
         for i in range(0, len(jobs), self.batch_size):
-            out += self.render_call(jobs[i : i + self.batch_size])
+            call = list(jobs[i : i + self.batch_size])
+            ahead = source.ahead_jobs(self.batch_size - len(call)) if source is not None and len(call) < self.batch_size else []
+            try:
+                rendered = self.render_call(call + ahead)
+            except BaseException:
+                for job in ahead:
+                    source.keep_ahead(job, None)  # type: ignore[union-attr]
+                raise
+            for job, r in zip(ahead, rendered[len(call) :]):
+                source.keep_ahead(job, r)  # type: ignore[union-attr]
+            out += rendered[: len(call)]
         return out
+
+    def note_ahead_used(self, n: int, phase: str = "search") -> None:
+        """``n`` renders made ahead were asked for (:class:`AheadSource`)."""
+        with self._lock:
+            self._stats.setdefault(phase, CallStats()).ahead_used += n
 
     def render_call(self, jobs: Sequence[RenderJob]) -> list[Rendered]:
         """One generator call (at most ``batch_size`` jobs) and one reward call for its images."""
@@ -169,6 +206,7 @@ class Renderer:
                 st.renders += n
                 st.call_images += len(jobs)
                 st.partial_calls += len(jobs) < self.batch_size
+                st.ahead += sum(1 for j in jobs if j.phase == phase and j.ahead)
                 st.seconds += seconds * n / len(jobs)
 
     def call_stats(self) -> dict[str, dict[str, Any]]:
@@ -179,8 +217,8 @@ class Renderer:
 
 
 class _Request:
-    def __init__(self, jobs: Sequence[RenderJob]) -> None:
-        self.jobs = list(jobs)
+    def __init__(self, jobs: Sequence[RenderJob], source: AheadSource | None = None) -> None:
+        self.jobs, self.source = list(jobs), source
         self.results: list[Rendered | None] = [None] * len(jobs)
         self.left = len(jobs)
         self.error: BaseException | None = None
@@ -198,7 +236,7 @@ class RenderPool:
         self._cv = threading.Condition()
         self._pending: list[tuple[_Request, int]] = []  # (request, job index), in arrival order
         self._clients = 0
-        self._open: set[int] = set()  # requests with jobs not yet rendered (their threads wait)
+        self._open: dict[int, _Request] = {}  # requests with jobs not yet rendered (their threads wait)
         self._busy = False  # a call is being rendered
         self._local = threading.local()
 
@@ -230,15 +268,20 @@ class RenderPool:
         # a short call only when every client waits: a served thread leaves the count at once, not when it wakes
         return not self._busy and bool(self._pending) and (len(self._pending) >= self.batch_size or len(self._open) >= self._clients)
 
-    def render(self, jobs: Sequence[RenderJob]) -> list[Rendered]:
+    def note_ahead_used(self, n: int, phase: str = "search") -> None:
+        self.renderer.note_ahead_used(n, phase)
+
+    def render(self, jobs: Sequence[RenderJob], source: AheadSource | None = None) -> list[Rendered]:
+        """Render ``jobs`` in calls shared with the other clients' jobs; while this waits, a short call may take
+        ``source``'s ahead jobs in its free slots."""
         if not jobs:
             return []
-        req = _Request(jobs)
+        req = _Request(jobs, source)
         guest = not getattr(self._local, "client", 0)
         with self._cv:
             self._clients += guest
             self._pending += [(req, j) for j in range(len(jobs))]
-            self._open.add(id(req))
+            self._open[id(req)] = req
             try:
                 while req.left and req.error is None:
                     if self._ready():
@@ -246,7 +289,7 @@ class RenderPool:
                     else:
                         self._cv.wait()
             finally:
-                self._open.discard(id(req))
+                self._open.pop(id(req), None)
                 self._clients -= guest
                 self._cv.notify_all()
         if req.error is not None:
@@ -256,26 +299,46 @@ class RenderPool:
     def _run_call(self) -> None:
         """Take one call's jobs and render them outside the lock (called with the lock held)."""
         batch, self._pending = self._pending[: self.batch_size], self._pending[self.batch_size :]
+        ahead = self._ahead_jobs(self.batch_size - len(batch))
         self._busy = True
         self._cv.release()
         try:
-            out = self.renderer.render_call([r.jobs[j] for r, j in batch])
+            out = self.renderer.render_call([r.jobs[j] for r, j in batch] + [job for _, job in ahead])
             error = None
         except BaseException as e:  # every request in the call fails with it; the pool goes on
             out, error = None, e
         finally:
             self._cv.acquire()
             self._busy = False
+        for k, (src, job) in enumerate(ahead):  # delivered before any waiting thread wakes
+            src.keep_ahead(job, out[len(batch) + k] if out is not None else None)
         if error is not None:
             failed = {id(r): r for r, _ in batch}
             for r in failed.values():
                 r.error = error
-                self._open.discard(id(r))
+                self._open.pop(id(r), None)
             self._pending = [(r, j) for r, j in self._pending if id(r) not in failed]
         else:
-            for (r, j), res in zip(batch, out):
+            for (r, j), res in zip(batch, out[: len(batch)]):
                 r.results[j] = res
                 r.left -= 1
                 if not r.left:
-                    self._open.discard(id(r))
+                    self._open.pop(id(r), None)
         self._cv.notify_all()
+
+    def _ahead_jobs(self, free: int) -> list[tuple[AheadSource, RenderJob]]:
+        """A short call's free slots, shared in turn among the sources of the waiting requests (called with the lock
+        held: a short call is made only while every client waits, so no source's search moves meanwhile)."""
+        if free <= 0:
+            return []
+        sources = list({id(r.source): r.source for r in self._open.values() if r.source is not None}.values())
+        out: list[tuple[AheadSource, RenderJob]] = []
+        while len(out) < free and sources:
+            share = max(1, (free - len(out)) // len(sources))
+            for src in list(sources):
+                want = min(share, free - len(out))
+                jobs = src.ahead_jobs(want) if want > 0 else []
+                if len(jobs) < want:  # it has no more guesses
+                    sources.remove(src)
+                out += [(src, job) for job in jobs]
+        return out

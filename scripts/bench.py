@@ -294,17 +294,21 @@ def bench_batches(model: str | None, classes: int, budget: int | None, images: i
     tmp = Path(tempfile.mkdtemp(prefix="rldf-bench-batches-"))
     pooled_units = int(clone_api.load(common).cluster.units_per_worker)
     search = {}
-    for units in (pooled_units, 1):  # one search at a time: its speed does not depend on the class count, so fewer classes
-        only = [] if units == pooled_units else [f"dataset.only=[{names[0]}]"]
-        s = clone(tmp / f"search{units}", *common, *only, "clone.images_per_class=1", "clone.shard_size=1", f"cluster.units_per_worker={units}")
-        search[units] = {"classes": s["classes"], "renders": s["search_renders"], "renders_per_s": round(s["search_renders"] / (s["wall_s"] - s["startup_s"]), 3),
-                         "calls": s["generator_calls"]["search"]}
+    # pooled, pooled without renders ahead (env.render_ahead=false: the same results, the calls it would make without),
+    # one search at a time (its speed does not depend on the class count, so fewer classes)
+    for key, units, extra in ((str(pooled_units), pooled_units, []), ("no_ahead", pooled_units, ["env.render_ahead=false"]),
+                              ("1", 1, [f"dataset.only=[{names[0]}]"])):
+        s = clone(tmp / f"search-{key}", *common, *extra, "clone.images_per_class=1", "clone.shard_size=1", f"cluster.units_per_worker={units}")
+        search[key] = {"classes": s["classes"], "renders": s["search_renders"], "renders_per_s": round(s["search_renders"] / (s["wall_s"] - s["startup_s"]), 3),
+                       "calls": s["generator_calls"]["search"]}
+    same = [sorted((tmp / f"search-{k}").glob("searches/*.json")) for k in (str(pooled_units), "no_ahead")]
+    same_results = len(same[0]) == classes and [p.read_bytes() for p in same[0]] == [p.read_bytes() for p in same[1]]
     gen: dict[str, dict] = {}
     # class, shuffled, shuffled, class: a drift of the machine's speed that is linear in time weighs on both orders alike
     for k, order in enumerate(("class", "shuffled", "shuffled", "class")):
         out = tmp / f"gen-{order}-{k}"
         out.mkdir()
-        searched = Layout(str(tmp / f"search{pooled_units}"))
+        searched = Layout(str(tmp / f"search-{pooled_units}"))
         shutil.copytree(searched.searches, Layout(str(out)).searches)
         shutil.copy(searched.run_json, Layout(str(out)).run_json)  # its identity, so the searches count as this folder's
         s = clone(out, *common, f"clone.images_per_class={images}", f"clone.shard_size={images}", f"clone.shard_order={order}",
@@ -320,9 +324,11 @@ def bench_batches(model: str | None, classes: int, budget: int | None, images: i
         "model": model or Path(str(cfg.model.get("pretrained", cfg.model._target_))).name, "classes": classes, "budget": budget,
         "batch": batch, "units_per_worker": pooled_units, "bare_generator_images_per_s": round(bare_mean, 3),
         "bare_before_and_after": [round(bare_before, 3), round(bare_after, 3)],
-        "search": {str(k): v for k, v in search.items()},
-        "search_over_bare": round(search[pooled_units]["renders_per_s"] / bare_mean, 3),
-        "search_unpooled_over_bare": round(search[1]["renders_per_s"] / bare_mean, 3),
+        "search": search,
+        "search_over_bare": round(search[str(pooled_units)]["renders_per_s"] / bare_mean, 3),
+        "search_no_ahead_over_bare": round(search["no_ahead"]["renders_per_s"] / bare_mean, 3),
+        "search_results_same_without_ahead": same_results,
+        "search_unpooled_over_bare": round(search["1"]["renders_per_s"] / bare_mean, 3),
         "generation": gen,
         "shuffled_over_class": round(gen["shuffled"]["images_per_s"] / gen["class"]["images_per_s"], 3),
     }
@@ -432,10 +438,12 @@ def _md_pipeline(p: dict) -> list[str]:
 
 
 def _md_batches(b: dict) -> list[str]:
-    su, s1, g = b["search"][str(b["units_per_worker"])], b["search"]["1"], b["generation"]
+    su, sn, s1, g = b["search"][str(b["units_per_worker"])], b["search"]["no_ahead"], b["search"]["1"], b["generation"]
 
     def calls(c: dict) -> str:
-        return f"{c['renders_per_call']} ({c['partial_call_share']:.0%} short)"
+        ahead = (f"; {c['ahead'] / c['calls']:.2f} ahead, {c['ahead_used'] / c['ahead']:.0%} of them asked later"
+                 if c.get("ahead") else "")
+        return f"{c['renders_per_call']} ({c['partial_call_share']:.0%} short{ahead})"
 
     return [f"Full generator calls (`{b['model']}`, 1 worker, 1 torch thread, `clone.batch_size={b['batch']}`, padded calls; "
             f"search: {b['classes']} classes, Q-learning with 8 episodes in parallel, budget {b['budget']}; generation: the same "
@@ -446,6 +454,9 @@ def _md_batches(b: dict) -> list[str]:
                 [f"search-only clone, {min(b['units_per_worker'], su['classes'])} searches at once in one worker "
                  f"(`cluster.units_per_worker={b['units_per_worker']}`, {su['classes']} classes)", su["renders_per_s"], calls(su["calls"]),
                  f"**{b['search_over_bare']:.3f}** of bare", "≥ 0.80"],
+                [f"the same, `env.render_ahead=false` (short calls render nothing ahead; search results byte-identical: "
+                 f"{'yes' if b.get('search_results_same_without_ahead') else 'NO'})", sn["renders_per_s"],
+                 calls(sn["calls"]), f"{b['search_no_ahead_over_bare']:.3f} of bare", "—"],
                 [f"search-only clone, 1 search per worker ({s1['classes']} class{'es' if s1['classes'] > 1 else ''})", s1["renders_per_s"], calls(s1["calls"]), f"{b['search_unpooled_over_bare']:.3f} of bare", "—"],
                 [f"generation, class-order shards (mean of runs 1 and 4: {', '.join(map(str, g['class']['runs_images_per_s']))})",
                  g["class"]["images_per_s"], calls(g["class"]["calls"]), "—", "—"],

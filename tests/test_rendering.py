@@ -155,3 +155,86 @@ def test_a_search_result_is_the_same_alone_and_pooled(option, grammar, generator
     assert pooled == alone
     assert sum(gen.batches) == sum(solo.batches) == sum(json.loads(a)["renders"] for a in alone)
     assert np.mean(gen.batches) > 1.5 * np.mean(solo.batches)  # and the pooled calls were fuller
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_renders_ahead_change_no_result_and_save_calls(pooled, grammar, generator, reward, world):
+    """Q-learning with env.render_ahead: short calls render its likely next states in their free slots; the
+    result is the one without (trace, budget, best and accepted states), in fewer generator calls, and the
+    renders made ahead and later asked for are counted."""
+    inputs = [world.sample(7100 + k).image for k in range(3)]
+    searches = [make_search("qlearning_batched") for _ in range(6)]
+
+    def run(ahead):
+        gen = CountingGenerator(generator)
+        renderer = Renderer(gen, reward, 16)
+        pool = RenderPool(renderer) if pooled else renderer
+        out: list = [None] * len(inputs)
+
+        def one(k):
+            ev = StateEvaluator(pool, inputs[k], [123], render_ahead=ahead)
+            env = search_env(grammar, ev, (k % 2, 1, 0, 1, k % 3))
+            out[k] = json.dumps(searches[k + 3 * ahead].run(SearchProblem(env, seed=k)).to_dict(), sort_keys=True)
+
+        if pooled:
+            def client(k):
+                with pool.client():
+                    one(k)
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(len(inputs))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=300)
+        else:
+            for k in range(len(inputs)):
+                one(k)
+        return out, gen, renderer.call_stats()["search"]
+
+    plain, gen0, stats0 = run(False)
+    ahead, gen1, stats1 = run(True)
+    assert ahead == plain
+    asked = sum(json.loads(r)["renders"] for r in plain)
+    assert stats0["ahead"] == stats0["ahead_used"] == 0 and stats0["renders"] == asked == len(gen0.calls)
+    assert stats1["renders"] == len(gen1.calls) == asked - stats1["ahead_used"] + stats1["ahead"]
+    assert 0 < stats1["ahead_used"] <= stats1["ahead"]
+    assert len(gen1.batches) < len(gen0.batches)
+    assert np.mean(gen1.batches) > np.mean(gen0.batches)
+    print(f"pooled={pooled}: calls {len(gen0.batches)} -> {len(gen1.batches)}, ahead {stats1['ahead']} used {stats1['ahead_used']}")
+
+
+class GuessSource:
+    """An AheadSource that offers fixed jobs and records what it gets back."""
+
+    def __init__(self, jobs):
+        self.jobs, self.back = list(jobs), []
+
+    def ahead_jobs(self, n):
+        out, self.jobs = self.jobs[:n], self.jobs[n:]
+        return [RenderJob(j.prompt, j.seed, j.target, j.phase, ahead=True) for j in out]
+
+    def keep_ahead(self, job, rendered):
+        self.back.append((job, rendered))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_short_call_fills_its_free_slots_with_ahead_jobs(pooled, grammar, generator, reward, world):
+    gen = CountingGenerator(generator)
+    renderer = Renderer(gen, reward, 8)
+    r = RenderPool(renderer) if pooled else renderer
+    jobs = jobs_for(grammar, reward, world, 11)
+    src = GuessSource(jobs[3:])
+    out = r.render(jobs[:3], source=src)
+    assert gen.batches == [8] and len(out) == 3 and len(src.back) == 5  # 3 asked + 5 guesses in one call
+    alone = Renderer(generator, reward, 8).render(jobs[:8])
+    for (job, got), want in zip(src.back, alone[3:]):
+        assert np.array_equal(np.asarray(got.image), np.asarray(want.image)) and got.reward == want.reward
+    stats = renderer.call_stats()["search"]
+    assert stats["renders"] == 8 and stats["ahead"] == 5 and stats["ahead_used"] == 0
+    r.note_ahead_used(2)
+    assert renderer.call_stats()["search"]["ahead_used"] == 2
+    # a failed call hands its ahead jobs back (None), so the source may offer them again
+    bad = RenderPool(Renderer(FailingGenerator(generator, "poison"), reward, 8)) if pooled else Renderer(FailingGenerator(generator, "poison"), reward, 8)
+    src = GuessSource(jobs[:2])
+    with pytest.raises(RuntimeError, match="device-side"):
+        bad.render([RenderJob("poison", 1, jobs[0].target)], source=src)
+    assert [rendered for _, rendered in src.back] == [None, None]

@@ -90,7 +90,8 @@ class CloneSummary:
     worker_images_per_s: dict[str, float] = field(default_factory=dict)
     generator_images_per_s: float = 0.0  # generation renders per second inside generator calls
     #: per phase (search, generation): generator calls, renders, renders per call, share of calls below the
-    #: batch size, seconds in calls (all workers of this run)
+    #: batch size, seconds in calls, renders made ahead in short calls' free slots and how many of those were
+    #: asked for later (env.render_ahead; all workers of this run)
     generator_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property

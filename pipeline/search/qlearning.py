@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -100,6 +102,34 @@ class QLearning:
                 return 0.0
             return self.novelty * v.score * float(np.mean([1 / np.sqrt(1 + visits[a][s[a]]) for a in free_axes]))
 
+        stepping: list[tuple[_Agent, int]] = []  # the episodes and actions of the step being rendered
+
+        def lookahead() -> Iterator[Encoding]:
+            """The states the next step will likely render, likeliest first (env.set_lookahead; read-only): first
+            each episode's next state as this search's random stream would draw it if no episode ends (its draws
+            depend only on the Q-table and ε, not on the rewards being rendered), then the other greedy moves,
+            then the rest. Before the first step: the start's neighbours."""
+            if not stepping:
+                yield from (env.move(env.start, a) for a in env.actions(env.start))
+                return
+            sim, later = copy.deepcopy(rng), []
+            for ag, a in stepping:
+                if ag.t + 1 >= env.horizon:  # the episode ends at this step's state
+                    continue
+                s2 = env.move(ag.state, a)
+                valid = np.array(env.actions(s2) or range(env.n_actions))
+                q = Q.get(s2)
+                greedy = valid if q is None else valid[q[valid] == q[valid].max()]
+                explore = sim.random() < ag.epsilon
+                pick = int(sim.choice(valid if explore else greedy))
+                yield env.move(s2, pick)
+                later.append((s2, [int(x) for x in greedy if x != pick], [int(x) for x in valid if x != pick and x not in greedy]))
+            for s2, others, _ in later:
+                yield from (env.move(s2, x) for x in others)
+            for s2, _, rest in later:
+                yield from (env.move(s2, x) for x in rest)
+
+        env.set_lookahead(lookahead)
         env.reward_of([env.start])  # the start state is rendered too
         parent: dict[Encoding, Encoding | None] = {env.start: None}  # first discovery, for the best path
         if env.accepted(env.start):
@@ -131,6 +161,7 @@ class QLearning:
                 else:  # greedy, ties broken at random
                     q = Q[ag.state][valid]
                     actions.append(int(rng.choice(valid[q == q.max()])))
+            stepping[:] = zip(agents, actions)
             outcomes = env.step_many([ag.state for ag in agents], actions, [ag.t for ag in agents])
             running = []
             for ag, a, (s2, r, done) in zip(agents, actions, outcomes):
