@@ -106,9 +106,10 @@ class QLearning:
 
         def lookahead() -> Iterator[Encoding]:
             """The states the next step will likely render, likeliest first (env.set_lookahead; read-only): first
-            each episode's next state as this search's random stream would draw it if no episode ends (its draws
-            depend only on the Q-table and ε, not on the rewards being rendered), then the other greedy moves,
-            then the rest. Before the first step: the start's neighbours."""
+            each episode's next state as this search's random stream would draw it if no episode ends (the draw
+            reads ε and the Q-row of the state being rendered, which this step's updates leave alone unless another
+            episode stands on it), then the other greedy moves, then the rest. Before the first step: the start's
+            neighbours."""
             if not stepping:
                 yield from (env.move(env.start, a) for a in env.actions(env.start))
                 return
