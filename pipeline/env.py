@@ -85,6 +85,7 @@ class StateEvaluator:
                     self._cache[key] = self._ahead.pop(key)
             if len(fresh) < len(todo):
                 self.renderer.note_ahead_used(len(todo) - len(fresh))
+            self.renders += len(todo)  # before the render: a lookahead run while it waits sees the budget after this step
             if fresh:
                 self._asking = set(fresh)
                 try:
@@ -93,7 +94,6 @@ class StateEvaluator:
                     self._asking = set()
                 for key, r in zip(fresh, out):
                     self._cache[key] = (r.reward, r.score, r.image if self.keep_images else None)
-            self.renders += len(todo)
         out = []
         for p in prompts:
             entries = [self._cache[(p, s)] for s in self.seeds]
@@ -123,6 +123,14 @@ class StateEvaluator:
         self._taken.discard(key)
         if rendered is not None and key not in self._cache:
             self._ahead[key] = (rendered.reward, rendered.score, rendered.image if self.keep_images else None)
+
+    def known(self, prompt: str) -> tuple[float, float] | None:
+        """(mean reward, mean score) of a prompt whose every seed is rendered or rendered ahead, without rendering;
+        None otherwise (read by a lookahead while this evaluator's thread waits, so nothing moves meanwhile)."""
+        entries = [self._cache.get((prompt, s)) or self._ahead.get((prompt, s)) for s in self.seeds]
+        if any(e is None for e in entries):
+            return None
+        return float(np.mean([e[0] for e in entries])), float(np.mean([e[1] for e in entries]))
 
     def kept_renders(self, prompt: str) -> list[tuple[int, float, Image.Image]]:
         """(seed, class-consistency score, image) of each kept render of an evaluated prompt."""
@@ -265,19 +273,37 @@ class GridEnv:
         return self.goal is not None and all(state[a] == self.goal[a] for a in self.goal_axes)
 
     def reward_of(self, states: Sequence[Encoding]) -> np.ndarray:
-        r = self.image_rewards(states)
+        return self._mix(states, self.image_rewards(states))
+
+    def _mix(self, states: Sequence[Encoding], image_rewards: np.ndarray) -> np.ndarray:
+        """The agent's reward of ``states`` from their image rewards (goal mode adds closeness to the goal)."""
         if self.mode is RewardMode.GOAL:
             closeness = np.array([self.closeness(s) for s in states])
-            r = (r + self.goal_weight * closeness) / (1 + self.goal_weight)
-        return r
+            return (image_rewards + self.goal_weight * closeness) / (1 + self.goal_weight)
+        return image_rewards
 
     def is_done(self, state: Encoding, t: int) -> bool:
         """Whether an episode that reached ``state`` at step ``t`` (0-based) ends there."""
+        return self._ends(state, t, lambda: self.image_rewards([state])[0])
+
+    def _ends(self, state: Encoding, t: int, image_reward: Callable[[], float]) -> bool:
         if t + 1 >= self.horizon:
             return True
         if self.end_at_goal and self.mode is RewardMode.GOAL and self.at_goal(state):
             return True
-        return self.reward_threshold is not None and self.image_rewards([state])[0] >= self.reward_threshold
+        return self.reward_threshold is not None and image_reward() >= self.reward_threshold
+
+    def known(self, state: Encoding) -> tuple[float, float] | None:
+        """(image reward, class-consistency score) of a state already rendered, or rendered ahead, without rendering
+        anything; None if it is not (for a lookahead, :meth:`set_lookahead`)."""
+        v = self._visits.get(state)
+        return (v.reward, v.score) if v is not None else self.evaluator.known(self.grammar.decode(state))
+
+    def outcome(self, state: Encoding, t: int, image_reward: float, score: float) -> tuple[float, bool, bool]:
+        """What :meth:`step_many` and :meth:`accepted` would say of reaching ``state`` at step ``t`` had it these image
+        reward and score: (reward, episode done, accepted), without rendering (for a lookahead)."""
+        r = float(self._mix([state], np.array([image_reward], np.float64))[0])
+        return r, self._ends(state, t, lambda: image_reward), score >= self.accept_threshold
 
     def step_many(self, states: Sequence[Encoding], actions: Sequence[int], ts: Sequence[int]) -> list[tuple[Encoding, float, bool]]:
         """One step of several episodes at once (episode ``i`` at its step ``ts[i]``): their next states are

@@ -333,12 +333,12 @@ class RenderPool:
             return []
         sources = list({id(r.source): r.source for r in self._open.values() if r.source is not None}.values())
         out: list[tuple[AheadSource, RenderJob]] = []
-        while len(out) < free and sources:
-            share = max(1, (free - len(out)) // len(sources))
+        while len(out) < free and sources:  # one guess of each source in turn: every source's likeliest before any second
             for src in list(sources):
-                want = min(share, free - len(out))
-                jobs = src.ahead_jobs(want) if want > 0 else []
-                if len(jobs) < want:  # it has no more guesses
+                if len(out) == free:
+                    break
+                jobs = src.ahead_jobs(1)
+                if not jobs:  # it has no more guesses
                     sources.remove(src)
                 out += [(src, job) for job in jobs]
         return out

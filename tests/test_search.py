@@ -154,3 +154,38 @@ def test_parallel_episodes_batch_their_renders(grammar, generator, reward, world
     assert res.info["episodes"] == 64
     with pytest.raises(ConfigError, match="parallel_episodes"):
         make_search("qlearning", parallel_episodes=0)
+
+
+def test_renders_ahead_guess_the_next_step_exactly_when_its_outcomes_are_known(semantic, grammar, generator, encoder, world):
+    """Renders ahead (env.render_ahead) guess a Q-learning search's next step by taking it on a copy of the search
+    (its Q-table, random stream and episodes): where every state the step reaches is rendered already, the first
+    guesses are exactly the states the next step asks for, episodes that end and start included."""
+    import itertools
+
+    from helpers.components import SEGMENTATION
+    from pipeline.encoders.pixel_stats import PaletteSegmenter
+    from pipeline.rewards import build_reward
+    from pipeline.search.qlearning import _Walk
+    from pipeline.seeding import rng_for
+
+    with_class = build_reward(encoder, PaletteSegmenter(), {"segmentation": 1.0, "class": 1.0}, SEGMENTATION, semantic_encoder=semantic)
+    image = world.sample(2001).image
+    goal = semantic.encode([image])[0]
+    ev = StateEvaluator(Renderer(generator, with_class, 64), image, seeds=[123])
+    env = grid_env(grammar, ev, goal, goal=goal, mode="goal", budget=None)
+    walk = _Walk(make_search("qlearning_batched", episodes=60), env, rng_for("qlearning", 0))
+    walk.begin()
+    guess, steps, started = None, 0, walk.started
+    while walk.agents:
+        stepping = list(zip(walk.agents, walk.choose()))
+        nxt = [env.move(ag.state, a) for ag, a in stepping]
+        if guess is not None:
+            assert nxt == guess[: len(nxt)]
+            steps += 1
+        env.observe(nxt)  # rendered before the step takes them: the lookahead knows every outcome
+        guess = list(itertools.islice(walk.lookahead(stepping), len(stepping) + walk.q.parallel))
+        outcomes = env.step_many([ag.state for ag, _ in stepping], [a for _, a in stepping], [ag.t for ag, _ in stepping])
+        walk.learn(stepping, [(s2, r, done, env.accepted(s2), env.visit(s2).score) for s2, r, done in outcomes])
+        walk.refill()
+    assert steps > 20 and walk.started > started + walk.q.parallel  # episodes ended and new ones started meanwhile
+    assert any(env.accepted(v.encoding) for v in env.trace) and not all(env.accepted(v.encoding) for v in env.trace)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -13,6 +14,10 @@ from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding
 from pipeline.search.result import SearchProblem, SearchResult
 from pipeline.seeding import rng_for
+
+
+#: steps a lookahead simulates (:meth:`_Walk.lookahead`): the likeliest guesses of each, before the alternatives
+LOOKAHEAD_STEPS = 2
 
 
 @dataclass
@@ -87,110 +92,167 @@ class QLearning:
         self.leave_ends_episode = bool(leave_ends_episode)
 
     def run(self, problem: SearchProblem) -> SearchResult:
-        env, rng = problem.env, rng_for("qlearning", problem.seed)
-        grammar = env.grammar
-        Q: dict[Encoding, np.ndarray] = defaultdict(lambda: np.full(env.n_actions, self.q_init))
-        free_axes = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
-        visits = [np.zeros(k) for k in grammar.shape]  # N_a(v): steps onto accepted states, per axis value
-        accepted: list[Encoding] = []
-
-        def bonus(s: Encoding) -> float:
-            if not self.novelty or not free_axes:
-                return 0.0
-            v = env.visit(s)
-            if np.isnan(v.score):  # no class-consistency term: there is no class region to explore inside
-                return 0.0
-            return self.novelty * v.score * float(np.mean([1 / np.sqrt(1 + visits[a][s[a]]) for a in free_axes]))
-
+        env = problem.env
+        walk = _Walk(self, env, rng_for("qlearning", problem.seed))
         stepping: list[tuple[_Agent, int]] = []  # the episodes and actions of the step being rendered
-
-        def lookahead() -> Iterator[Encoding]:
-            """The states the next step will likely render, likeliest first (env.set_lookahead; read-only): first
-            each episode's next state as this search's random stream would draw it if no episode ends (the draw
-            reads ε and the Q-row of the state being rendered, which this step's updates leave alone unless another
-            episode stands on it), then the other greedy moves, then the rest. Before the first step: the start's
-            neighbours."""
-            if not stepping:
-                yield from (env.move(env.start, a) for a in env.actions(env.start))
-                return
-            sim, later = copy.deepcopy(rng), []
-            for ag, a in stepping:
-                if ag.t + 1 >= env.horizon:  # the episode ends at this step's state
-                    continue
-                s2 = env.move(ag.state, a)
-                valid = np.array(env.actions(s2) or range(env.n_actions))
-                q = Q.get(s2)
-                greedy = valid if q is None else valid[q[valid] == q[valid].max()]
-                explore = sim.random() < ag.epsilon
-                pick = int(sim.choice(valid if explore else greedy))
-                yield env.move(s2, pick)
-                later.append((s2, [int(x) for x in greedy if x != pick], [int(x) for x in valid if x != pick and x not in greedy]))
-            for s2, others, _ in later:
-                yield from (env.move(s2, x) for x in others)
-            for s2, _, rest in later:
-                yield from (env.move(s2, x) for x in rest)
-
-        env.set_lookahead(lookahead)
-        env.reward_of([env.start])  # the start state is rendered too
-        parent: dict[Encoding, Encoding | None] = {env.start: None}  # first discovery, for the best path
-        if env.accepted(env.start):
-            accepted.append(env.start)
-        best_state, best_reward, best_episode, started = env.start, -np.inf, 0, 0
-        agents: list[_Agent] = []  # the episodes running now, one per slot
-
-        def launch() -> None:  # exploring starts (our choice): often resume inside the accepted region
-            nonlocal started
-            e, started = started, started + 1
-            if e > 0 and rng.random() < self.restart_from_accepted:
-                s = accepted[int(rng.integers(len(accepted)))] if accepted else best_state
-            else:
-                s = env.start
-            agents.append(_Agent(e, s, 0, env.accepted(s), max(self.epsilon_end, self.epsilon_start * self.epsilon_decay**e)))
-
-        def may_launch() -> bool:
-            patient = self.patience is None or started - 1 - best_episode < self.patience
-            return started < self.episodes and patient and not env.exhausted
-
-        while len(agents) < self.parallel and may_launch():
-            launch()
-        while agents:
-            actions = []
-            for ag in agents:
-                valid = np.array(env.actions(ag.state) or range(env.n_actions))  # moves that change the state
-                if rng.random() < ag.epsilon:
-                    actions.append(int(rng.choice(valid)))
-                else:  # greedy, ties broken at random
-                    q = Q[ag.state][valid]
-                    actions.append(int(rng.choice(valid[q == q.max()])))
-            stepping[:] = zip(agents, actions)
-            outcomes = env.step_many([ag.state for ag in agents], actions, [ag.t for ag in agents])
-            running = []
-            for ag, a, (s2, r, done) in zip(agents, actions, outcomes):
-                s = ag.state
-                if self.leave_ends_episode and ag.inside and not env.accepted(s2):
-                    done = True  # stepped out of the class-consistent region: a terminal, like a cliff
-                ag.inside = ag.inside or env.accepted(s2)
-                r_agent = r + bonus(s2)
-                if env.accepted(s2):
-                    for ax in free_axes:
-                        visits[ax][s2[ax]] += 1
-                target = r_agent if done else r_agent + self.gamma * Q[s2].max()
-                Q[s][a] += self.alpha * (target - Q[s][a])  # Q(s,a) ← Q(s,a) + α [r + γ max_a' Q(s',a') − Q(s,a)]
-                if s2 not in parent:
-                    parent[s2] = s
-                    if env.accepted(s2):
-                        accepted.append(s2)
-                if r > best_reward:
-                    best_state, best_reward, best_episode = s2, r, ag.episode
-                ag.state, ag.t = s2, ag.t + 1
-                if not done:
-                    running.append(ag)
+        env.set_lookahead(lambda: walk.lookahead(stepping))
+        walk.begin()
+        while walk.agents:
+            stepping[:] = zip(walk.agents, walk.choose())
+            outcomes = env.step_many([ag.state for ag, _ in stepping], [a for _, a in stepping], [ag.t for ag, _ in stepping])
+            walk.learn(stepping, [(s2, r, done, env.accepted(s2), env.visit(s2).score) for s2, r, done in outcomes])
             if env.exhausted:
                 break
-            agents = running
-            while len(agents) < self.parallel and may_launch():  # a slot whose episode ended starts the next one
-                launch()
-        path = [best_state]
-        while parent[path[-1]] is not None:
-            path.append(parent[path[-1]])
-        return SearchResult.from_env(self.name, env, path[::-1], episodes=started, q_states=len(Q))
+            walk.refill()
+        path = [walk.best_state]
+        while walk.parent[path[-1]] is not None:
+            path.append(walk.parent[path[-1]])
+        return SearchResult.from_env(self.name, env, path[::-1], episodes=walk.started, q_states=len(walk.Q))
+
+
+class _Walk:
+    """A Q-learning search's state between steps (Q-table, random stream, running episodes, what it found), and its
+    step in three parts: :meth:`choose` the actions, :meth:`learn` from their outcomes, :meth:`refill` the freed
+    slots. :meth:`lookahead` runs the same three on a copy, with the outcomes known so far, to guess the next step."""
+
+    def __init__(self, q: QLearning, env, rng: np.random.Generator) -> None:
+        self.q, self.env, self.rng = q, env, rng
+        grammar = env.grammar
+        self.Q: dict[Encoding, np.ndarray] = defaultdict(self._fresh_row)
+        self.free_axes = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
+        self.class_pos = grammar.axis_index(grammar.class_axis) if grammar.class_axis else None
+        self.visits = [np.zeros(k) for k in grammar.shape]  # N_a(v): steps onto accepted states, per axis value
+        self.accepted: list[Encoding] = []
+        self.parent: dict[Encoding, Encoding | None] = {env.start: None}  # first discovery, for the best path
+        self.best_state, self.best_reward, self.best_episode, self.started = env.start, -np.inf, 0, 0
+        self.agents: list[_Agent] = []  # the episodes running now, one per slot
+
+    def begin(self) -> None:
+        """Render the start state (it is a candidate too) and start the first episodes."""
+        self.env.reward_of([self.env.start])
+        if self.env.accepted(self.env.start):
+            self.accepted.append(self.env.start)
+        self.refill()
+
+    def _fresh_row(self) -> np.ndarray:
+        return np.full(self.env.n_actions, self.q.q_init)
+
+    def fork(self) -> "_Walk":
+        """A copy whose steps leave this walk (and its random stream) untouched."""
+        w = copy.copy(self)
+        w.rng = copy.deepcopy(self.rng)
+        w.Q = defaultdict(w._fresh_row, {s: row.copy() for s, row in self.Q.items()})
+        w.visits = [v.copy() for v in self.visits]
+        w.accepted, w.parent = list(self.accepted), dict(self.parent)
+        w.agents = [dataclasses.replace(ag) for ag in self.agents]
+        return w
+
+    def bonus(self, score: float, s: Encoding) -> float:
+        if not self.q.novelty or not self.free_axes:
+            return 0.0
+        if np.isnan(score):  # no class-consistency term: there is no class region to explore inside
+            return 0.0
+        return self.q.novelty * score * float(np.mean([1 / np.sqrt(1 + self.visits[a][s[a]]) for a in self.free_axes]))
+
+    def choose(self) -> list[int]:
+        """Each running episode's action: ε-greedy over the moves that change its state, ties broken at random."""
+        actions = []
+        for ag in self.agents:
+            valid = np.array(self.env.actions(ag.state) or range(self.env.n_actions))
+            if self.rng.random() < ag.epsilon:
+                actions.append(int(self.rng.choice(valid)))
+            else:
+                q = self.Q[ag.state][valid]
+                actions.append(int(self.rng.choice(valid[q == q.max()])))
+        return actions
+
+    def learn(self, stepping: Sequence[tuple[_Agent, int]], outcomes: Sequence[tuple[Encoding, float, bool, bool, float]]) -> None:
+        """The Q-updates of one step: ``outcomes[i]`` = (next state, reward, done, next state accepted, its score)."""
+        q, running = self.q, []
+        for (ag, a), (s2, r, done, accepted, score) in zip(stepping, outcomes):
+            s = ag.state
+            if q.leave_ends_episode and ag.inside and not accepted:
+                done = True  # stepped out of the class-consistent region: a terminal, like a cliff
+            ag.inside = ag.inside or accepted
+            r_agent = r + self.bonus(score, s2)
+            if accepted:
+                for ax in self.free_axes:
+                    self.visits[ax][s2[ax]] += 1
+            target = r_agent if done else r_agent + q.gamma * self.Q[s2].max()
+            self.Q[s][a] += q.alpha * (target - self.Q[s][a])  # Q(s,a) ← Q(s,a) + α [r + γ max_a' Q(s',a') − Q(s,a)]
+            if s2 not in self.parent:
+                self.parent[s2] = s
+                if accepted:
+                    self.accepted.append(s2)
+            if r > self.best_reward:
+                self.best_state, self.best_reward, self.best_episode = s2, r, ag.episode
+            ag.state, ag.t = s2, ag.t + 1
+            if not done:
+                running.append(ag)
+        self.agents = running
+
+    def refill(self) -> None:
+        """Start episodes in the free slots (a slot whose episode ended starts the next one at once)."""
+        q = self.q
+        while len(self.agents) < q.parallel:
+            patient = q.patience is None or self.started - 1 - self.best_episode < q.patience
+            if not (self.started < q.episodes and patient and not self.env.exhausted):
+                return
+            e, self.started = self.started, self.started + 1
+            # exploring starts (our choice): often resume inside the accepted region
+            if e > 0 and self.rng.random() < q.restart_from_accepted:
+                s = self.accepted[int(self.rng.integers(len(self.accepted)))] if self.accepted else self.best_state
+            else:
+                s = self.env.start
+            self.agents.append(_Agent(e, s, 0, self.env.accepted(s), max(q.epsilon_end, q.epsilon_start * q.epsilon_decay**e)))
+
+    def _guess(self, s: Encoding, s2: Encoding, known: tuple[float, float]) -> tuple[float, float]:
+        """(image reward, score) of ``s2``, not rendered yet, stepped onto from ``s`` (whose are ``known``): those of
+        ``s``, except that a step along the class axis is guessed to leave the class (score 0)."""
+        reward, score = known
+        if self.class_pos is not None and s2[self.class_pos] != s[self.class_pos]:
+            score = 0.0
+        return reward, score
+
+    def lookahead(self, stepping: Sequence[tuple[_Agent, int]]) -> Iterator[Encoding]:
+        """The states the next steps will likely render, likeliest first (env.set_lookahead; read-only), while
+        ``stepping``'s states are rendered: a copy of this walk takes the next :data:`LOOKAHEAD_STEPS` steps, from the
+        outcomes rendered so far and a guess of the others (:meth:`_guess`), and yields each step's states; then each
+        episode's other greedy moves at the next step, then its other moves. Before the first step: the start's
+        neighbours."""
+        env = self.env
+        if not stepping:
+            yield from (env.move(env.start, a) for a in env.actions(env.start))
+            return
+        if env.exhausted:  # the search ends with this step
+            return
+        w = self.fork()
+        step = [(copy_ag, a) for copy_ag, (_, a) in zip(w.agents, stepping)]  # stepping holds this walk's agents, in order
+        guessed: dict[Encoding, tuple[float, float]] = {}
+        renders, later = env.renders, []
+        for depth in range(LOOKAHEAD_STEPS):
+            outcomes = []
+            for ag, a in step:
+                s2 = env.move(ag.state, a)
+                value = env.known(s2) or guessed.get(s2)
+                if value is None:
+                    value = guessed[s2] = self._guess(ag.state, s2, env.known(ag.state) or guessed.get(ag.state) or (0.0, 0.0))
+                    renders += env.seeds_per_state if depth else 0  # the first step's are counted already
+                r, done, accepted = env.outcome(s2, ag.t, *value)
+                outcomes.append((s2, r, done, accepted, value[1]))
+            w.learn(step, outcomes)
+            if depth and env.budget is not None and renders >= env.budget:
+                break
+            w.refill()
+            step = list(zip(w.agents, w.choose()))
+            yield from (env.move(ag.state, a) for ag, a in step)
+            if not depth:  # the alternatives at the next step: its other greedy moves first, then the rest
+                for ag in w.agents:
+                    valid = np.array(env.actions(ag.state) or range(env.n_actions))
+                    q = w.Q[ag.state][valid]
+                    greedy = [int(x) for x in valid[q == q.max()]]
+                    later.append((ag.state, greedy, [int(x) for x in valid if x not in greedy]))
+        for s2, greedy, _ in later:
+            yield from (env.move(s2, x) for x in greedy)
+        for s2, _, rest in later:
+            yield from (env.move(s2, x) for x in rest)
