@@ -113,7 +113,7 @@ class QLearning:
 class _Walk:
     """A Q-learning search's state between steps (Q-table, random stream, running episodes, what it found), and its
     step in three parts: :meth:`choose` the actions, :meth:`learn` from their outcomes, :meth:`refill` the freed
-    slots. :meth:`lookahead` runs the same three on a copy, with the outcomes known so far, to guess the next step."""
+    slots. :meth:`lookahead` runs the same three on a copy, with the outcomes known so far, to guess the next steps."""
 
     def __init__(self, q: QLearning, env, rng: np.random.Generator) -> None:
         self.q, self.env, self.rng = q, env, rng
