@@ -21,6 +21,7 @@ where the generator has none (a neural reward's scores moved in the 7th digit wi
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -61,7 +62,7 @@ class AheadSource(Protocol):
         """Up to ``n`` jobs (``ahead=True``) not rendered or asked for yet, likeliest first."""
 
     def keep_ahead(self, job: RenderJob, rendered: "Rendered | None") -> None:
-        """The result of an ahead job (None: its call failed)."""
+        """The result of an ahead job (None: not rendered, its call failed or its slot went to another guess)."""
 
 
 @dataclass
@@ -335,13 +336,11 @@ class RenderPool:
         if free <= 0:
             return []
         sources = list({id(r.source): r.source for r in self._open.values() if r.source is not None}.values())
-        out: list[tuple[AheadSource, RenderJob]] = []
-        while len(out) < free and sources:  # one guess of each source in turn: every source's likeliest before any second
-            for src in list(sources):
-                if len(out) == free:
-                    break
-                jobs = src.ahead_jobs(1)
-                if not jobs:  # it has no more guesses
-                    sources.remove(src)
-                out += [(src, job) for job in jobs]
+        # each source is asked once (a Q-learning guess takes a copy of its search two steps), then the slots go round
+        # the sources one guess at a time: every source's likeliest guess before any second; the rest are handed back
+        offered = [[(src, job) for job in src.ahead_jobs(free)] for src in sources]
+        ranked = [pair for turn in itertools.zip_longest(*offered) for pair in turn if pair is not None]
+        out, unused = ranked[:free], ranked[free:]
+        for src, job in unused:
+            src.keep_ahead(job, None)
         return out
