@@ -15,8 +15,9 @@ the clone's speed. Three pieces keep the calls full:
 
 An image depends only on (prompt, seed, model settings), never on what shared its call: generators that
 need it run every call at one fixed size (``DiffusersGenerator``'s ``pad_batches``; CPU and GPU kernels pick
-other code paths for other batch sizes), and every reward call is padded to that size, or to the batch size
-where the generator has none (a neural reward's scores moved in the 7th digit with the call's size and company).
+other code paths for other batch sizes), and a neural reward's call is padded to that size, or to the batch size
+where the generator has none (its scores moved in the 7th digit with the call's size and company); a reward whose
+models all read image by image (numpy readers, ``per_image``) scores only the call's images.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from PIL import Image
 
+from pipeline.encoders.base import per_image
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.generators.base import Generator
 from pipeline.rewards import CompositeReward
@@ -193,9 +195,9 @@ class Renderer:
         if scored:
             targets = [j.target if j.target is not None else scored[0] for j in jobs]
             batch = list(images)
-            # the reward call has one size, the generator call's fixed size (else the batch size), so a score never
-            # depends on what shared its call (a neural reward's kernels, too, follow the batch size)
-            pad = max(0, (self.call_size or self.batch_size) - len(batch))
+            # a neural reward's call has one size, the generator call's fixed size (else the batch size), so a score
+            # never depends on what shared its call (its kernels follow the batch size); numpy readers read image by image
+            pad = 0 if per_image(self.reward) else max(0, (self.call_size or self.batch_size) - len(batch))
             r, s = self.reward.score_many(batch + [batch[-1]] * pad, targets + [targets[-1]] * pad)
             rewards, scores = [float(x) for x in r[: len(jobs)]], [float(x) for x in s[: len(jobs)]]
         self._count(jobs, time.perf_counter() - t0)

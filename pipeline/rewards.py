@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.encoders.base import ImageEncoder, Segmenter, SemanticEncoder
+from pipeline.encoders.base import ImageEncoder, Segmenter, SemanticEncoder, per_image
 from pipeline.errors import ConfigError
 
 
@@ -185,6 +185,12 @@ class CompositeReward:
         self.weights = {k: float(weights.get(k, 0)) for k in self.terms}
         if not any(w > 0 for w in self.weights.values()):
             raise ConfigError("reward.weights: at least one reward needs a positive weight")
+
+    @property
+    def per_image(self) -> bool:
+        """Whether every term's model reads image by image (:func:`pipeline.encoders.base.per_image`): then a score
+        never depends on what shared its call, and callers need not give it calls of one size."""
+        return all(per_image(getattr(t, "segmenter", None) or getattr(t, "encoder", None)) for t in self.terms.values())
 
     def prepare(self, target: Image.Image, class_target: np.ndarray | None = None) -> dict[str, Any]:
         """Each term's precomputed input; ``class_target`` (a class distribution, :mod:`pipeline.reading`: the mean

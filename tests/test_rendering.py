@@ -32,6 +32,29 @@ def test_renderer_scores_each_image_against_its_own_input(grammar, generator, re
         assert r.reward == pytest.approx(float(want[0]), abs=1e-6)
 
 
+class RewardCallSizes:
+    """Wraps a reward, records the size of every reward call and declares ``per_image`` as told."""
+
+    def __init__(self, inner, per_image: bool) -> None:
+        self.inner, self.per_image, self.sizes = inner, per_image, []
+
+    def score_many(self, images, targets):
+        self.sizes.append(len(images))
+        return self.inner.score_many(images, targets)
+
+
+def test_a_short_call_pads_its_reward_call_only_for_a_reward_that_reads_by_batch(grammar, generator, reward, world):
+    assert reward.per_image  # pixel statistics and the palette segmenter: numpy, image by image
+    jobs = jobs_for(grammar, reward, world, 3)
+    for declared, sizes in ((True, [3]), (False, [8])):  # a neural reward's call always has the batch size
+        counted = RewardCallSizes(reward, declared)
+        assert len(Renderer(generator, counted, 8).render_call(jobs)) == 3 and counted.sizes == sizes
+    alone = [Renderer(generator, reward, 8).render_call([job])[0] for job in jobs]
+    together = Renderer(generator, reward, 8).render_call(jobs)
+    # exactly: what per_image promises (the score is NaN: this reward has no class term)
+    assert np.array_equal([(r.reward, r.score) for r in alone], [(r.reward, r.score) for r in together], equal_nan=True)
+
+
 def test_renderer_counts_calls_per_phase(grammar, generator, reward, world):
     r = Renderer(generator, reward, 4)
     r.render(jobs_for(grammar, reward, world, 6))

@@ -45,6 +45,13 @@ class SemanticEncoder(Protocol):
     def probabilities(self, images: Sequence[Image.Image]) -> list[np.ndarray]: ...
 
 
+def per_image(model: object) -> bool:
+    """Whether ``model`` (an encoder, segmenter or reward) declares that an image's output never depends on the
+    other images of its call (``per_image = True``: numpy readers). A torch model's may, in its last digits (its
+    kernels follow the batch size), so callers that need exact scores give it calls of one size."""
+    return bool(getattr(model, "per_image", False))
+
+
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=axis, keepdims=True))
     return z / z.sum(axis=axis, keepdims=True)

@@ -27,6 +27,8 @@ class GlyphReader:
     """Semantic encoder over a glyphs-world grammar (``generator`` and ``image_encoder`` are accepted and unused,
     as :func:`pipeline.assembly.build_stack` passes them to every semantic encoder)."""
 
+    per_image = True  # numpy, image by image: an image's output never depends on its call
+
     def __init__(self, grammar: Grammar, generator: Any = None, image_encoder: Any = None, sharpness: float = 3.0,
                  threshold: float = 0.15, family_size: int = 1) -> None:
         """``family_size``: the glyphs world's (the dataset's ``family_size``): which bitmaps the classes are."""

@@ -58,6 +58,8 @@ class PixelStatsEncoder:
     ``weights`` scales each statistic group in the embedding (they are then L2-normalised together).
     """
 
+    per_image = True  # numpy, image by image: an image's output never depends on its call
+
     def __init__(self, image_size: int = 32, weights: Mapping[str, float] | None = None) -> None:
         self.image_size = image_size
         self.weights = {g: 1.0 for g in _GROUPS}
@@ -91,6 +93,8 @@ class PaletteSegmenter:
     By default the palette is the shapes world's object and background colours, so "which classes
     appear, and where" means which colours cover which part of the image.
     """
+
+    per_image = True  # numpy, image by image: an image's output never depends on its call
 
     def __init__(self, palette: Mapping[str, Sequence[int]] | None = None, temperature: float = 0.08, image_size: int = 32) -> None:
         palette = dict(palette) if palette else {**COLOURS, **{f"{k} background": v for k, v in BACKGROUNDS.items()}}

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from pipeline.encoders.base import ImageEncoder, softmax
+from pipeline.encoders.base import ImageEncoder, per_image, softmax
 from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
 from pipeline.seeding import derive_seed, rng_for
@@ -22,6 +22,11 @@ from pipeline.seeding import derive_seed, rng_for
 
 class PrototypeSemanticEncoder:
     """Images -> encodings by nearest per-axis prototype; prototypes cost ``samples_per_choice`` renders per choice."""
+
+    @property
+    def per_image(self) -> bool:
+        """An image's reading depends on its call only through the image encoder's embedding."""
+        return per_image(self.image_encoder)
 
     def __init__(
         self,
