@@ -106,6 +106,8 @@ class EnvSettings:
     exclude: Any = setting()  # {axis: [choices]}
     class_candidates: Optional[int] = setting(ge=1)
     class_source: str = setting(choices=CLASS_SOURCES)
+    rendered_candidates: int = setting(ge=2)
+    rendered_seeds: int = setting(ge=1)
 
 
 @dataclass

@@ -10,6 +10,12 @@ dataset's own label (``env.class_source``):
   distribution. With k = 1 this is exactly the single-input reading.
 * ``label``: the class axis is fixed to the label (the class *name* is used, unlike the paper); the other axes
   are read as above, and class consistency scores a render by the probability of the label, ``p(label | render)``.
+* ``rendered``: diffusion feedback on the reading itself, without the class name. A reader that errs systematically
+  (an occluded cell, two similar breeds) reads the inputs of class A as class B, and reads renders of A the same
+  way; renders of B it reads as B. So each of the reading's likeliest classes is rendered (the goal's other
+  attributes, the same seeds for every candidate) and the class whose renders' mean class distribution ``q_c`` is
+  closest to the inputs' ``p`` (least ``KL(p ‖ q_c)``) is chosen (:func:`choose_by_renders`); the class axis is then
+  fixed to it and class consistency is ``p(class | render)``, as with the label.
 
 Either way the reading (the likeliest class and its probability) is recorded, so a run says where it
 disagrees with the label.
@@ -18,7 +24,7 @@ disagrees with the label.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -26,8 +32,10 @@ from PIL import Image
 from pipeline.encoders.base import SemanticEncoder
 from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding, Grammar
+from pipeline.seeding import derive_seed
 
-CLASS_SOURCES = ("read", "label")
+CLASS_SOURCES = ("read", "label", "rendered")
+RENDERED_SMOOTHING = 1e-3  # added to a candidate's mean render distribution, so a class its renders never show is not infinitely far
 
 
 @dataclass
@@ -36,14 +44,17 @@ class InputReading:
     goal: Encoding  # in the full grammar: the per-axis argmax of the mean distributions (class axis: the label with class_source=label)
     class_target: np.ndarray | None  # what class consistency compares a render's class distribution to (None: no class axis)
     class_probs: np.ndarray | None  # the mean class distribution read in the inputs (None: no class axis)
-    read_class: str | None  # the likeliest class of :attr:`class_probs`
-    read_prob: float | None
-    label: str | None  # the class fixed by the label (class_source=label), else None
+    read_class: str | None  # the likeliest class of :attr:`class_probs` (class_source=rendered: the class chosen by renders)
+    read_prob: float | None  # its probability in :attr:`class_probs`
+    label: str | None  # the class fixed on the class axis (class_source=label: the label; rendered: the class chosen), else None
+    class_source: str = "read"
+    #: class_source=rendered: each candidate class -> KL(p ‖ q_c) of its renders, and the likeliest class read
+    rendered: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, object]:
-        """The reading as a search result records it."""
+        """The reading as a search result records it (and, with class_source=rendered, :attr:`rendered` beside it)."""
         return {"read_class": self.read_class, "read_prob": None if self.read_prob is None else round(self.read_prob, 6),
-                "class_source": "label" if self.label is not None else "read"}
+                "class_source": self.class_source}
 
 
 def read_inputs(encoder: SemanticEncoder, grammar: Grammar, images: Sequence[Image.Image], label: str | None = None) -> InputReading:
@@ -71,25 +82,82 @@ def read_inputs(encoder: SemanticEncoder, grammar: Grammar, images: Sequence[Ima
             class_target[goal[a]] = 1.0
     elif label is not None:
         raise ConfigError("env.class_source=label needs a grammar with a class axis")
-    return InputReading(images, tuple(goal), class_target, class_probs, read_class, read_prob, label)
+    return InputReading(images, tuple(goal), class_target, class_probs, read_class, read_prob, label,
+                        "read" if label is None else "label")
+
+
+def rendered_candidates(grammar: Grammar, reading: InputReading, n: int) -> list[tuple[str, str]]:
+    """(class, prompt) of the reading's ``n`` likeliest classes, each prompt the goal encoding with that class:
+    what :func:`choose_by_renders` renders."""
+    if reading.class_probs is None or grammar.class_axis is None:
+        raise ConfigError("env.class_source=rendered needs a grammar with a class axis")
+    a = grammar.axis_index(grammar.class_axis)
+    choices = grammar.axis(grammar.class_axis).choices
+    out = []
+    for c in np.argsort(-reading.class_probs, kind="stable")[: int(n)]:
+        goal = list(reading.goal)
+        goal[a] = int(c)
+        out.append((choices[int(c)], grammar.decode(tuple(goal))))
+    return out
+
+
+def choose_by_renders(encoder: SemanticEncoder, grammar: Grammar, reading: InputReading,
+                      renders: Mapping[str, Sequence[Image.Image]]) -> InputReading:
+    """class_source=rendered: of the candidate classes (``renders``: each one's renders, at the same seeds), the one
+    whose renders ``encoder`` reads like the inputs, least ``KL(p ‖ q_c)`` with ``p`` the inputs' mean class
+    distribution and ``q_c`` the candidate's renders' (smoothed by :data:`RENDERED_SMOOTHING`); ties go to the
+    likelier class read. The returned reading fixes the class axis to it, as a label would."""
+    p = np.asarray(reading.class_probs, np.float64)
+    a = grammar.axis_index(grammar.class_axis)
+    divergence = {}
+    for name, images in renders.items():
+        q = np.asarray(encoder.probabilities(list(images))[a], np.float64).mean(0)
+        q = (q + RENDERED_SMOOTHING) / (1 + RENDERED_SMOOTHING * len(q))
+        divergence[name] = float(np.sum(p * (np.log(np.maximum(p, 1e-12)) - np.log(q))))
+    chosen = min(divergence, key=divergence.get)  # dicts keep the candidates' order: likeliest first on a tie
+    return settle(grammar, reading, chosen, {"argmax": reading.read_class, "divergence": {k: round(v, 6) for k, v in divergence.items()}})
+
+
+def settle(grammar: Grammar, reading: InputReading, chosen: str, rendered: dict[str, Any]) -> InputReading:
+    """``reading`` with its class fixed to ``chosen`` (class_source=rendered), as :func:`choose_by_renders` chose it
+    (or a search result recorded it: nothing is rendered again)."""
+    choices = grammar.axis(grammar.class_axis).choices
+    c = choices.index(chosen)
+    goal = list(reading.goal)
+    goal[grammar.axis_index(grammar.class_axis)] = c
+    target = np.zeros_like(reading.class_probs)
+    target[c] = 1.0
+    return InputReading(reading.images, tuple(goal), target, reading.class_probs, chosen, float(reading.class_probs[c]),
+                        chosen, "rendered", rendered)
+
+
+def check_seeds(run_seed: int, class_id: str, n: int) -> list[int]:
+    """The seeds class_source=rendered renders each candidate class of ``class_id`` at (the same for every candidate)."""
+    return [derive_seed(run_seed, "class-check", class_id, j) for j in range(int(n))]
 
 
 def reader_accuracy(encoder: SemanticEncoder, grammar: Grammar, classes: Sequence[Any], inputs: Callable[[Any], Sequence[Image.Image]],
-                    ks: Sequence[int] = (1,), progress: bool = False) -> dict[str, dict[str, float]]:
+                    ks: Sequence[int] = (1,), progress: bool = False,
+                    choose: Callable[[Any, InputReading], InputReading] | None = None) -> dict[str, dict[str, float]]:
     """How often ``encoder`` reads a class's input images as that class: top-1 and top-5 of the class reading
     (:func:`read_inputs`) from each class's first ``k`` inputs (``inputs(cls)``: at least ``max(ks)`` images),
-    for each ``k`` of ``ks``, over ``classes`` (whose ``prompt`` is a choice of ``grammar``'s class axis)."""
+    for each ``k`` of ``ks``, over ``classes`` (whose ``prompt`` is a choice of ``grammar``'s class axis).
+    ``choose(cls, reading)``: the class chosen by renders (class_source=rendered), whose hit rate is reported
+    as ``rendered_top1``."""
     from tqdm import tqdm
 
     choices = [c.lower() for c in grammar.axis(grammar.class_axis).choices]
-    hits = {k: [0, 0] for k in ks}
+    hits = {k: [0, 0, 0] for k in ks}
     for cls in tqdm(classes, desc="reading inputs", disable=not progress):
         images = list(inputs(cls))
         truth = choices.index(cls.prompt.lower())
         for k in ks:
-            probs = read_inputs(encoder, grammar, images[:k]).class_probs
-            ranked = np.argsort(-probs, kind="stable")
+            reading = read_inputs(encoder, grammar, images[:k])
+            ranked = np.argsort(-reading.class_probs, kind="stable")
             hits[k][0] += int(ranked[0] == truth)
             hits[k][1] += int(truth in ranked[:5])
+            if choose is not None:
+                hits[k][2] += int(str(choose(cls, reading).read_class).lower() == choices[truth])
     n = max(len(classes), 1)
-    return {f"k={k}": {"top1": round(t1 / n, 4), "top5": round(t5 / n, 4), "classes": len(classes)} for k, (t1, t5) in hits.items()}
+    return {f"k={k}": {"top1": round(t1 / n, 4), "top5": round(t5 / n, 4), "classes": len(classes),
+                       **({"rendered_top1": round(tr / n, 4)} if choose is not None else {})} for k, (t1, t5, tr) in hits.items()}

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 import webdataset as wds
+
+import pipeline.clone as clone_api
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
@@ -17,7 +19,9 @@ from pipeline.compose import CONF_DIR
 from pipeline.clone.dataset import ImageFolderDataset
 from pipeline.clone.layout import Layout
 from pipeline.errors import ConfigError, InputError
+from pipeline.reading import choose_by_renders, rendered_candidates, settle
 from pipeline.search import SearchProblem
+from pipeline.seeding import derive_seed
 
 
 def compose_clone(*overrides):
@@ -116,3 +120,54 @@ def test_a_clone_reports_label_accuracy_and_its_misread_classes(tmp_path):
     pairs = shard_labels(tmp_path / "label")
     assert s["label_accuracy"] == 1.0 and all(a == b for a, b in pairs) and len(pairs) == 24
     assert set(s["misread"]) == {"octagon"}  # the reading is still reported: the label overrode it
+
+
+@pytest.fixture(scope="module")
+def standin():
+    """The CLIP-like stand-in's first 40 classes (10 families of 4 near-identical glyphs), five inputs each, input seed 0."""
+    cfg = clone_api.load(["experiment=confusable1000", "dataset.num_classes=40"])
+    dataset = instantiate(cfg.dataset, inputs_per_class=5)
+    return build_stack(cfg, class_names=[c.prompt for c in dataset.all_classes()]), dataset
+
+
+def test_renders_choose_the_sibling_that_the_mean_of_five_inputs_misreads(standin):
+    """class_source=rendered: the reader confuses occluded siblings the same way in inputs and renders, so the
+    candidate whose renders it reads like the inputs is the right class more often than the likeliest class read."""
+    stack, dataset = standin
+    grammar = stack.full_grammar
+    axis = grammar.axis_index(grammar.class_axis)
+    seeds = [derive_seed("test-class-check", j) for j in range(8)]
+    read_right = rendered_right = 0
+    for cls in dataset.classes():
+        reading = read(stack, [i.image for i in dataset.inputs(cls)])
+        candidates = rendered_candidates(grammar, reading, 4)
+        renders = {name: stack.generator.generate([prompt] * len(seeds), seeds) for name, prompt in candidates}
+        chosen = choose_by_renders(stack.semantic_encoder, grammar, reading, renders)
+        assert [n for n, _ in candidates][0] == reading.read_class and len({n for n, _ in candidates}) == 4
+        assert chosen.read_class == chosen.label and chosen.class_source == "rendered"
+        assert list(chosen.rendered["divergence"]) == [n for n, _ in candidates] and chosen.rendered["argmax"] == reading.read_class
+        assert chosen.read_class == min(chosen.rendered["divergence"], key=chosen.rendered["divergence"].get)
+        c = grammar.axis(grammar.class_axis).choices.index(chosen.read_class)
+        assert chosen.goal[axis] == c and chosen.class_target[c] == 1.0 == chosen.class_target.sum()  # fixed, as a label
+        assert chosen.read_prob == pytest.approx(float(reading.class_probs[c]))
+        again = settle(grammar, reading, chosen.read_class, chosen.rendered)  # from a search result: nothing rendered
+        assert again.goal == chosen.goal and np.array_equal(again.class_target, chosen.class_target)
+        read_right += reading.read_class == cls.prompt
+        rendered_right += chosen.read_class == cls.prompt
+    assert rendered_right > read_right, (rendered_right, read_right)
+
+
+def test_a_clone_with_classes_chosen_by_renders_fixes_them_and_counts_their_renders(tmp_path, grammar):
+    out = tmp_path / "rendered"
+    s = clone(out, "dataset.only=[octagon,star]", "env.class_source=rendered")
+    names = dict(enumerate(grammar.axis("object").choices))  # label order: the class axis's
+    results = {n: json.loads((out / "searches" / f"{n}.json").read_text()) for n in ("octagon", "star")}
+    for name, res in results.items():
+        info = res["info"]
+        div = info["rendered"]["divergence"]
+        assert info["class_source"] == "rendered" and len(div) == 4 and info["rendered"]["renders"] == 32
+        assert info["read_class"] == min(div, key=div.get) and info["rendered"]["argmax"] in div
+    assert s["search_renders"] == sum(r["renders"] for r in results.values()) + 2 * 32  # the candidates' renders count
+    chosen = {name: res["info"]["read_class"] for name, res in results.items()}
+    for label, shown in shard_labels(out):  # the class axis is fixed: every sample of a class shows the class chosen
+        assert chosen[names[label]] == names[shown]

@@ -33,14 +33,15 @@ def report(summary: CloneSummary, cfg: DictConfig) -> int:
     for cls_id in ids[:10]:
         m = summary.misread[cls_id]
         shows = "its images show the label (env.class_source=label)" if cfg.env.class_source == "label" else f"its images show '{m['read']}'"
-        print(f"warning: class '{cls_id}' ('{m['label']}') was read as '{m['read']}' (p={m['prob']:.2f}) in its "
+        how = "chosen by renders as" if cfg.env.class_source == "rendered" else "read as"
+        print(f"warning: class '{cls_id}' ('{m['label']}') was {how} '{m['read']}' (p={m['prob']:.2f}) in its "
               f"{cfg.dataset.inputs_per_class} input image(s): {shows}", file=sys.stderr)
     if len(ids) > 10:
         print(f"warning: and {len(ids) - 10} more classes read as another class ('misread' in {LAYOUT.summary})", file=sys.stderr)
     if ids and cfg.env.class_source != "label":
         shown = ",".join(ids[:10]) + (",..." if len(ids) > 10 else "")
         print(f"warning: redo the {len(ids)} misread classes with more inputs or the label, in a new paths.output_dir: "
-              f"dataset.only=[{shown}] dataset.inputs_per_class=5 (or env.class_source=label)", file=sys.stderr)
+              f"dataset.only=[{shown}] dataset.inputs_per_class=5 env.class_source=rendered (or env.class_source=label)", file=sys.stderr)
     if summary.ok:
         return 0
     for f in summary.failures:

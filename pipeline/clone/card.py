@@ -147,7 +147,8 @@ def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary:
         "",
         "Label accuracy is the share of samples whose prompt asks for the class of their label; on a procedural world it is "
         "the share whose image shows its label. A class whose input image(s) the semantic encoder read as another class "
-        "(`misread` in `summary.json`) shows the class read unless `env.class_source=label`.",
+        "(`misread` in `summary.json`) shows the class read unless `env.class_source=label` (with `rendered`, the class "
+        "its renders chose).",
         "",
         "Columns: `__key__` (`<class id>_<index>`), "
         f"`{img}` (the image), `cls` (the label, a `ClassLabel`), `json` (class, prompt, its semantic encoding, seed, "

@@ -74,7 +74,7 @@ class CloneSummary:
     label_accuracy: float | None = None
     label_accuracy_by_class: dict[str, float] = field(default_factory=dict)
     #: class id -> {label, read, prob}: classes whose input image(s) the semantic encoder read as another class
-    #: (with env.class_source=read their images show the class read; rerun them with dataset.only=[...])
+    #: (with env.class_source=read their images show the class read, with rendered the class chosen; rerun them with dataset.only=[...])
     misread: dict[str, dict[str, Any]] = field(default_factory=dict)
     corrupt_redone: dict[str, str] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)

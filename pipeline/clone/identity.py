@@ -35,7 +35,8 @@ OUTPUT_GROUPS = ("seed", "grammar", "model", "reward", "search", "env", "dataset
 WEIGHT_GROUPS = ("model", "reward")
 #: settings added after folders were made, with the value that keeps the behaviour those folders were made with:
 #: a run.json without the key reads as that value, so adding a setting does not make old folders foreign
-ADDED_SETTINGS: dict[str, Any] = {"env.class_source": "read", "dataset.inputs_per_class": 1, "clone.reuse_max_share": 1.0}
+ADDED_SETTINGS: dict[str, Any] = {"env.class_source": "read", "dataset.inputs_per_class": 1, "clone.reuse_max_share": 1.0,
+                                  "env.rendered_candidates": 4, "env.rendered_seeds": 8}
 
 
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ from pipeline.clone.plan import SearchDone, SearchUnit, ShardDone, ShardUnit
 from pipeline.clone.search_renders import SearchRender, assign, read_render, reuse_limit, write_renders
 from pipeline.clone.shards import asks_for_label, encode_image, write_shard
 from pipeline.errors import ConfigError
-from pipeline.reading import InputReading
+from pipeline.reading import InputReading, check_seeds, choose_by_renders, rendered_candidates, settle
 from pipeline.rendering import Renderer, RenderJob, RenderPool
 from pipeline.grammar import Grammar
 from pipeline.search.result import Candidate, SearchProblem, SearchResult
@@ -92,6 +92,7 @@ class CloneWorker:
         self.reuse = bool(c.reuse_search_renders)
         self.reuse_limit = reuse_limit(float(c.reuse_max_share), self.images_per_class)
         self.class_source = str(self.cfg.env.class_source)
+        self.rendered_candidates, self.rendered_seeds = int(self.cfg.env.rendered_candidates), int(self.cfg.env.rendered_seeds)
         self.class_pos = self.stack.full_grammar.axis_index(self.stack.full_grammar.class_axis)  # a clone's grammar has one
         if self.verify and self.stack.reward.acceptance is None:
             raise ConfigError("clone.verify_images needs a reward with a class-consistency term "
@@ -137,6 +138,8 @@ class CloneWorker:
         result.info.update(class_id=cls.id, class_name=cls.name, class_prompt=cls.prompt, group=cls.group,
                            model_id=self.stack.generator.model_id, identity=self.identity,
                            inputs=[i.ref for i in inputs], **reading.describe())
+        if reading.rendered is not None:  # class_source=rendered: the candidates, their divergences and renders
+            result.info["rendered"] = reading.rendered
         if len(candidates) < len(self.stack.grammar.axis(class_axis)):  # env.class_candidates cut the class axis
             result.info["class_candidates"] = candidates
         if self.reuse:  # the accepted states' renders, committed before the result that marks the search done
@@ -145,14 +148,31 @@ class CloneWorker:
             result.info["reusable_renders"] = [r.to_dict() for r in write_renders(self.storage, cls.id, reusable)]
         self.storage.write_bytes(LAYOUT.search(cls.id), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
-        return SearchDone(result.renders, result.best.reward, time.perf_counter() - t0,
+        checked = reading.rendered["renders"] if reading.rendered else 0  # class_source=rendered: the candidates' renders
+        return SearchDone(result.renders + checked, result.best.reward, time.perf_counter() - t0,
                           best is not None and best.lower() == cls.prompt.lower(), **reading.describe(),
                           calls=self.pool.call_stats(), oom_backoffs=list(self.pool.renderer.backoffs))
 
-    def _read(self, cls: ClassInfo, inputs: list | None = None) -> InputReading:
-        """The semantic encoder's reading of the class's input images, anchored on its label with env.class_source=label."""
+    def _read(self, cls: ClassInfo, inputs: list | None = None, recorded: dict[str, Any] | None = None) -> InputReading:
+        """The semantic encoder's reading of the class's input images, anchored on its label with env.class_source=label.
+        With env.class_source=rendered the reading's likeliest classes are rendered in the worker's pool (search phase,
+        the same seeds for each) and the one whose renders read like the inputs fixes the class
+        (:func:`pipeline.reading.choose_by_renders`); ``recorded`` (the search result's info) gives the class the
+        search chose, so nothing is rendered again."""
         images = [i.image for i in (inputs if inputs is not None else self.dataset.inputs(cls))]
-        return read(self.stack, images, cls.prompt if self.class_source == "label" else None)
+        if self.class_source != "rendered":
+            return read(self.stack, images, cls.prompt if self.class_source == "label" else None)
+        reading, grammar = read(self.stack, images), self.stack.full_grammar
+        if recorded is not None:
+            return settle(grammar, reading, recorded["read_class"], recorded["rendered"])
+        candidates = rendered_candidates(grammar, reading, self.rendered_candidates)
+        seeds = check_seeds(self.seed, cls.id, self.rendered_seeds)
+        out = self.pool.render([RenderJob(prompt, s, None, "search") for _, prompt in candidates for s in seeds])
+        n = len(seeds)
+        renders = {name: [r.image for r in out[i * n : (i + 1) * n]] for i, (name, _) in enumerate(candidates)}
+        chosen = choose_by_renders(self.stack.semantic_encoder, grammar, reading, renders)
+        chosen.rendered["renders"] = len(out)
+        return chosen
 
     @staticmethod
     def _next_candidate(seq: list, pos: int, tried: set[str]):
@@ -222,7 +242,7 @@ class CloneWorker:
         grammar, full = self.stack.grammars(cls.group, result.info.get("class_candidates"))
         free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
         seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
-        prepared = prepare(self.stack, self._read(cls)) if self.verify and seq else None
+        prepared = prepare(self.stack, self._read(cls, recorded=result.info)) if self.verify and seq else None
         index = [SearchRender(**r) for r in result.info.get("reusable_renders", [])] if self.reuse else []
         reused = assign(seq, index, self.images_per_class, self.reuse_limit)
         source = ClassSource(result, grammar, full, seq, prepared, reused)
