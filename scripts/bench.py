@@ -406,7 +406,7 @@ def bench_metrics(n: int, dim: int) -> dict:
     from pipeline.metrics.extractors import ClipFeatures
     from pipeline.metrics.features import extract
     from pipeline.metrics.prdc import prdc
-    from pipeline.metrics.sources import ShapesImages
+    from pipeline.metrics.sources import WorldImages
     from pipeline.shapes.world import ShapesWorld
 
     out = {}
@@ -414,7 +414,7 @@ def bench_metrics(n: int, dim: int) -> dict:
     if models.is_dir():
         world = ShapesWorld(Grammar.from_yaml(ROOT / "conf" / "grammar" / "shapes.yaml"))
         t0 = time.perf_counter()
-        fs = extract(ShapesImages(world, "bench", 2000, 32), ClipFeatures(str(models)), None, workers=1)
+        fs = extract(WorldImages(world, "bench", 2000, 32), ClipFeatures(str(models)), None, workers=1)
         out["tiny_clip_features_images_per_s"] = round(len(fs) / (time.perf_counter() - t0), 1)
     rng = np.random.default_rng(0)
     real = torch.from_numpy(rng.normal(size=(n, dim)).astype(np.float32))

@@ -45,13 +45,15 @@ from pipeline.clone.layout import Layout
 ROOT = Path(__file__).resolve().parents[1]  # the repository (the package is installed editable: make setup)
 
 METHODS = ("class_name", "class_name_random", "goal_encoding", "random", "noisy_gradient", "qlearning",
-           "qlearning_noise_start", "qlearning_reward_only", "qlearning_no_red", "qlearning_k5", "qlearning_label")
+           "qlearning_noise_start", "qlearning_reward_only", "qlearning_no_red", "qlearning_k5", "qlearning_k5_rendered", "qlearning_label")
 LABELS = {"class_name": "class-name prompting", "class_name_random": "class name + random attributes",
           "goal_encoding": "goal encoding (no search)", "random": "random search",
           "qlearning": "RLDF Q-learning (goal)", "qlearning_noise_start": "RLDF Q-learning (goal, start from noise)",
           "qlearning_reward_only": "RLDF Q-learning (reward-only)",
           "qlearning_no_red": "RLDF Q-learning, red excluded", "noisy_gradient": "noisy diffusion gradient",
-          "qlearning_k5": "RLDF Q-learning (goal, 5 input images)", "qlearning_label": "RLDF Q-learning (goal, class from the label)",
+          "qlearning_k5": "RLDF Q-learning (goal, 5 input images)",
+          "qlearning_k5_rendered": "RLDF Q-learning (goal, 5 input images, class chosen by renders)",
+          "qlearning_label": "RLDF Q-learning (goal, class from the label)",
           "real": "real data (held-out split)"}
 NEEDS_CLASS_NAME = {"class_name", "class_name_random", "qlearning_label"}
 
@@ -70,6 +72,7 @@ def method_overrides(method: str, budget: int | None) -> list[str]:
         "qlearning_no_red": ["search=qlearning_batched", "env.mode=goal", "env.exclude={colour: [red]}"],
         "noisy_gradient": ["search=noisy_gradient"],
         "qlearning_k5": ["search=qlearning_batched", "env.mode=goal", "dataset.inputs_per_class=5"],
+        "qlearning_k5_rendered": ["search=qlearning_batched", "env.mode=goal", "dataset.inputs_per_class=5", "env.class_source=rendered"],
         "qlearning_label": ["search=qlearning_batched", "env.mode=goal", "env.class_source=label"],
     }[method]
 
@@ -272,12 +275,12 @@ def distribution_metrics(plan: Plan, world, extractor, sources: dict, cfg) -> tu
 
     from pipeline.metrics.features import extract
     from pipeline.metrics.scores import score_sets
-    from pipeline.metrics.sources import ShapesImages
+    from pipeline.metrics.sources import WorldImages
     from pipeline.metrics.vendi import per_class_vendi
 
     fx = dict(batch_size=int(cfg.batch_size), workers=int(cfg.workers), cache_dir=plan.out / "feature_cache")
     names = dict(enumerate(plan.class_names))
-    real_val = extract(ShapesImages(world, "val", plan.a.n_real or plan.n_synth, 32, classes=plan.classes), extractor, None,
+    real_val = extract(WorldImages(world, "val", plan.a.n_real or plan.n_synth, 32, classes=plan.classes), extractor, None,
                        label="real val", **fx)
     metrics, vendi = {}, {}
     for name, src in sources.items():
@@ -293,11 +296,11 @@ def judged_rows(plan: Plan, world, sources: dict, metrics: dict, vendi: dict) ->
     from pipeline.metrics.cas import classification_accuracy_score, load_labelled
     from pipeline.metrics.judge import judge_clone, train_judge
     from pipeline.metrics.sheets import class_contact_sheet
-    from pipeline.metrics.sources import ShapesImages
+    from pipeline.metrics.sources import WorldImages
 
     a, names = plan.a, dict(enumerate(plan.class_names))
     judge = train_judge(world, a.judge_train, a.judge_steps, cache=plan.out / f"judge-{a.judge_train}-{a.judge_steps}")
-    test = load_labelled(ShapesImages(world, "cas-test", plan.n_cas_test, 32, classes=plan.classes))
+    test = load_labelled(WorldImages(world, "cas-test", plan.n_cas_test, 32, classes=plan.classes))
     rows = {}
     for name, src in sources.items():
         train = load_labelled(src)
@@ -321,7 +324,7 @@ def main() -> None:
     from hydra.utils import instantiate
 
     from pipeline.compose import load_config
-    from pipeline.metrics.sources import ShapesImages, ShardImages
+    from pipeline.metrics.sources import WorldImages, ShardImages
     from pipeline.shapes.world import ShapesWorld
 
     a = parse_args()
@@ -343,7 +346,7 @@ def main() -> None:
         stats[m] = search_stats(plan.out / m, plan.classes, grammar)
     seconds["clones"] = time.perf_counter() - t0
     sources = {m: ShardImages(str(plan.out / m), 32) for m in plan.methods}
-    sources["real"] = ShapesImages(world, "cas-train", plan.n_synth, 32, classes=plan.classes)
+    sources["real"] = WorldImages(world, "cas-train", plan.n_synth, 32, classes=plan.classes)
     t0 = time.perf_counter()  # 2. distribution metrics, with a real-vs-real reference row
     extractor = instantiate(cfg.features)  # built once: the metrics' features and the name the results give them
     metrics, vendi = distribution_metrics(plan, world, extractor, sources, cfg)

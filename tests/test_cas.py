@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from pipeline.metrics.cas import LabelledImages, accuracy, classification_accuracy_score, load_labelled, train_classifier
-from pipeline.metrics.sources import ShapesImages
+from pipeline.metrics.sources import WorldImages
 
 CLASSES = ("circle", "star", "cross")
 
 
 def shapes_set(world, split, n):
-    data = load_labelled(ShapesImages(world, split, n, 32))
+    data = load_labelled(WorldImages(world, split, n, 32))
     keep = torch.isin(data.labels, torch.tensor([world.classes.index(c) for c in CLASSES]))
     return LabelledImages(data.images[keep], data.labels[keep])
 

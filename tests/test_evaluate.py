@@ -54,3 +54,24 @@ def test_evaluate_end_to_end_and_resume(tmp_path):
     assert res2["rows"]["qlearning"]["metrics"] == res["rows"]["qlearning"]["metrics"]
     md2 = (tmp_path / "results.md").read_text()
     assert md2.startswith("# Mine\n\nintro\n\n") and md2.rstrip().endswith("outro") and md2.count("eval:begin") == 1
+
+
+def test_standin_evaluation_end_to_end(tmp_path):
+    """scripts/evaluate_standin.py on 8 classes of the CLIP-like stand-in (two families of four), two methods."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "evaluate_standin.py"), "--methods", "qlearning,qlearning_k5_rendered",
+           "--images-per-class", "2", "--cas-steps", "5", "--n-cas-test", "16", "--out", str(tmp_path / "eval"),
+           "--markdown", str(tmp_path / "results.md"), "--no-progress", "--threads", "1",
+           "--set", "dataset.num_classes=8", "--set", "cluster.num_cpus=2"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(res["rows"]) == {"qlearning", "qlearning_k5_rendered", "real"} and res["args"]["classes"] == 8
+    for name in ("qlearning", "qlearning_k5_rendered"):
+        row = res["rows"][name]
+        assert 0 <= row["clone"]["label_accuracy"] <= 1 and 0 <= row["misread"] <= 8
+        assert row["cas"]["n_train"] == row["clone"]["images_written"] <= 16 and 0 <= row["cas"]["accuracy"] <= 1
+    # the candidates' renders (4 classes x 8 seeds per class) count among the search renders
+    assert res["rows"]["qlearning_k5_rendered"]["clone"]["search_renders"] >= 8 * 32
+    assert res["rows"]["real"]["cas"]["n_train"] == 16 and res["args"]["n_cas_test"] == 16
+    md = (tmp_path / "results.md").read_text()
+    assert "eval-standin:begin" in md and "class chosen by renders" in md and "| CAS |" in md

@@ -12,7 +12,7 @@ from pipeline.cli import app
 from pipeline.metrics.features import extract
 from pipeline.metrics.report import write_report
 from pipeline.metrics.scores import score_sets
-from pipeline.metrics.sources import FolderImages, ShapesImages, clone_class_labels, open_source
+from pipeline.metrics.sources import FolderImages, WorldImages, clone_class_labels, open_source
 
 
 def run(cfg: DictConfig) -> dict:
@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> dict:
     t_features = time.perf_counter() - t0
     names = {}
     for src in (real_src, fake_src):
-        if isinstance(src, ShapesImages):
+        if isinstance(src, WorldImages):
             names = dict(enumerate(src.world.classes))
         elif isinstance(src, FolderImages):
             names = dict(src.classes)

@@ -2,8 +2,9 @@
 test it on real held-out images. Trained on a clone, it measures how much of the real classes' variety
 the clone teaches; trained on as many real images, it gives the reference the clone is compared with.
 
-The classifier is a small CNN (three stride-2 stages, BatchNorm, global pooling) with flip and
-pad-and-crop augmentation, sized for 32-pixel images on a CPU.
+The classifier is a small CNN (three stride-2 stages, BatchNorm, global pooling) with pad-and-crop and
+(where a mirror image keeps the class: not for glyphs) horizontal-flip augmentation, sized for 32-pixel images
+on a CPU.
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ class SmallClassifier(nn.Module):
         return self.head(self.body((x - 0.5) / 0.25).mean((2, 3)))
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random horizontal flip and a random crop of the ``pad``-padded image (one offset per batch)."""
-    flip = torch.rand(len(x), generator=gen) < 0.5
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+def _augment(x: torch.Tensor, gen: torch.Generator, hflip: bool, pad: int = 2) -> torch.Tensor:
+    """Random horizontal flip (``hflip``) and a random crop of the ``pad``-padded image (one offset per batch)."""
+    if hflip:
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
     h, w = x.shape[-2:]
     xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     i, j = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
@@ -72,15 +74,16 @@ def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tenso
 
 
 def train_classifier(train: LabelledImages, num_classes: int, steps: int, seed: int = 0, batch: int = 64,
-                     lr: float = 3e-3, progress: bool = True, desc: str = "CAS classifier") -> SmallClassifier:
-    """AdamW with warm-up and cosine decay on augmented batches; deterministic for a given ``seed``."""
+                     lr: float = 3e-3, progress: bool = True, desc: str = "CAS classifier", hflip: bool = True) -> SmallClassifier:
+    """AdamW with warm-up and cosine decay on augmented batches (``hflip``: mirror images among them); deterministic
+    for a given ``seed``."""
     torch.manual_seed(seed)
     net = SmallClassifier(num_classes).train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(seed)
     for step in tqdm(range(steps), desc=desc, unit="step", leave=False, disable=not progress):
         idx = torch.randint(len(train), (batch,), generator=gen)
-        x = _augment(train.images[idx].float() / 255.0, gen)
+        x = _augment(train.images[idx].float() / 255.0, gen, hflip)
         loss = F.cross_entropy(net(x), train.labels[idx])
         optimiser_step(opt, loss, warmup_cosine(step, steps, lr, min(100, steps // 10 + 1)))
     return net.eval()
@@ -99,9 +102,11 @@ def accuracy(net: nn.Module, test: LabelledImages, class_names: dict[int, str] |
 
 
 def classification_accuracy_score(train: LabelledImages, test: LabelledImages, num_classes: int, steps: int, seed: int = 0,
-                                  class_names: dict[int, str] | None = None, progress: bool = True, desc: str = "CAS classifier") -> dict:
-    """Train on ``train`` only, score on ``test``; ``n_train`` records how many images taught it."""
-    net = train_classifier(train, num_classes, steps, seed, progress=progress, desc=desc)
+                                  class_names: dict[int, str] | None = None, progress: bool = True, desc: str = "CAS classifier",
+                                  hflip: bool = True) -> dict:
+    """Train on ``train`` only, score on ``test``; ``n_train`` records how many images taught it. ``hflip``: augment
+    with mirror images (off where mirroring changes the class, as for glyphs)."""
+    net = train_classifier(train, num_classes, steps, seed, progress=progress, desc=desc, hflip=hflip)
     out = accuracy(net, test, class_names)
     out["n_train"] = int(len(train))
     return out

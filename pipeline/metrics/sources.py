@@ -1,4 +1,4 @@
-"""Image sets for the metrics: WebDataset shards, an ImageFolder tree, or the shapes world's real split.
+"""Image sets for the metrics: WebDataset shards, an ImageFolder tree, or a drawn world's real split.
 
 Every source yields ``(uint8 tensor [3, S, S], class label)`` resized to one size with PIL bicubic
 (the resize clean-fid recommends), and has a ``fingerprint`` that changes when its content does. Files,
@@ -98,8 +98,9 @@ class FolderImages(Dataset):
         return _decode(path.read_bytes(), f"'{path}'", self.size), label
 
 
-class ShapesImages(Dataset):
-    """The shapes world's real split, rendered on the fly (``n`` images, disjoint across split names).
+class WorldImages(Dataset):
+    """A drawn world's real split (the shapes or the glyphs world), rendered on the fly (``n`` images, disjoint
+    across split names).
 
     With ``classes``, sample ``i`` shows ``classes[i % len(classes)]`` (its other attributes stay random):
     a class-balanced real set of just those classes.
@@ -111,9 +112,11 @@ class ShapesImages(Dataset):
         self.world, self.split, self.n, self.size, self.seed = world, split, int(n), size, seed
         self.classes = list(classes) if classes else None
         self._seed = sample_seed
-        self.fingerprint = hashlib.sha256(json.dumps(["shapes", split, n, seed, world.image_size, self.classes]).encode()).hexdigest()[:16]
-        which = f", classes {', '.join(self.classes)}" if self.classes else ""
-        self.description = f"shapes world, real split '{split}' ({n} images{which})"
+        kind = type(world).__name__.removesuffix("World").lower()  # shapes, glyph
+        self.fingerprint = hashlib.sha256(json.dumps([kind, split, n, seed, world.image_size, self.classes]).encode()).hexdigest()[:16]
+        which = f", classes {', '.join(self.classes)}" if self.classes and len(self.classes) <= 20 else \
+            f", {len(self.classes)} classes" if self.classes else ""
+        self.description = f"{kind} world, real split '{split}' ({n} images{which})"
 
     def __len__(self) -> int:
         return self.n
@@ -145,7 +148,7 @@ def open_source(spec: str, size: int, world=None, shapes_n: int = 2000, labels: 
     by ``labels`` where given)."""
     if spec == "shapes" or spec.startswith("shapes:"):
         split = spec.split(":", 1)[1] if ":" in spec else "val"
-        return ShapesImages(world, split, shapes_n, size)
+        return WorldImages(world, split, shapes_n, size)
     p = Path(spec)
     if spec.endswith(".tar") or "{" in spec or (p.is_dir() and any(p.glob("*.tar"))):
         return ShardImages(spec, size)

@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Clone the CLIP-like stand-in (``experiment=confusable1000``: 1000 glyph classes in families of 4 near-identical
+ones, 3 renders in 4 occluded) with RLDF from one input image per class (the paper), from five, with the class from
+the label, and with class name + random attributes; score each clone's labels and its CAS against real renders.
+
+* methods: class name + random attributes; RLDF with the class read in 1 input, in 5, in 5 and chosen among the
+  likeliest by renders (``env.class_source=rendered``), and from the label;
+* label accuracy: the share of a clone's samples whose prompt's class is their label (the summary's; on this
+  procedural world, the share whose image shows its label); classes misread: those whose reading is not their label;
+* CAS: the small CNN of :mod:`pipeline.metrics.cas`, without mirror augmentation (a mirrored glyph is another
+  glyph), trained only on the clone and tested on ``--n-cas-test`` real renders (split ``cas-test``, class-balanced,
+  occluded as the world occludes); a reference row trains it on as many real renders (split ``cas-train``) as one
+  clone has images.
+
+  python scripts/evaluate_standin.py            # the four clones and their scores; resumes (--fresh: start over)
+
+Results go to ``<out>/results.json`` and a marked block of ``--markdown`` (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from evaluate import LABELS, NEEDS_CLASS_NAME, ROOT, fmt, method_overrides, run_clone, versions
+
+METHODS = ("class_name_random", "qlearning", "qlearning_k5", "qlearning_k5_rendered", "qlearning_label")
+IMAGE_SIZE = 40  # the stand-in's renders (conf/dataset/glyphs.yaml)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--experiment", default="confusable1000", help="the stand-in preset (experiment=…)")
+    p.add_argument("--input-seed", type=int, default=0, help="which drawn input images each class is cloned from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images-per-class", type=int, default=None, help="default: the preset's (10)")
+    p.add_argument("--n-cas-test", type=int, default=5000, help="real renders CAS is tested on (class-balanced)")
+    p.add_argument("--cas-steps", type=int, default=1500, help="CAS classifier training steps (batch 64)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for CAS training (1 beside another job on 2 cores)")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "eval-standin")
+    p.add_argument("--markdown", type=Path, default=ROOT / "docs" / "results.md")
+    p.add_argument("--block", default="eval-standin", help="the marked block of --markdown the table goes to")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra override for every clone (repeatable)")
+    p.add_argument("--fresh", action="store_true", help="delete earlier clones in --out first")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    return p.parse_args()
+
+
+def common_overrides(a: argparse.Namespace) -> list[str]:
+    return [f"experiment={a.experiment}", f"dataset.input_seed={a.input_seed}", f"seed={a.seed}",
+            *([f"clone.images_per_class={a.images_per_class}"] if a.images_per_class else []),
+            f"clone.progress={'true' if a.progress else 'false'}", *a.overrides]
+
+
+def main() -> None:
+    import torch
+    from hydra.utils import instantiate
+
+    import pipeline.clone as clone_api
+    from pipeline.metrics.cas import classification_accuracy_score, load_labelled
+    from pipeline.metrics.sources import ShardImages, WorldImages
+
+    a = parse_args()
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    torch.set_num_threads(a.threads)
+    if a.fresh:
+        for m in METHODS:
+            shutil.rmtree(a.out / m, ignore_errors=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    rows: dict[str, dict] = {}
+    for m in methods:  # 1. one clone per method
+        print(f"== clone: {LABELS[m]}", file=sys.stderr, flush=True)
+        s = run_clone(a.out / m, common_overrides(a) + method_overrides(m, None))
+        rows[m] = {"clone": {k: s[k] for k in ("label_accuracy", "images_written", "search_renders", "wall_s_command", "command")},
+                   "misread": len(s["misread"]), "shortfall": sum(s["shortfall"].values())}
+    t_clones = time.perf_counter() - t_start
+
+    cfg = clone_api.load(common_overrides(a))
+    dataset = instantiate(cfg.dataset)
+    names = [c.name for c in dataset.all_classes()]
+    n_train = int(cfg.clone.images_per_class) * len(names)
+    test = load_labelled(WorldImages(dataset.world, "cas-test", a.n_cas_test, IMAGE_SIZE, classes=names))
+    sources = {m: ShardImages(str(a.out / m), IMAGE_SIZE) for m in methods}
+    sources["real"] = WorldImages(dataset.world, "cas-train", n_train, IMAGE_SIZE, classes=names)
+    t0 = time.perf_counter()
+    for name, src in sources.items():  # 2. CAS: train on each set only, test on real renders
+        cas = classification_accuracy_score(load_labelled(src), test, len(names), a.cas_steps, seed=a.seed,
+                                            progress=a.progress, desc=f"CAS {name}", hflip=False)
+        cas.pop("per_class")  # 1000 classes: the overall figure is what the table reports
+        rows.setdefault(name, {})["cas"] = cas
+        print(f"{LABELS[name]}: CAS {cas['accuracy']:.3f} ({cas['n_train']} training images)", file=sys.stderr, flush=True)
+    seconds = {"clones": t_clones, "cas": time.perf_counter() - t0, "total": time.perf_counter() - t_start}
+    result = {"args": {"experiment": a.experiment, "input_seed": a.input_seed, "seed": a.seed, "classes": len(names),
+                       "images_per_class": int(cfg.clone.images_per_class), "budget": int(cfg.env.budget),
+                       "n_cas_test": len(test), "cas_steps": a.cas_steps},
+              "rows": rows, "seconds": seconds, "command": "python scripts/evaluate_standin.py " + " ".join(sys.argv[1:]),
+              "versions": versions()}
+    (a.out / "results.json").write_text(json.dumps(result, indent=1))
+    from pipeline.markdown import replace_block
+
+    block = markdown(result)
+    replace_block(a.markdown, a.block, block, title="Results on the CLIP-like stand-in")
+    print(block)
+    print(f"\nresults: {a.markdown} (table), {a.out / 'results.json'}", file=sys.stderr)
+
+
+def markdown(res: dict) -> str:
+    from pipeline.markdown import table
+
+    a = res["args"]
+    n = a["classes"] * a["images_per_class"]
+    lines = [f"`experiment={a['experiment']}`, {a['classes']} classes, {a['images_per_class']} images per class, input seed "
+             f"{a['input_seed']}, run seed {a['seed']}, render budget {a['budget']} per class. CAS: the small CNN trained "
+             f"{a['cas_steps']} steps (batch 64, no mirror augmentation) on each set alone, tested on {a['n_cas_test']} real "
+             f"renders (`cas-test`, class-balanced).", ""]
+    rows = []
+    for name in (*METHODS, "real"):
+        r = res["rows"].get(name)
+        if r is None:
+            continue
+        c = r.get("clone")
+        rows.append([LABELS[name], "yes" if name in NEEDS_CLASS_NAME else "no" if c else "—",
+                     fmt(c["label_accuracy"]) if c else "—", str(r["misread"]) if c else "—",
+                     f"{c['images_written']} of {n}" if c else str(r["cas"]["n_train"]),
+                     str(c["search_renders"]) if c else "—", f"{c['wall_s_command']:.0f} s" if c else "—",
+                     fmt(r["cas"]["accuracy"])])
+    lines.append(table(["method", "needs class name", "label accuracy", "classes misread (read ≠ label)", "images",
+                        "search renders", "clone wall time", "CAS"], rows))
+    t = res["seconds"]
+    lines += ["", f"Wall times: clones {t['clones']:.0f} s, CAS {t['cas']:.0f} s, total {t['total']:.0f} s.", "",
+              "Command: `" + res["command"] + "`", "",
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
+              "Clone commands (one per method; `paths.output_dir` differs):", ""]
+    lines += [f"- {LABELS[n]}: `{r['clone']['command']}`" for n, r in res["rows"].items() if "clone" in r]
+    return "\n".join(lines).replace(f"{ROOT}/", "")
+
+
+if __name__ == "__main__":
+    main()
