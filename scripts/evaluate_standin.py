@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """Clone the CLIP-like stand-in (``experiment=confusable1000``: 1000 glyph classes in families of 4 near-identical
-ones, 3 renders in 4 occluded) with RLDF from one input image per class (the paper), from five, with the class from
-the label, and with class name + random attributes; score each clone's labels and its CAS against real renders.
+ones, 3 renders in 4 occluded) with each method and score each clone's labels and its CAS against real renders.
 
-* methods: class name + random attributes; RLDF with the class read in 1 input, in 5, in 5 and chosen among the
-  likeliest by renders (``env.class_source=rendered``), and from the label;
+* methods: class name + random attributes; RLDF with the class read in 1 input (the paper), in 5, in 5 and chosen
+  among the likeliest by renders (``env.class_source=rendered``), and from the label;
 * label accuracy: the share of a clone's samples whose prompt's class is their label (the summary's; on this
   procedural world, the share whose image shows its label); classes misread: those whose reading is not their label;
 * CAS: the small CNN of :mod:`pipeline.metrics.cas`, without mirror augmentation (a mirrored glyph is another
@@ -12,7 +11,7 @@ the label, and with class name + random attributes; score each clone's labels an
   occluded as the world occludes); a reference row trains it on as many real renders (split ``cas-train``) as one
   clone has images.
 
-  python scripts/evaluate_standin.py            # the four clones and their scores; resumes (--fresh: start over)
+  python scripts/evaluate_standin.py            # the five clones and their scores; resumes (--fresh: start over)
 
 Results go to ``<out>/results.json`` and a marked block of ``--markdown`` (docs/results.md).
 """

@@ -46,6 +46,7 @@ def test_search_from_an_image_file(tmp_path, world):
         (["env.horizon=0"], "env.horizon must be >= 1"),
         (["search.alpha=3"], "search.alpha must be in [0, 1]"),
         (["reward.weights.embedding=-1"], "reward.weights.embedding must be >= 0"),
+        (["env.class_source=rendered"], "env.class_source=rendered applies to clones"),
     ],
 )
 def test_bad_inputs_end_with_one_line(tmp_path, overrides, message):

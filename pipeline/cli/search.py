@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from pipeline.assembly import build_stack, make_env
 from pipeline.cli import app
+from pipeline.errors import ConfigError
 from pipeline.images import load_image
 from pipeline.search.report import write_search_report
 from pipeline.search.result import SearchProblem
@@ -20,6 +21,9 @@ log = logging.getLogger("rldf.search")
 
 
 def run(cfg: DictConfig) -> dict:
+    if cfg.env.class_source != "read":  # a label or a class chosen by renders is the clone's (one search reads one image)
+        raise ConfigError(f"env.class_source={cfg.env.class_source} applies to clones (scripts/clone.py); a single search "
+                          "reads the class in its input image (env.class_source=read)")
     stack = build_stack(cfg)
     class_name = cfg.class_name
     if cfg.input_image is not None:
