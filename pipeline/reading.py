@@ -76,14 +76,22 @@ def read_inputs(encoder: SemanticEncoder, grammar: Grammar, images: Sequence[Ima
             lowered = [c.lower() for c in choices]
             if label.lower() not in lowered:
                 raise ConfigError(f"env.class_source=label: the label '{label}' is not a class of the grammar's class axis")
-            goal[a] = lowered.index(label.lower())
+            goal, class_target = _fix_class(goal, a, lowered.index(label.lower()), class_probs)
             label = choices[goal[a]]  # the grammar's spelling
-            class_target = np.zeros_like(class_probs)
-            class_target[goal[a]] = 1.0
     elif label is not None:
         raise ConfigError("env.class_source=label needs a grammar with a class axis")
     return InputReading(images, tuple(goal), class_target, class_probs, read_class, read_prob, label,
                         "read" if label is None else "label")
+
+
+def _fix_class(goal: Sequence[int], axis: int, c: int, class_probs: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """``goal`` with class ``c`` on the class ``axis``, and the one-hot class-consistency target of ``c``: the class
+    axis fixed, by the label or by renders."""
+    fixed = list(goal)
+    fixed[axis] = c
+    target = np.zeros_like(class_probs)
+    target[c] = 1.0
+    return fixed, target
 
 
 def rendered_candidates(grammar: Grammar, reading: InputReading, n: int) -> list[tuple[str, str]]:
@@ -121,12 +129,8 @@ def choose_by_renders(encoder: SemanticEncoder, grammar: Grammar, reading: Input
 def settle(grammar: Grammar, reading: InputReading, chosen: str, rendered: dict[str, Any]) -> InputReading:
     """``reading`` with its class fixed to ``chosen`` (class_source=rendered), as :func:`choose_by_renders` chose it
     (or a search result recorded it: nothing is rendered again)."""
-    choices = grammar.axis(grammar.class_axis).choices
-    c = choices.index(chosen)
-    goal = list(reading.goal)
-    goal[grammar.axis_index(grammar.class_axis)] = c
-    target = np.zeros_like(reading.class_probs)
-    target[c] = 1.0
+    c = grammar.axis(grammar.class_axis).choices.index(chosen)
+    goal, target = _fix_class(reading.goal, grammar.axis_index(grammar.class_axis), c, reading.class_probs)
     return InputReading(reading.images, tuple(goal), target, reading.class_probs, chosen, float(reading.class_probs[c]),
                         chosen, "rendered", rendered)
 

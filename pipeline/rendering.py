@@ -126,6 +126,7 @@ class Renderer:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.generator, self.reward = generator, reward
+        self._pad_rewards = not per_image(reward)  # a neural reward: its calls padded to one size (render_call)
         self.batch_size = min(int(batch_size), int(getattr(generator, "max_batch_size", batch_size)))
         self._stats = {p: CallStats() for p in PHASES}
         self._lock = threading.Lock()
@@ -197,7 +198,7 @@ class Renderer:
             batch = list(images)
             # a neural reward's call has one size, the generator call's fixed size (else the batch size), so a score
             # never depends on what shared its call (its kernels follow the batch size); numpy readers read image by image
-            pad = 0 if per_image(self.reward) else max(0, (self.call_size or self.batch_size) - len(batch))
+            pad = max(0, (self.call_size or self.batch_size) - len(batch)) if self._pad_rewards else 0
             r, s = self.reward.score_many(batch + [batch[-1]] * pad, targets + [targets[-1]] * pad)
             rewards, scores = [float(x) for x in r[: len(jobs)]], [float(x) for x in s[: len(jobs)]]
         self._count(jobs, time.perf_counter() - t0)
