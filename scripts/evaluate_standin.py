@@ -13,6 +13,9 @@ ones, 3 renders in 4 occluded) with each method and score each clone's labels an
 
   python scripts/evaluate_standin.py            # the five clones and their scores; resumes (--fresh: start over)
 
+Clones resume, and each set's CAS is kept in ``<out>/cas/`` under its training and test sets' fingerprints, steps and
+seed, so a stopped run picks up where it stopped.
+
 Results go to ``<out>/results.json`` and a marked block of ``--markdown`` (docs/results.md).
 """
 
@@ -46,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--block", default="eval-standin", help="the marked block of --markdown the table goes to")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for every clone (repeatable)")
-    p.add_argument("--fresh", action="store_true", help="delete earlier clones in --out first")
+    p.add_argument("--fresh", action="store_true", help="delete earlier clones and CAS scores in --out first")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p.parse_args()
 
@@ -72,35 +75,44 @@ def main() -> None:
         raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}")
     torch.set_num_threads(a.threads)
     if a.fresh:
-        for m in METHODS:
+        for m in (*METHODS, "cas"):
             shutil.rmtree(a.out / m, ignore_errors=True)
     a.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    cfg = clone_api.load(common_overrides(a))
+    per_class = int(cfg.clone.images_per_class)
     rows: dict[str, dict] = {}
     for m in methods:  # 1. one clone per method
         print(f"== clone: {LABELS[m]}", file=sys.stderr, flush=True)
         s = run_clone(a.out / m, common_overrides(a) + method_overrides(m, None))
         rows[m] = {"clone": {k: s[k] for k in ("label_accuracy", "images_written", "search_renders", "wall_s_command", "command")},
-                   "misread": len(s["misread"]), "shortfall": sum(s["shortfall"].values())}
+                   "misread": len(s["misread"]), "shortfall": sum(s["shortfall"].values()),
+                   "empty_classes": sum(n >= per_class for n in s["shortfall"].values())}
     t_clones = time.perf_counter() - t_start
 
-    cfg = clone_api.load(common_overrides(a))
     dataset = instantiate(cfg.dataset)
     names = [c.name for c in dataset.all_classes()]
-    n_train = int(cfg.clone.images_per_class) * len(names)
-    test = load_labelled(WorldImages(dataset.world, "cas-test", a.n_cas_test, IMAGE_SIZE, classes=names))
+    n_train = per_class * len(names)
+    test_source = WorldImages(dataset.world, "cas-test", a.n_cas_test, IMAGE_SIZE, classes=names)
+    test = load_labelled(test_source)
     sources = {m: ShardImages(str(a.out / m), IMAGE_SIZE) for m in methods}
     sources["real"] = WorldImages(dataset.world, "cas-train", n_train, IMAGE_SIZE, classes=names)
     t0 = time.perf_counter()
     for name, src in sources.items():  # 2. CAS: train on each set only, test on real renders
-        cas = classification_accuracy_score(load_labelled(src), test, len(names), a.cas_steps, seed=a.seed,
-                                            progress=a.progress, desc=f"CAS {name}", hflip=False)
-        cas.pop("per_class")  # 1000 classes: the overall figure is what the table reports
+        key = {"train": src.fingerprint, "test": test_source.fingerprint, "steps": a.cas_steps, "seed": a.seed}
+
+        def score(src=src, name=name) -> dict:
+            cas = classification_accuracy_score(load_labelled(src), test, len(names), a.cas_steps, seed=a.seed,
+                                                progress=a.progress, desc=f"CAS {name}", hflip=False)
+            cas.pop("per_class")  # 1000 classes: the overall figure is what the table reports
+            return cas
+
+        cas = cached(a.out / "cas" / f"{name}.json", key, score)
         rows.setdefault(name, {})["cas"] = cas
         print(f"{LABELS[name]}: CAS {cas['accuracy']:.3f} ({cas['n_train']} training images)", file=sys.stderr, flush=True)
     seconds = {"clones": t_clones, "cas": time.perf_counter() - t0, "total": time.perf_counter() - t_start}
     result = {"args": {"experiment": a.experiment, "input_seed": a.input_seed, "seed": a.seed, "classes": len(names),
-                       "images_per_class": int(cfg.clone.images_per_class), "budget": int(cfg.env.budget),
+                       "images_per_class": per_class, "budget": int(cfg.env.budget),
                        "n_cas_test": len(test), "cas_steps": a.cas_steps},
               "rows": rows, "seconds": seconds, "command": "python scripts/evaluate_standin.py " + " ".join(sys.argv[1:]),
               "versions": versions()}
@@ -111,6 +123,21 @@ def main() -> None:
     replace_block(a.markdown, a.block, block, title="Results on the CLIP-like stand-in")
     print(block)
     print(f"\nresults: {a.markdown} (table), {a.out / 'results.json'}", file=sys.stderr)
+
+
+def cached(path: Path, key: dict, compute) -> dict:
+    """``compute()``'s result, kept in ``path`` under ``key`` (the training and test sets' fingerprints, steps and
+    seed): a rerun, or a run stopped between sets, trains only the classifiers it has not trained."""
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept.get("key") == key:
+            return kept["value"]
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "value": value}, indent=1))
+    tmp.replace(path)
+    return value
 
 
 def markdown(res: dict) -> str:
@@ -130,11 +157,11 @@ def markdown(res: dict) -> str:
         c = r.get("clone")
         rows.append([LABELS[name], "yes" if name in NEEDS_CLASS_NAME else "no" if c else "—",
                      fmt(c["label_accuracy"]) if c else "—", str(r["misread"]) if c else "—",
-                     f"{c['images_written']} of {n}" if c else str(r["cas"]["n_train"]),
+                     f"{c['images_written']} of {n}" if c else str(r["cas"]["n_train"]), str(r["empty_classes"]) if c else "—",
                      str(c["search_renders"]) if c else "—", f"{c['wall_s_command']:.0f} s" if c else "—",
                      fmt(r["cas"]["accuracy"])])
     lines.append(table(["method", "needs class name", "label accuracy", "classes misread (read ≠ label)", "images",
-                        "search renders", "clone wall time", "CAS"], rows))
+                        "classes without images", "search renders", "clone wall time", "CAS"], rows))
     t = res["seconds"]
     lines += ["", f"Wall times: clones {t['clones']:.0f} s, CAS {t['cas']:.0f} s, total {t['total']:.0f} s.", "",
               "Command: `" + res["command"] + "`", "",

@@ -69,9 +69,20 @@ def test_standin_evaluation_end_to_end(tmp_path):
     for name in ("qlearning", "qlearning_k5_rendered"):
         row = res["rows"][name]
         assert 0 <= row["clone"]["label_accuracy"] <= 1 and 0 <= row["misread"] <= 8
+        assert 0 <= row["empty_classes"] <= 8 and row["shortfall"] >= 2 * row["empty_classes"]
         assert row["cas"]["n_train"] == row["clone"]["images_written"] <= 16 and 0 <= row["cas"]["accuracy"] <= 1
     # the candidates' renders (4 classes x 8 seeds per class) count among the search renders
     assert res["rows"]["qlearning_k5_rendered"]["clone"]["search_renders"] >= 8 * 32
     assert res["rows"]["real"]["cas"]["n_train"] == 16 and res["args"]["n_cas_test"] == 16
     md = (tmp_path / "results.md").read_text()
     assert "eval-standin:begin" in md and "class chosen by renders" in md and "| CAS |" in md
+    # a rerun resumes the clones and trains only the classifiers whose score is not kept (here: the real set's)
+    kept = tmp_path / "eval" / "cas"
+    assert sorted(f.name for f in kept.iterdir()) == ["qlearning.json", "qlearning_k5_rendered.json", "real.json"]
+    before = (kept / "qlearning.json").stat().st_mtime_ns
+    (kept / "real.json").unlink()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    again = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert (kept / "qlearning.json").stat().st_mtime_ns == before and (kept / "real.json").is_file()
+    assert {n: r["cas"] for n, r in again["rows"].items()} == {n: r["cas"] for n, r in res["rows"].items()}
