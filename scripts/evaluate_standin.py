@@ -6,6 +6,9 @@ ones, 3 renders in 4 occluded) with each method and score each clone's labels an
   among the likeliest by renders (``env.class_source=rendered``), and from the label;
 * label accuracy: the share of a clone's samples whose prompt's class is their label (the summary's; on this
   procedural world, the share whose image shows its label); classes misread: those whose reading is not their label;
+  classes without images: those short of every image (on this world: no state of their search reached τ);
+* entropy within class: per non-class axis, how evenly a class's samples spread over its choices (from the shards'
+  encodings; class name + random attributes is the reference), where a 1000-class classifier finds shortcuts;
 * CAS: the small CNN of :mod:`pipeline.metrics.cas`, without mirror augmentation (a mirrored glyph is another
   glyph), trained only on the clone and tested on ``--n-cas-test`` real renders (split ``cas-test``, class-balanced,
   occluded as the world occludes); a reference row trains it on as many real renders (split ``cas-train``) as one
@@ -42,7 +45,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images-per-class", type=int, default=None, help="default: the preset's (10)")
     p.add_argument("--n-cas-test", type=int, default=5000, help="real renders CAS is tested on (class-balanced)")
-    p.add_argument("--cas-steps", type=int, default=1500, help="CAS classifier training steps (batch 64)")
+    p.add_argument("--cas-steps", type=int, default=6000,
+                   help="CAS classifier training steps (batch 64; at 1500 the real-data reference learns nothing)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for CAS training (1 beside another job on 2 cores)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "eval-standin")
     p.add_argument("--markdown", type=Path, default=ROOT / "docs" / "results.md")
@@ -87,7 +91,8 @@ def main() -> None:
         s = run_clone(a.out / m, common_overrides(a) + method_overrides(m, None))
         rows[m] = {"clone": {k: s[k] for k in ("label_accuracy", "images_written", "search_renders", "wall_s_command", "command")},
                    "misread": len(s["misread"]), "shortfall": sum(s["shortfall"].values()),
-                   "empty_classes": sum(n >= per_class for n in s["shortfall"].values())}
+                   "empty_classes": sum(n >= per_class for n in s["shortfall"].values()),
+                   "entropy": attribute_entropy(a.out / m, instantiate(cfg.grammar))}
     t_clones = time.perf_counter() - t_start
 
     dataset = instantiate(cfg.dataset)
@@ -125,6 +130,30 @@ def main() -> None:
     print(f"\nresults: {a.markdown} (table), {a.out / 'results.json'}", file=sys.stderr)
 
 
+def attribute_entropy(folder: Path, grammar) -> dict[str, float]:
+    """Per non-class axis of ``grammar``, the normalised entropy of the samples' choices within a class (mean over
+    classes with two images or more; 1 = even), from the shards' ``encoding``: on this procedural world, what the
+    images show. Class name + random attributes draws them at random, so its row is the reference."""
+    import tarfile
+    from collections import defaultdict
+
+    import numpy as np
+
+    from pipeline.metrics.judge import normalised_entropy
+
+    by_class: dict[int, list[list[int]]] = defaultdict(list)
+    for shard in sorted(folder.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    sample = json.load(tar.extractfile(member))
+                    by_class[sample["class_index"]].append(sample["encoding"])
+    axes = [(j, a) for j, a in enumerate(grammar.axes) if a.name != grammar.class_axis]
+    classes = [np.array(e) for e in by_class.values() if len(e) >= 2]
+    return {a.name: float(np.mean([normalised_entropy(e[:, j], len(a)) for e in classes])) if classes else float("nan")
+            for j, a in axes}
+
+
 def cached(path: Path, key: dict, compute) -> dict:
     """``compute()``'s result, kept in ``path`` under ``key`` (the training and test sets' fingerprints, steps and
     seed): a rerun, or a run stopped between sets, trains only the classifiers it has not trained."""
@@ -148,7 +177,10 @@ def markdown(res: dict) -> str:
     lines = [f"`experiment={a['experiment']}`, {a['classes']} classes, {a['images_per_class']} images per class, input seed "
              f"{a['input_seed']}, run seed {a['seed']}, render budget {a['budget']} per class. CAS: the small CNN trained "
              f"{a['cas_steps']} steps (batch 64, no mirror augmentation) on each set alone, tested on {a['n_cas_test']} real "
-             f"renders (`cas-test`, class-balanced).", ""]
+             f"renders (`cas-test`, class-balanced). Classes without images: short of every image (the summary's `shortfall`). Entropy "
+             f"within class: per non-class axis, the normalised entropy of the samples' prompt choices within a class (1 = "
+             f"even; class name + random attributes draws them at random, so its row is the reference).", ""]
+    axes = next((list(r["entropy"]) for r in res["rows"].values() if "entropy" in r), [])
     rows = []
     for name in (*METHODS, "real"):
         r = res["rows"].get(name)
@@ -158,10 +190,11 @@ def markdown(res: dict) -> str:
         rows.append([LABELS[name], "yes" if name in NEEDS_CLASS_NAME else "no" if c else "—",
                      fmt(c["label_accuracy"]) if c else "—", str(r["misread"]) if c else "—",
                      f"{c['images_written']} of {n}" if c else str(r["cas"]["n_train"]), str(r["empty_classes"]) if c else "—",
+                     " / ".join(f"{v:.2f}" for v in r["entropy"].values()) if c else "—",
                      str(c["search_renders"]) if c else "—", f"{c['wall_s_command']:.0f} s" if c else "—",
                      fmt(r["cas"]["accuracy"])])
     lines.append(table(["method", "needs class name", "label accuracy", "classes misread (read ≠ label)", "images",
-                        "classes without images", "search renders", "clone wall time", "CAS"], rows))
+                        "classes without images", f"entropy within class ({' / '.join(axes)})", "search renders", "clone wall time", "CAS"], rows))
     t = res["seconds"]
     lines += ["", f"Wall times: clones {t['clones']:.0f} s, CAS {t['cas']:.0f} s, total {t['total']:.0f} s.", "",
               "Command: `" + res["command"] + "`", "",

@@ -70,6 +70,8 @@ def test_standin_evaluation_end_to_end(tmp_path):
         row = res["rows"][name]
         assert 0 <= row["clone"]["label_accuracy"] <= 1 and 0 <= row["misread"] <= 8
         assert 0 <= row["empty_classes"] <= 8 and row["shortfall"] >= 2 * row["empty_classes"]
+        assert list(row["entropy"]) == ["colour", "background", "size", "pattern"]  # the grammar's non-class axes
+        assert all(0 <= v <= 1 for v in row["entropy"].values() if v == v)  # NaN: no class with two images
         assert row["cas"]["n_train"] == row["clone"]["images_written"] <= 16 and 0 <= row["cas"]["accuracy"] <= 1
     # the candidates' renders (4 classes x 8 seeds per class) count among the search renders
     assert res["rows"]["qlearning_k5_rendered"]["clone"]["search_renders"] >= 8 * 32
