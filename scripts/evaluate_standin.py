@@ -102,7 +102,7 @@ def main() -> None:
     test = load_labelled(test_source)
     sources = {m: ShardImages(str(a.out / m), IMAGE_SIZE) for m in methods}
     sources["real"] = WorldImages(dataset.world, "cas-train", n_train, IMAGE_SIZE, classes=names)
-    t0 = time.perf_counter()
+    t0, kept = time.perf_counter(), []
     for name, src in sources.items():  # 2. CAS: train on each set only, test on real renders
         key = {"train": src.fingerprint, "test": test_source.fingerprint, "steps": a.cas_steps, "seed": a.seed}
 
@@ -112,14 +112,15 @@ def main() -> None:
             cas.pop("per_class")  # 1000 classes: the overall figure is what the table reports
             return cas
 
-        cas = cached(a.out / "cas" / f"{name}.json", key, score)
+        cas, was_kept = cached(a.out / "cas" / f"{name}.json", key, score)
         rows.setdefault(name, {})["cas"] = cas
+        kept += [name] if was_kept else []
         print(f"{LABELS[name]}: CAS {cas['accuracy']:.3f} ({cas['n_train']} training images)", file=sys.stderr, flush=True)
     seconds = {"clones": t_clones, "cas": time.perf_counter() - t0, "total": time.perf_counter() - t_start}
     result = {"args": {"experiment": a.experiment, "input_seed": a.input_seed, "seed": a.seed, "classes": len(names),
                        "images_per_class": per_class, "budget": int(cfg.env.budget),
                        "n_cas_test": len(test), "cas_steps": a.cas_steps},
-              "rows": rows, "seconds": seconds, "command": "python scripts/evaluate_standin.py " + " ".join(sys.argv[1:]),
+              "rows": rows, "seconds": seconds, "cas_kept": kept, "command": "python scripts/evaluate_standin.py " + " ".join(sys.argv[1:]),
               "versions": versions()}
     (a.out / "results.json").write_text(json.dumps(result, indent=1))
     from pipeline.markdown import replace_block
@@ -154,19 +155,20 @@ def attribute_entropy(folder: Path, grammar) -> dict[str, float]:
             for j, a in axes}
 
 
-def cached(path: Path, key: dict, compute) -> dict:
+def cached(path: Path, key: dict, compute) -> tuple[dict, bool]:
     """``compute()``'s result, kept in ``path`` under ``key`` (the training and test sets' fingerprints, steps and
-    seed): a rerun, or a run stopped between sets, trains only the classifiers it has not trained."""
+    seed): a rerun, or a run stopped between sets, trains only the classifiers it has not trained. Also returns
+    whether the result was kept from an earlier run."""
     if path.is_file():
         kept = json.loads(path.read_text())
         if kept.get("key") == key:
-            return kept["value"]
+            return kept["value"], True
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "value": value}, indent=1))
     tmp.replace(path)
-    return value
+    return value, False
 
 
 def markdown(res: dict) -> str:
@@ -196,7 +198,10 @@ def markdown(res: dict) -> str:
     lines.append(table(["method", "needs class name", "label accuracy", "classes misread (read ≠ label)", "images",
                         "classes without images", f"entropy within class ({' / '.join(axes)})", "search renders", "clone wall time", "CAS"], rows))
     t = res["seconds"]
-    lines += ["", f"Wall times: clones {t['clones']:.0f} s, CAS {t['cas']:.0f} s, total {t['total']:.0f} s.", "",
+    kept = res.get("cas_kept") or []
+    lines += ["", f"Wall times of this run: clones {t['clones']:.0f} s, CAS {t['cas']:.0f} s, total {t['total']:.0f} s"
+              + (f" (the CAS of {', '.join(LABELS[k] for k in kept)} was kept from an earlier run of the same settings, in "
+                 f"`cas/`, and not retrained)." if kept else "."), "",
               "Command: `" + res["command"] + "`", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
               "Clone commands (one per method; `paths.output_dir` differs):", ""]

@@ -88,3 +88,5 @@ def test_standin_evaluation_end_to_end(tmp_path):
     again = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert (kept / "qlearning.json").stat().st_mtime_ns == before and (kept / "real.json").is_file()
     assert {n: r["cas"] for n, r in again["rows"].items()} == {n: r["cas"] for n, r in res["rows"].items()}
+    assert res["cas_kept"] == [] and again["cas_kept"] == ["qlearning", "qlearning_k5_rendered"]
+    assert "was kept from an earlier run" in (tmp_path / "results.md").read_text()
