@@ -84,7 +84,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     cfg = clone_api.load(common_overrides(a))
-    per_class = int(cfg.clone.images_per_class)
+    per_class, grammar = int(cfg.clone.images_per_class), instantiate(cfg.grammar)
     rows: dict[str, dict] = {}
     for m in methods:  # 1. one clone per method
         print(f"== clone: {LABELS[m]}", file=sys.stderr, flush=True)
@@ -92,7 +92,7 @@ def main() -> None:
         rows[m] = {"clone": {k: s[k] for k in ("label_accuracy", "images_written", "search_renders", "wall_s_command", "command")},
                    "misread": len(s["misread"]), "shortfall": sum(s["shortfall"].values()),
                    "empty_classes": sum(n >= per_class for n in s["shortfall"].values()),
-                   "entropy": attribute_entropy(a.out / m, instantiate(cfg.grammar))}
+                   "entropy": attribute_entropy(a.out / m, grammar)}
     t_clones = time.perf_counter() - t_start
 
     dataset = instantiate(cfg.dataset)
