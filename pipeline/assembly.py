@@ -88,13 +88,13 @@ def class_candidates(stack: SearchStack, grammar: Grammar, probs: np.ndarray, k:
 
 def read(stack: SearchStack, images: Sequence[Image.Image], label: str | None = None) -> InputReading:
     """A class's input images read by the stack's semantic encoder over the full grammar (:mod:`pipeline.reading`)."""
-    return read_inputs(stack.semantic_encoder, stack.full_grammar, images, label)
+    return read_inputs(stack.semantic_encoder, stack.full_grammar, images, label, stack.env_cfg["acceptance"])
 
 
 def prepare(stack: SearchStack, reading: InputReading) -> dict[str, Any]:
     """The reward's precomputed input of a class: the similarity terms against its first input image, class
-    consistency against the reading's class target (the inputs' mean class distribution, or the label's)."""
-    return stack.reward.prepare(reading.images[0], reading.class_target)
+    consistency against the reading's class target (:meth:`InputReading.target`: the class aimed at and the rule)."""
+    return stack.reward.prepare(reading.images[0], reading.target())
 
 
 def make_env(stack: SearchStack, target: Image.Image | InputReading, seed: int, group: str | None = None,
@@ -109,7 +109,7 @@ def make_env(stack: SearchStack, target: Image.Image | InputReading, seed: int, 
     seeds = [derive_seed("state-seed", seed, k) for k in range(e["seeds_per_state"])]
     prepared = prepare(stack, reading)
     evaluator = StateEvaluator(renderer or Renderer(stack.generator, stack.reward, e["batch_size"]), reading.images[0], seeds,
-                               prepared=prepared, render_ahead=e["render_ahead"])
+                               prepared=prepared, render_ahead=e["render_ahead"], per_state=e["state_seeds"] == "per_state")
     grammar, _ = stack.grammars(group)
     k = e["class_candidates"]
     if reading.label is not None:

@@ -27,7 +27,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from pipeline.env import RewardMode
 from pipeline.errors import ConfigError
 from pipeline.reading import CLASS_SOURCES
-from pipeline.rewards import check_reward_weights
+from pipeline.rewards import ACCEPTANCE_RULES, check_reward_weights
 
 
 def setting(*, ge: float | None = None, le: float | None = None, choices: tuple[str, ...] | None = None,
@@ -43,6 +43,9 @@ VERIFY_MODES = ("fast", "deep")  # pipeline.clone.shards.verify_shard
 IMAGE_FORMATS = ("png", "jpg", "webp")  # pipeline.clone.shards.encode_image
 CONFIG_CHANGE_POLICIES = ("error", "allow")  # a resume under other settings: refuse, or record the change
 ENV_MODES = tuple(m.value for m in RewardMode)
+PROPOSALS = ("random", "accepted")  # pipeline.clone.proposals
+FILL_MODES = ("best", "strict")  # pipeline.clone.worker: an image none of whose tries passed keeps its best, or is left out
+STATE_SEEDS = ("per_state", "shared")  # pipeline.env.StateEvaluator
 
 
 @dataclass
@@ -55,6 +58,9 @@ class CloneSettings:
     reuse_search_renders: bool = setting()
     reuse_max_share: float = setting(ge=0, le=1)
     verify_images: bool = setting()
+    propose: str = setting(choices=PROPOSALS)
+    fill: str = setting(choices=FILL_MODES)
+    max_shortfall: float = setting(ge=0, le=1, runtime=True)
     verify: str = setting(choices=VERIFY_MODES, runtime=True)
     max_tries: int = setting(ge=1)
     batch_size: int = setting(ge=1, runtime=True)
@@ -98,7 +104,9 @@ class EnvSettings:
     reward_threshold: Optional[float] = setting()
     budget: Optional[int] = setting(ge=1)
     accept_threshold: float = setting(ge=0, le=1)
+    acceptance: str = setting(choices=ACCEPTANCE_RULES)
     seeds_per_state: int = setting(ge=1)
+    state_seeds: str = setting(choices=STATE_SEEDS)
     batch_size: int = setting(ge=1, runtime=True)
     render_ahead: bool = setting(runtime=True)
     start: Any = setting()  # auto | goal | noise | [indices] | {axis: choice}

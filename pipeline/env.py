@@ -22,6 +22,7 @@ from PIL import Image
 from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding, Grammar
 from pipeline.rendering import Rendered, Renderer, RenderJob, RenderPool
+from pipeline.seeding import derive_seed
 
 
 class RewardMode(str, Enum):
@@ -55,15 +56,20 @@ class StateEvaluator:
     searches into full generator calls), scores them against the input, and caches by (prompt, seed)."""
 
     def __init__(self, renderer: Renderer | RenderPool, target: Image.Image, seeds: Sequence[int], keep_images: bool = True,
-                 prepared: dict[str, Any] | None = None, render_ahead: bool = False) -> None:
+                 prepared: dict[str, Any] | None = None, render_ahead: bool = False, per_state: bool = False) -> None:
         """``prepared``: the reward's precomputed input where the caller has it (:meth:`CompositeReward.prepare` of the
         inputs' reading), else prepared from ``target``. ``render_ahead``: a short generator call may render, in its
-        free slots, what :attr:`lookahead` guesses (``env.render_ahead``); results never depend on it."""
+        free slots, what :attr:`lookahead` guesses (``env.render_ahead``); results never depend on it. ``per_state``
+        (``env.state_seeds=per_state``): each prompt renders at seeds of its own, derived from ``seeds`` and the prompt,
+        so no seed's composition (framing, an occluder) decides every state of a search; else every state renders
+        at ``seeds``."""
         if not seeds:
             raise ConfigError("env.seeds_per_state must be >= 1")
         self.renderer = renderer
         self.prepared = prepared if prepared is not None else renderer.reward.prepare(target)
         self.seeds = [int(s) for s in seeds]
+        self.per_state = bool(per_state)
+        self._seeds_of: dict[str, list[int]] = {}
         self.keep_images = keep_images
         self._cache: dict[tuple[str, int], tuple[float, float, Image.Image | None]] = {}
         self.renders = 0
@@ -75,9 +81,18 @@ class StateEvaluator:
         self._taken: set[tuple[str, int]] = set()  # in a call now, as ahead jobs
         self._asking: set[tuple[str, int]] = set()  # in this evaluator's request now
 
+    def seeds_of(self, prompt: str) -> list[int]:
+        """The seeds ``prompt`` renders at (its own with ``per_state``, else the search's)."""
+        if not self.per_state:
+            return self.seeds
+        seeds = self._seeds_of.get(prompt)
+        if seeds is None:
+            seeds = self._seeds_of[prompt] = [derive_seed(s, "state", prompt) for s in self.seeds]
+        return seeds
+
     def evaluate(self, prompts: Sequence[str]) -> list[Evaluation]:
-        """Mean reward and score of each prompt over the seeds; only unseen (prompt, seed) pairs are rendered."""
-        todo = list(dict.fromkeys((p, s) for p in prompts for s in self.seeds if (p, s) not in self._cache))
+        """Mean reward and score of each prompt over its seeds; only unseen (prompt, seed) pairs are rendered."""
+        todo = list(dict.fromkeys((p, s) for p in prompts for s in self.seeds_of(p) if (p, s) not in self._cache))
         if todo:
             fresh = [k for k in todo if k not in self._ahead]
             for key in todo:
@@ -96,7 +111,7 @@ class StateEvaluator:
                     self._cache[key] = (r.reward, r.score, r.image if self.keep_images else None)
         out = []
         for p in prompts:
-            entries = [self._cache[(p, s)] for s in self.seeds]
+            entries = [self._cache[(p, s)] for s in self.seeds_of(p)]
             out.append(Evaluation(p, float(np.mean([e[0] for e in entries])), float(np.mean([e[1] for e in entries])),
                                   [e[2] for e in entries if e[2] is not None]))
         return out
@@ -108,7 +123,7 @@ class StateEvaluator:
             return []
         jobs: list[RenderJob] = []
         for p in self.lookahead():
-            for s in self.seeds:
+            for s in self.seeds_of(p):
                 key = (p, s)
                 if key in self._cache or key in self._ahead or key in self._taken or key in self._asking:
                     continue
@@ -127,14 +142,14 @@ class StateEvaluator:
     def known(self, prompt: str) -> tuple[float, float] | None:
         """(mean reward, mean score) of a prompt whose every seed is rendered or rendered ahead, without rendering;
         None otherwise (read by a lookahead while this evaluator's thread waits, so nothing moves meanwhile)."""
-        entries = [self._cache.get((prompt, s)) or self._ahead.get((prompt, s)) for s in self.seeds]
+        entries = [self._cache.get((prompt, s)) or self._ahead.get((prompt, s)) for s in self.seeds_of(prompt)]
         if any(e is None for e in entries):
             return None
         return float(np.mean([e[0] for e in entries])), float(np.mean([e[1] for e in entries]))
 
     def kept_renders(self, prompt: str) -> list[tuple[int, float, Image.Image]]:
         """(seed, class-consistency score, image) of each kept render of an evaluated prompt."""
-        return [(s, e[1], e[2]) for s in self.seeds if (e := self._cache.get((prompt, s))) is not None and e[2] is not None]
+        return [(s, e[1], e[2]) for s in self.seeds_of(prompt) if (e := self._cache.get((prompt, s))) is not None and e[2] is not None]
 
     def images(self, prompt: str) -> list[Image.Image]:
         """The kept renders of an evaluated prompt (empty if images are not kept)."""

@@ -123,13 +123,41 @@ class EmbeddingReward:
         return np.clip(_rowdot(self.encoder.embed(images), np.stack(list(targets))), 0.0, 1.0).astype(np.float32)
 
 
+ACCEPTANCE_RULES = ("relative", "absolute")  # env.acceptance
+
+
+@dataclass(frozen=True)
+class ClassTarget:
+    """What a render's class reading is compared with (:meth:`CompositeReward.prepare`, from :mod:`pipeline.reading`).
+
+    ``dist``: the class distribution read in the inputs (or the one-hot of a class fixed by the label or by renders);
+    ``index``: the class ``t`` the search aims at; ``reference``: ``p̄(t)``, the reader's mean probability of ``t`` on the
+    class's own input images, which the relative rule (``env.acceptance=relative``) scales by; None: the absolute rule.
+    """
+
+    dist: np.ndarray
+    index: int
+    reference: float | None = None
+
+
 class ClassConsistencyReward:
-    """Class consistency. With ``p(·|x)`` the semantic encoder's distribution over the class axis::
+    """Class consistency. With ``p(·|x)`` the semantic encoder's distribution over the class axis, two rules
+    (``env.acceptance``):
 
-        r_class = Σ_c p(c | render) · p(c | input)
+    * **relative** (calibrated to the reader): with ``t`` the class the search aims at and ``p̄(t)`` the reader's mean
+      probability of ``t`` on the class's own input images::
 
-    the probability that render and input, each read by the encoder, show the same class. It needs no
-    goal encoding (the input's distribution is used whole) and ignores every non-class attribute.
+          r_class = min(1, p(t | render) / p̄(t))                      (the search's reward term)
+          score   = r_class  if t is the reader's top class on the render, else 0   (what acceptance compares with τ)
+
+      A render is accepted when the reader reads it as ``t`` (its top class) at least τ times as surely as it reads
+      the class's own photos. A right but unsure reader (CLIP over ImageNet: ``p̄(t)`` ≈ 0.3) accepts the renders
+      it reads like its inputs; a render read as another class scores 0 however unsure the reader.
+    * **absolute** (before): ``r_class = score = Σ_c p(c | render) · dist(c)``, the probability that render and input,
+      each read by the encoder, show the same class; bounded by the reader's confidence, so an unsure reader
+      accepts nothing at τ = 0.5.
+
+    A target prepared from a bare image (no reading) uses the absolute rule.
     """
 
     def __init__(self, semantic_encoder: SemanticEncoder, axis: str) -> None:
@@ -139,13 +167,27 @@ class ClassConsistencyReward:
     def _class_probs(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encoder.probabilities(images)[self.axis]
 
-    def prepare(self, target: Image.Image) -> np.ndarray:
-        return self._class_probs([target])[0]
+    def prepare(self, target: Image.Image) -> ClassTarget:
+        p = self._class_probs([target])[0]
+        return ClassTarget(p, int(np.argmax(p)))
 
-    def score_many(self, images: Sequence[Image.Image], targets: Sequence[np.ndarray]) -> np.ndarray:
+    def score_pair(self, images: Sequence[Image.Image], targets: Sequence[ClassTarget]) -> tuple[np.ndarray, np.ndarray]:
+        """(reward term, acceptance score) of each image against its target."""
         if not len(images):
-            return np.zeros(0, np.float32)
-        return np.clip(_rowdot(self._class_probs(images), np.stack(list(targets))), 0.0, 1.0).astype(np.float32)
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        p = np.asarray(self._class_probs(images), np.float64)
+        raw = np.clip(_rowdot(p, np.stack([np.asarray(t.dist, np.float64) for t in targets])), 0.0, 1.0)
+        reward, score = raw.copy(), raw.copy()
+        for i, t in enumerate(targets):
+            if t.reference is None:
+                continue
+            pt = p[i, t.index]
+            reward[i] = min(1.0, pt / max(float(t.reference), 1e-12))
+            score[i] = reward[i] if pt >= p[i].max() else 0.0
+        return reward.astype(np.float32), score.astype(np.float32)
+
+    def score_many(self, images: Sequence[Image.Image], targets: Sequence[ClassTarget]) -> np.ndarray:
+        return self.score_pair(images, targets)[1]
 
 
 #: the reward term that decides acceptance (a state's and an image's class-consistency score)
@@ -192,9 +234,9 @@ class CompositeReward:
         never depends on what shared its call, and callers need not give it calls of one size."""
         return all(per_image(getattr(t, "segmenter", None) or getattr(t, "encoder", None)) for t in self.terms.values())
 
-    def prepare(self, target: Image.Image, class_target: np.ndarray | None = None) -> dict[str, Any]:
-        """Each term's precomputed input; ``class_target`` (a class distribution, :mod:`pipeline.reading`: the mean
-        of k inputs', or the label's one-hot) replaces the class-consistency term's reading of ``target``."""
+    def prepare(self, target: Image.Image, class_target: ClassTarget | None = None) -> dict[str, Any]:
+        """Each term's precomputed input; ``class_target`` (:meth:`pipeline.reading.InputReading.target`: the class
+        the search aims at, the inputs' reading and the rule) replaces the class-consistency term's reading of ``target``."""
         return {k: class_target if k == self.acceptance and class_target is not None else t.prepare(target)
                 for k, t in self.terms.items()}
 
@@ -205,9 +247,13 @@ class CompositeReward:
             raise ConfigError(f"score_many: {len(images)} images but {len(targets)} targets")
         if not len(images):
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
-        parts = {k: t.score_many(images, [p[k] for p in targets]) for k, t in self.terms.items()}
+        parts, accept = {}, np.full(len(images), np.nan)
+        for k, t in self.terms.items():
+            if k == self.acceptance:
+                parts[k], accept = t.score_pair(images, [p[k] for p in targets])
+            else:
+                parts[k] = t.score_many(images, [p[k] for p in targets])
         total = sum(self.weights[k] * parts[k] for k in parts) / sum(self.weights.values())
-        accept = parts[self.acceptance] if self.acceptance else np.full(len(images), np.nan)
         return np.asarray(total, np.float32), np.asarray(accept, np.float32)
 
     def score_with_acceptance(self, images: Sequence[Image.Image], prepared: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -91,6 +91,7 @@ def main() -> None:
         s = run_clone(a.out / m, common_overrides(a) + method_overrides(m, None))
         rows[m] = {"clone": {k: s[k] for k in ("label_accuracy", "images_written", "search_renders", "wall_s_command", "command")},
                    "misread": len(s["misread"]), "shortfall": sum(s["shortfall"].values()),
+                   "not_passed": sum(s.get("not_passed", {}).values()),
                    "empty_classes": sum(n >= per_class for n in s["shortfall"].values()),
                    "entropy": attribute_entropy(a.out / m, grammar)}
     t_clones = time.perf_counter() - t_start
@@ -191,12 +192,14 @@ def markdown(res: dict) -> str:
         c = r.get("clone")
         rows.append([LABELS[name], "yes" if name in NEEDS_CLASS_NAME else "no" if c else "—",
                      fmt(c["label_accuracy"]) if c else "—", str(r["misread"]) if c else "—",
-                     f"{c['images_written']} of {n}" if c else str(r["cas"]["n_train"]), str(r["empty_classes"]) if c else "—",
+                     f"{c['images_written']} of {n}" if c else str(r["cas"]["n_train"]),
+                     f"{1 - r.get('not_passed', 0) / c['images_written']:.1%}" if c and c["images_written"] else "—",
+                     str(r["empty_classes"]) if c else "—",
                      " / ".join(f"{v:.2f}" for v in r["entropy"].values()) if c else "—",
                      str(c["search_renders"]) if c else "—", f"{c['wall_s_command']:.0f} s" if c else "—",
                      fmt(r["cas"]["accuracy"])])
     lines.append(table(["method", "needs class name", "label accuracy", "classes misread (read ≠ label)", "images",
-                        "classes without images", f"entropy within class ({' / '.join(axes)})", "search renders", "clone wall time", "CAS"], rows))
+                        "passing acceptance", "classes without images", f"entropy within class ({' / '.join(axes)})", "search renders", "clone wall time", "CAS"], rows))
     t = res["seconds"]
     kept = res.get("cas_kept") or []
     lines += ["", f"Wall times of this run: clones {t['clones']:.0f} s, CAS {t['cas']:.0f} s, total {t['total']:.0f} s"

@@ -182,29 +182,61 @@ def write_search(worker, cls, prompts):
     worker.storage.write_bytes(f"searches/{cls.id}.json", json.dumps(res.to_dict()).encode())
 
 
-def test_images_below_tau_are_replaced_and_a_short_class_is_reported(tmp_path):
+def hand_made_shards(tmp_path, *overrides):
+    """A worker over hand-written searches (star: it "accepted" circle states too, as a confused encoder might;
+    cross: its only state renders a circle) and each class's one shard of 6 images."""
     from pipeline.clone.plan import ClonePlan
     from pipeline.clone.worker import CloneWorker
 
     cfg = compose_clone(f"paths.output_dir={tmp_path}", "clone.images_per_class=6", "clone.shard_size=6", "clone.max_tries=3",
-                       "clone.reuse_search_renders=false")  # the searches below are written by hand, without renders
+                        "clone.reuse_search_renders=false", *overrides)  # the searches are written by hand, without renders
     worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
     classes = {c.name: c for c in worker.dataset.classes()}
     shard_of = {u.classes[0].name: u for u in ClonePlan(list(classes.values()), 6, 6, "class", 0).shard_units()}
-    # star: the search "accepted" circle states too (as a confused encoder might); verification catches them
-    star = ["a large red solid star on a white background", "a small blue dotted circle on a black background",
-            "a medium green striped star on a grey background"]
-    write_search(worker, classes["star"], star)
+    write_search(worker, classes["star"], ["a large red solid star on a white background", "a small blue dotted circle on a black background",
+                                           "a medium green striped star on a grey background"])
+    write_search(worker, classes["cross"], ["a large red solid circle on a white background"])
+    return worker, shard_of
+
+
+def test_strict_fill_replaces_images_below_tau_and_leaves_out_what_never_passes(tmp_path):
+    """clone.fill=strict clone.propose=accepted: the behaviour before either existed."""
+    worker, shard_of = hand_made_shards(tmp_path, "clone.fill=strict", "clone.propose=accepted")
     out = worker.generate(shard_of["star"])
     assert out.images == 6 and out.missing == 0 and out.renders > 6
     metas = [json.loads(s) for s in tar_members(tmp_path / out.record.shard, ".json")]
-    assert all("star" in m["prompt"] and m["score"] >= 0.5 for m in metas)
+    assert all("star" in m["prompt"] and m["score"] >= 0.5 and m["accepted"] is True and not m["proposed"] for m in metas)
     assert any(m["attempt"] > 0 for m in metas)
     # cross: every candidate renders another class; nothing is padded, the shortfall is recorded
-    write_search(worker, classes["cross"], ["a large red solid circle on a white background"])
     out = worker.generate(shard_of["cross"])
     assert out.images == 0 and out.missing == 6 and out.renders == 18
-    assert out.record.missing == 6 and out.record.count == 0
+    assert out.record.missing == 6 and out.record.count == 0 and not out.record.failed_by_class
+
+
+def test_best_fill_keeps_the_best_try_of_an_image_that_never_passes_and_says_so(tmp_path):
+    worker, shard_of = hand_made_shards(tmp_path, "clone.fill=best", "clone.propose=accepted")
+    out = worker.generate(shard_of["cross"])
+    assert out.images == 6 and out.missing == 0 and out.renders == 18
+    metas = [json.loads(s) for s in tar_members(tmp_path / out.record.shard, ".json")]
+    assert all(m["accepted"] is False and m["score"] < 0.5 for m in metas)
+    assert out.record.failed_by_class == {"cross": 6} and out.record.missing == 0
+    out = worker.generate(shard_of["star"])  # what passes is unchanged
+    assert out.images == 6 and not out.record.failed_by_class
+
+
+def test_proposals_spread_the_non_class_axes_and_keep_the_class(tmp_path):
+    """clone.propose=random: each image keeps an accepted state's class and takes a fresh, evenly spread combination of
+    the non-class axes; every image is still verified (star's accepted circle states render no circle image)."""
+    worker, shard_of = hand_made_shards(tmp_path, "clone.fill=strict", "clone.propose=random")
+    out = worker.generate(shard_of["star"])
+    metas = [json.loads(s) for s in tar_members(tmp_path / out.record.shard, ".json")]
+    assert out.images == 6 and all("star" in m["prompt"] and m["accepted"] is True for m in metas)
+    assert sum(m["proposed"] for m in metas) >= 4 and all(m["reward"] is None for m in metas if m["proposed"])
+    g = worker.stack.full_grammar
+    for axis, least in (("colour", 4), ("background", 3)):  # the two accepted star states hold 2 values of each
+        j = g.axis_index(axis)
+        values = [m["encoding"][j] for m in metas]
+        assert len(set(values)) >= least, (axis, values)
 
 
 def tar_members(path, suffix):

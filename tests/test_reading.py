@@ -58,7 +58,7 @@ def test_one_input_reads_as_before_and_five_fix_a_misread(shapes):
     images = [i.image for i in dataset.inputs(cls)]
     one = read(stack, images[:1])
     assert one.goal == stack.semantic_encoder.encode(images[:1])[0]  # the single-input reading, unchanged
-    np.testing.assert_array_equal(one.class_target, stack.reward.prepare(images[0])["class"])
+    np.testing.assert_array_equal(one.class_target, stack.reward.prepare(images[0])["class"].dist)
     assert (one.read_class, one.label) == ("circle", None)  # input seed 0's octagon: the CNN's one known misread
     five = read(stack, images)
     assert five.read_class == "octagon" and five.read_prob > one.read_prob

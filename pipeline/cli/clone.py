@@ -23,7 +23,8 @@ def report(summary: CloneSummary, cfg: DictConfig) -> int:
     short = sorted(summary.shortfall.items())
     for cls_id, missing in short[:10]:
         print(f"warning: class '{cls_id}' is {missing} images short of clone.images_per_class={cfg.clone.images_per_class}: "
-              f"no candidate reached env.accept_threshold in clone.max_tries tries (see its searches/ result)", file=sys.stderr)
+              f"no candidate reached env.accept_threshold in clone.max_tries tries and clone.fill=strict, or its search "
+              f"evaluated no state (see its searches/ result)", file=sys.stderr)
     if len(short) > 10:
         print(f"warning: and {len(short) - 10} more classes short, {sum(n for _, n in short[10:])} images in all "
               f"('shortfall' in {LAYOUT.summary})", file=sys.stderr)
@@ -40,10 +41,16 @@ def report(summary: CloneSummary, cfg: DictConfig) -> int:
         print(f"warning: and {len(ids) - 10} more classes read as another class ('misread' in {LAYOUT.summary})", file=sys.stderr)
     if ids and cfg.env.class_source != "label":
         shown = ",".join(ids[:10]) + (",..." if len(ids) > 10 else "")
+        remedy = ("env.class_source=label" if cfg.env.class_source == "rendered" and cfg.dataset.inputs_per_class >= 5
+                  else "dataset.inputs_per_class=5 env.class_source=rendered (or env.class_source=label)")
         print(f"warning: redo the {len(ids)} misread classes with more inputs or the label, in a new paths.output_dir: "
-              f"dataset.only=[{shown}] dataset.inputs_per_class=5 env.class_source=rendered (or env.class_source=label)", file=sys.stderr)
+              f"dataset.only=[{shown}] {remedy}", file=sys.stderr)
     if summary.ok:
         return 0
+    if summary.incomplete and not summary.failures and summary.stopped is None:
+        print(f"error: the clone is incomplete: {summary.incomplete} (the shards and {LAYOUT.summary} are written; "
+              "clone.max_shortfall=1 accepts any outcome)", file=sys.stderr)
+        return 3
     for f in summary.failures:
         print(f"error: {f['unit']} failed after {f['attempts']} attempts: {f['error']}", file=sys.stderr)
     if summary.stopped:

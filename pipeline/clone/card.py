@@ -26,8 +26,9 @@ from pipeline.models.fingerprint import weights_name
 #: Arrow types in the card; ``None`` values (no encoding for a free-text prompt, no score without verification) load
 #: as nulls
 SAMPLE_FIELDS: dict[str, Any] = {
-    "attempt": "int64", "class_id": "string", "class_index": "int64", "class_name": "string", "class_prompt": "string",
+    "accepted": "bool", "attempt": "int64", "class_id": "string", "class_index": "int64", "class_name": "string", "class_prompt": "string",
     "encoding": ["int64"], "from_search": "bool", "model_id": "string", "pipeline_version": "string", "prompt": "string",
+    "proposed": "bool",
     "reward": "float64", "score": "float64", "search": "string", "seed": "int64", "state_score": "float64",
     "wnid": "string",
 }
@@ -124,6 +125,7 @@ def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary:
     img = facts.image_format
     misread = summary.get("misread") or {}
     short = summary.get("shortfall") or {}
+    unpassed = summary.get("not_passed") or {}
     lines = [
         f"# {facts.dataset} clone (RLDF)",
         "",
@@ -140,11 +142,16 @@ def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary:
         "",
         "## What it holds",
         "",
-        "| images | classes | shards | size | label accuracy | classes read as another class | images short |",
-        "|---|---|---|---|---|---|---|",
+        "| images | classes | shards | size | label accuracy | classes read as another class | images short | images not passing |",
+        "|---|---|---|---|---|---|---|---|",
         f"| {images} | {len(cloned)} | {len(records)} | {size_mb:.1f} MB | {_pct(summary.get('label_accuracy'))} | "
-        f"{len(misread)} | {sum(short.values())} |",
+        f"{len(misread)} | {sum(short.values())} | {sum(unpassed.values())} |",
         "",
+        "A sample's `json` says whether its image passed acceptance (`accepted`: the semantic encoder read it as its class "
+        "at least `env.accept_threshold` times as surely as the class's own input images, `env.acceptance=relative`); "
+        "where no render of an image passed in `clone.max_tries`, the best one is kept with `accepted: false` "
+        "(`clone.fill=best`). Filter on it to train on passing images only.",
+        *_per_class(records, unpassed, short),
         "Label accuracy is the share of samples whose prompt asks for the class of their label; on a procedural world it is "
         "the share whose image shows its label. A class whose input image(s) the semantic encoder read as another class "
         "(`misread` in `summary.json`) shows the class read unless `env.class_source=label` (with `rendered`, the class "
@@ -159,6 +166,21 @@ def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary:
         *_loading(folder, img),
     ]
     return "\n".join(lines)
+
+
+def _per_class(records: Sequence[ShardRecord], unpassed: dict[str, int], short: dict[str, int]) -> list[str]:
+    """The classes with images not passing or missing, worst first (the first 20), with how many of theirs passed."""
+    if not unpassed and not short:
+        return []
+    written: dict[str, int] = {}
+    for r in records:
+        for c, n in (r.class_counts or {}).items():
+            written[c] = written.get(c, 0) + n
+    worst = sorted({*unpassed, *short}, key=lambda c: (-(unpassed.get(c, 0) + short.get(c, 0)), c))
+    rows = [f"| {c} | {written.get(c, 0) - unpassed.get(c, 0)} | {unpassed.get(c, 0)} | {short.get(c, 0)} |" for c in worst[:20]]
+    more = ["", f"and {len(worst) - 20} more classes (`not_passed` and `shortfall` in `summary.json`)."] if len(worst) > 20 else []
+    return ["", "Classes with images not passing or missing:", "", "| class | passed | not passed | missing |", "|---|---|---|---|",
+            *rows, *more]
 
 
 def _method(search: str) -> str:

@@ -69,6 +69,11 @@ class CloneSummary:
     images_from_search: int = 0  # of images_written, search renders reused (clone.reuse_search_renders)
     #: class -> image indices left out because no candidate passed verification (whole run, reused shards too)
     shortfall: dict[str, int] = field(default_factory=dict)
+    #: class -> images written that did not pass acceptance (clone.fill=best kept the best of their tries)
+    not_passed: dict[str, int] = field(default_factory=dict)
+    images_requested: int = 0  # classes × clone.images_per_class
+    #: why the clone falls short of clone.max_shortfall (None: it does not): missing or unpassed images, which classes
+    incomplete: str | None = None
     #: the share of the clone's samples (every committed shard) whose prompt asks for the class of their label, and
     #: per class: on a procedural world, the share whose image shows its label (None: no record counts it)
     label_accuracy: float | None = None
@@ -96,7 +101,8 @@ class CloneSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and self.stopped is None
+        """The run ended without failures or a stop, and made its dataset (clone.max_shortfall)."""
+        return not self.failures and self.stopped is None and self.incomplete is None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -105,6 +111,25 @@ class CloneSummary:
         d["images_per_s_after_startup"] = round(self.images_written / work, 3) if work > 0 else 0.0
         d["ok"] = self.ok
         return d
+
+
+def incompleteness(summary: CloneSummary, max_shortfall: float) -> str | None:
+    """One line saying why the clone is not the dataset asked for, when more than ``max_shortfall`` (a fraction;
+    ``clone.max_shortfall``) of the requested images are missing or did not pass acceptance; else None."""
+    missing, unpassed = sum(summary.shortfall.values()), sum(summary.not_passed.values())
+    want = summary.images_requested
+    if not want or missing + unpassed <= max_shortfall * want:
+        return None
+    short = {c: summary.shortfall.get(c, 0) + summary.not_passed.get(c, 0) for c in {*summary.shortfall, *summary.not_passed}}
+    worst = sorted(short, key=lambda c: (-short[c], c))
+    named = ", ".join(f"{c} ({short[c]})" for c in worst[:5]) + (f" and {len(worst) - 5} more" if len(worst) > 5 else "")
+    why = []
+    if missing:
+        why.append(f"{missing} missing (no render passed and clone.fill=strict, or the class had no state to render)")
+    if unpassed:
+        why.append(f"{unpassed} written without passing acceptance (the best of clone.max_tries renders, clone.fill=best)")
+    return (f"{missing + unpassed} of {want} requested images ({(missing + unpassed) / want:.1%}) fall short, over "
+            f"clone.max_shortfall={max_shortfall:g}: {'; '.join(why)}; in {len(worst)} classes: {named}")
 
 
 @dataclass
@@ -416,8 +441,14 @@ class CloneDriver:
             if rec.missing:
                 for c, n in (rec.missing_by_class or {c: rec.missing for c in rec.classes}).items():
                     summary.shortfall[c] = summary.shortfall.get(c, 0) + n
+            for c, n in (rec.failed_by_class or {}).items():
+                summary.not_passed[c] = summary.not_passed.get(c, 0) + n
         if summary.shortfall:
             self.event("shortfall", classes=summary.shortfall)
+        summary.images_requested = len(self.plan.classes) * int(self.cfg["clone"]["images_per_class"])
+        summary.incomplete = incompleteness(summary, float(self.cfg["clone"]["max_shortfall"]))
+        if summary.incomplete:
+            self.event("incomplete", why=summary.incomplete)
         self._label_report(summary, records)
         self.event("summary", **summary.to_dict())
         try:

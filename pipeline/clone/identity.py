@@ -36,7 +36,9 @@ WEIGHT_GROUPS = ("model", "reward")
 #: settings added after folders were made, with the value that keeps the behaviour those folders were made with:
 #: a run.json without the key reads as that value, so adding a setting does not make old folders foreign
 ADDED_SETTINGS: dict[str, Any] = {"env.class_source": "read", "dataset.inputs_per_class": 1, "clone.reuse_max_share": 1.0,
-                                  "env.rendered_candidates": 4, "env.rendered_seeds": 8}
+                                  "env.rendered_candidates": 4, "env.rendered_seeds": 8, "env.acceptance": "absolute",
+                                  "env.state_seeds": "shared", "clone.propose": "accepted", "clone.fill": "strict",
+                                  "reward.semantic_encoder.sharpness": 3.0, "reward.semantic_encoder.threshold": 0.15}
 
 
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ def _rebuild(storage: Storage, unit: ShardUnit, seed_of: Callable[[Any, int, int
     expected = {f"{cls.id}_{i:06d}": (k, cls, i) for k, cls in enumerate(unit.classes) for i in unit.indices(k)}
     counts: dict[str, int] = {}
     label_ok: dict[str, int] = {}
+    failed: dict[str, int] = {}
     for key, fields in samples.items():
         if key not in expected or "json" not in fields:
             return None
@@ -81,6 +82,7 @@ def _rebuild(storage: Storage, unit: ShardUnit, seed_of: Callable[[Any, int, int
             ok = meta["class_index"] == cls.index and meta["class_id"] == cls.id and (
                 meta["from_search"] or meta["seed"] == seed_of(cls, i, attempt))
             label_ok[cls.id] = label_ok.get(cls.id, 0) + (class_pos is not None and asks_for_label(meta, class_pos))
+            failed[cls.id] = failed.get(cls.id, 0) + (meta.get("accepted") is False)
         except (ValueError, KeyError, TypeError, IndexError):
             return None
         if not ok:
@@ -91,7 +93,8 @@ def _rebuild(storage: Storage, unit: ShardUnit, seed_of: Callable[[Any, int, int
     return ShardRecord(unit.shard, [c.id for c in unit.classes], len(samples), len(data), hashlib.sha256(data).hexdigest(),
                        keys_digest(samples), unit.count - len(samples), stat[1] if stat else None,
                        {c: n for c, n in counts.items() if n}, {c: n for c, n in short.items() if n} or None,
-                       label_ok={c: n for c, n in label_ok.items() if n} if class_pos is not None else None)
+                       label_ok={c: n for c, n in label_ok.items() if n} if class_pos is not None else None,
+                       failed_by_class={c: n for c, n in failed.items() if n} or None)
 
 
 def take_inventory(storage: Storage, units: list[ShardUnit], class_ids: list[str], known: set[str], verify_mode: str,

@@ -39,6 +39,8 @@ class ShardRecord:
     #: class id -> samples of that class whose prompt asks for the class of their label (:func:`asks_for_label`; None:
     #: not counted, as in older records): on a procedural world, samples that show their label
     label_ok: dict[str, int] | None = None
+    #: class id -> samples of that class that did not pass acceptance (clone.fill=best kept the best of their tries)
+    failed_by_class: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,7 +60,8 @@ def keys_digest(keys: Iterable[str]) -> str:
 
 def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], classes: list[str], missing: int = 0,
                 class_counts: dict[str, int] | None = None, missing_by_class: dict[str, int] | None = None,
-                identity: str | None = None, label_ok: dict[str, int] | None = None) -> ShardRecord:
+                identity: str | None = None, label_ok: dict[str, int] | None = None,
+                failed_by_class: dict[str, int] | None = None) -> ShardRecord:
     """Write ``samples`` (WebDataset dicts with ``__key__``) as ``name`` under ``storage``, atomically."""
     with storage.staged(name) as tmp:  # a failed write (full disk) commits nothing and says why
         with open(tmp, "wb") as f:
@@ -73,7 +76,8 @@ def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], clas
                 size += len(block)
     stat = storage.stat(name)
     return ShardRecord(name, classes, len(samples), size, digest.hexdigest(), keys_digest(s["__key__"] for s in samples), missing,
-                       stat[1] if stat else None, class_counts, missing_by_class or None, identity, label_ok)
+                       stat[1] if stat else None, class_counts, missing_by_class or None, identity, label_ok,
+                       failed_by_class or None)
 
 
 def tar_keys(data: bytes) -> list[str]:

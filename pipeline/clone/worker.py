@@ -27,6 +27,7 @@ from pipeline.assembly import build_stack, make_env, prepare, read
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
+from pipeline.clone.proposals import propose
 from pipeline.clone.plan import SearchDone, SearchUnit, ShardDone, ShardUnit
 from pipeline.clone.search_renders import SearchRender, assign, read_render, reuse_limit, write_renders
 from pipeline.clone.shards import asks_for_label, encode_image, write_shard
@@ -39,6 +40,8 @@ from pipeline.seeding import derive_seed
 from pipeline.storage import Storage
 from pipeline.torch_device import check_worker_device, describe_device
 
+#: clone.fill=best, a class whose search accepted no state: its images draw from this many best-scored states
+FALLBACK_STATES = 16
 CLASS_CACHE = 1024  # classes whose search result, sequence and prepared input a worker keeps (no image bytes)
 ENCODE_THREADS = 2  # PNG/JPEG encoding of one call's images overlaps the next call
 
@@ -50,19 +53,28 @@ class ClassSource:
     result: SearchResult
     grammar: Grammar  # the class's search grammar (its group's, the class axis as the search cut it)
     full: Grammar  # the full grammar, whose encodings the samples record
-    seq: list[Candidate]  # the balanced sequence of accepted states the images draw from
+    seq: list[Candidate]  # the balanced sequence of accepted states the images draw from (clone.fill=best: else the best scored)
     prepared: dict[str, Any] | None  # the reward's prepared input (verification), None without
     reused: dict[int, SearchRender]  # image index -> the search render it is (clone.reuse_search_renders)
+    free: list[int]  # the non-class axes of :attr:`grammar` with a choice: what proposals vary
+    propose_seed: int  # the class's proposals' seed (pipeline.clone.proposals)
 
 
 class Kept(NamedTuple):
-    """An image of a shard that passed: its state, seed, encoded bytes (or their future), score and attempt."""
+    """An image of a shard: its state, seed, encoded bytes (or their future), score, attempt and whether it passed
+    acceptance (None: not verified; False: clone.fill=best kept the best of its failed attempts)."""
 
     pick: Candidate
     seed: int
     image: bytes | Future
     score: float
     attempt: int
+    passed: bool | None = True
+
+
+def _rounded(x: float) -> float | None:
+    """A sample's state reward or score as its ``json`` records it: None for a proposal, which no search rendered."""
+    return None if x != x else round(x, 6)
 
 
 def image_seed(run_seed: int, cls: ClassInfo, index: int, attempt: int) -> int:
@@ -89,6 +101,7 @@ class CloneWorker:
         self.seed, self.images_per_class = int(self.cfg.seed), int(c.images_per_class)
         self.image_format, self.quality = str(c.image_format), int(c.image_quality)
         self.verify, self.max_tries = bool(c.verify_images), int(c.max_tries)
+        self.fill, self.propose = str(c.fill), str(c.propose)
         self.reuse = bool(c.reuse_search_renders)
         self.reuse_limit = reuse_limit(float(c.reuse_max_share), self.images_per_class)
         self.class_source = str(self.cfg.env.class_source)
@@ -187,19 +200,33 @@ class CloneWorker:
     def image_seed(self, cls: ClassInfo, index: int, attempt: int) -> int:
         return image_seed(self.seed, cls, index, attempt)
 
+    def _pick(self, src: ClassSource, i: int, attempt: int, tried: set[str]) -> Candidate:
+        """The state image ``i``'s ``attempt``-th candidate renders: an accepted state (from ``seq[i + a·n]`` on, the
+        first this image has not tried) and, with clone.propose=random, a fresh combination of its non-class axes
+        (:mod:`pipeline.clone.proposals`), except on the last of several attempts, which renders the state itself.
+        ``tried``: the states this image's attempts took so far (updated)."""
+        j = i + attempt * self.images_per_class
+        base = self._next_candidate(src.seq, j, tried)
+        tried.add(base.prompt)  # the next attempt starts from another accepted state where there is one
+        last = attempt > 0 and attempt == self.max_tries - 1
+        if self.propose != "random" or not src.free or base.encoding is None or last:
+            return base
+        return propose(src.grammar, base, src.free, j, src.propose_seed)
+
     def _render_shard(self, unit: ShardUnit, sources: list[ClassSource]) -> tuple[dict[tuple[int, int], Kept], int]:
         """Every image of the shard, all classes together, in full calls of the worker's pool.
 
         Image ``i`` of class ``k`` takes its search render where the class has one (already scored at its seed);
-        otherwise its attempt ``a`` renders, at its own seed, the first candidate from ``seq[i + a·n]`` on (``n``
-        images per class) that this image has not tried yet, and the first render whose class-consistency score
-        reaches τ is kept (all first renders, without ``clone.verify_images``). A retry joins the queue behind
-        the renders already waiting, so every call is full until the queue runs dry; what an image becomes
-        depends on its own attempts only. Returns ((k, i) -> :class:`Kept`, renders)."""
-        n = self.images_per_class
+        otherwise its attempt ``a`` renders, at its own seed, the candidate :meth:`_pick` gives, and the first render
+        whose class-consistency score reaches τ is kept (all first renders, without ``clone.verify_images``). An image
+        none of whose ``clone.max_tries`` renders passes keeps the best of them with clone.fill=best (marked as not
+        passed), and is left out with clone.fill=strict. A retry joins the queue behind the renders already waiting,
+        so every call is full until the queue runs dry; what an image becomes depends on its own attempts only.
+        Returns ((k, i) -> :class:`Kept`, renders)."""
         kept: dict[tuple[int, int], Kept] = {}
         queue: deque[tuple[int, int, int]] = deque()  # (class position, image index, attempt)
         tried: dict[tuple[int, int], set[str]] = {}
+        best: dict[tuple[int, int], tuple[tuple[float, float], Kept, Any]] = {}  # its best failed render so far
         for k, (cls, src) in enumerate(zip(unit.classes, sources)):
             for i in unit.indices(k):
                 if i in src.reused:
@@ -215,8 +242,7 @@ class CloneWorker:
                 picks, jobs = [], []
                 for k, i, attempt in todo:
                     src = sources[k]
-                    pick = self._next_candidate(src.seq, i + attempt * n, tried[(k, i)])
-                    tried[(k, i)].add(pick.prompt)
+                    pick = self._pick(src, i, attempt, tried[(k, i)])
                     picks.append(pick)
                     jobs.append(RenderJob(pick.prompt, self.image_seed(unit.classes[k], i, attempt),
                                           src.prepared if self.verify else None, "generation"))
@@ -225,9 +251,16 @@ class CloneWorker:
                 for (k, i, attempt), pick, job, r in zip(todo, picks, jobs, out):
                     if not self.verify or r.score >= sources[k].result.accept_threshold:
                         encoded = self._encoder.submit(encode_image, r.image, self.image_format, self.quality)
-                        kept[(k, i)] = Kept(pick, job.seed, encoded, r.score, attempt)
-                    elif attempt + 1 < self.max_tries:
+                        kept[(k, i)] = Kept(pick, job.seed, encoded, r.score, attempt, True if self.verify else None)
+                        continue
+                    rank = (float(r.score), float(r.reward))
+                    if self.fill == "best" and ((k, i) not in best or rank > best[(k, i)][0]):
+                        best[(k, i)] = (rank, Kept(pick, job.seed, b"", r.score, attempt, False), r.image)
+                    if attempt + 1 < self.max_tries:
                         queue.append((k, i, attempt + 1))
+                    elif (k, i) in best:  # clone.fill=best: the best of its failed renders, marked as not passed
+                        _, fail, image = best.pop((k, i))
+                        kept[(k, i)] = fail._replace(image=self._encoder.submit(encode_image, image, self.image_format, self.quality))
         return kept, renders
 
     def _class_source(self, cls: ClassInfo) -> ClassSource:
@@ -241,11 +274,12 @@ class CloneWorker:
         result = SearchResult.from_dict(json.loads(self.storage.read_bytes(LAYOUT.search(cls.id))))
         grammar, full = self.stack.grammars(cls.group, result.info.get("class_candidates"))
         free = [i for i, a in enumerate(grammar.axes) if a.name != grammar.class_axis and len(a) > 1]
-        seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free)
+        seq = result.sample(self.images_per_class * self.max_tries, seed=derive_seed(self.seed, "pick", cls.id), axes=free,
+                            fallback=FALLBACK_STATES if self.fill == "best" else 0)
         prepared = prepare(self.stack, self._read(cls, recorded=result.info)) if self.verify and seq else None
         index = [SearchRender(**r) for r in result.info.get("reusable_renders", [])] if self.reuse else []
         reused = assign(seq, index, self.images_per_class, self.reuse_limit)
-        source = ClassSource(result, grammar, full, seq, prepared, reused)
+        source = ClassSource(result, grammar, full, seq, prepared, reused, free, derive_seed(self.seed, "propose", cls.id))
         with self._sources_lock:
             self._sources[cls] = source
             while len(self._sources) > CLASS_CACHE:
@@ -272,21 +306,23 @@ class CloneWorker:
                 short[cls.id] = want - got
         from_search = 0  # images that are search renders
         label_ok: dict[str, int] = {}  # class id -> samples whose prompt asks for their label's class
+        failed: dict[str, int] = {}  # class id -> samples that did not pass acceptance (clone.fill=best)
         samples = []
         for k, i in unit.members.tolist():
             if (k, i) not in kept:
                 continue
             cls, src = unit.classes[k], sources[k]
-            pick, seed, image, score, attempt = kept[(k, i)]
+            pick, seed, image, score, attempt, passed = kept[(k, i)]
             reused = i in src.reused
+            failed[cls.id] = failed.get(cls.id, 0) + (passed is False)
             from_search += reused
             enc = src.full.translate(pick.encoding, src.grammar) if pick.encoding is not None else None
             meta = {
                 "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
                 "class_prompt": cls.prompt, "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
-                "seed": seed, "reward": round(pick.reward, 6), "state_score": round(pick.score, 6),
+                "seed": seed, "reward": _rounded(pick.reward), "state_score": _rounded(pick.score),
                 "score": round(score, 6) if self.verify or reused else None, "attempt": attempt,
-                "from_search": reused,
+                "from_search": reused, "accepted": passed, "proposed": pick.reward != pick.reward,
                 "model_id": self.stack.generator.model_id, "search": src.result.method, "pipeline_version": pipeline.__version__,
             }
             label_ok[cls.id] = label_ok.get(cls.id, 0) + asks_for_label(meta, self.class_pos)
@@ -298,7 +334,8 @@ class CloneWorker:
             })
         record = write_shard(self.storage, unit.shard, samples, [c.id for c in unit.classes], missing=unit.count - len(samples),
                              class_counts={c: n for c, n in counts.items() if n}, missing_by_class=short,
-                             identity=self.identity, label_ok={c: n for c, n in label_ok.items() if n})
+                             identity=self.identity, label_ok={c: n for c, n in label_ok.items() if n},
+                             failed_by_class={c: n for c, n in failed.items() if n})
         try:
             self.manifest.add(record)
         except BaseException:  # a shard without its record is not committed: leave no orphan (and free its space)

@@ -73,14 +73,20 @@ class SearchResult:
         """Renders spent when the best reward first reached ``reward`` (None if never)."""
         return next((n for n, r in self.trace if r >= reward), None)
 
-    def sample(self, n: int, seed: int, axes: Sequence[int] = ()) -> list[Candidate]:
+    def sample(self, n: int, seed: int, axes: Sequence[int] = (), fallback: int = 0) -> list[Candidate]:
         """A deterministic sequence of ``n`` accepted candidates that covers ``axes`` (the non-class axes)
         as evenly as the accepted set allows (:func:`pipeline.search.sampling.balanced_sequence`).
-        Empty if no candidate is accepted."""
+        Empty if no candidate is accepted, unless ``fallback``: then drawn from the ``fallback`` grid states with the
+        highest class-consistency score (then reward), whose images are verified like any other."""
         from pipeline.search.sampling import balanced_sequence
 
-        pool = self.accepted
+        pool = self.accepted or (self.best_scored(fallback) if fallback else [])
         return [pool[i] for i in balanced_sequence([c.encoding for c in pool], n, axes, seed)]
+
+    def best_scored(self, k: int) -> list[Candidate]:
+        """The ``k`` grid states with the highest class-consistency score (ties: higher reward, then discovery order)."""
+        on_grid = [c for c in self.candidates if c.encoding is not None and c.score == c.score]
+        return sorted(on_grid, key=lambda c: (-c.score, -c.reward))[: int(k)]
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
