@@ -8,12 +8,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
 
-.PHONY: setup demo demo-clean test search clone metrics metrics-baseline bench eval eval-quick clean help
+.PHONY: setup demo demo-clean test test-full search clone metrics metrics-baseline bench eval eval-quick clean help
 
 help:
 	@echo "make setup   install into $(VENV) (TORCH='$(TORCH)')"
 	@echo "make demo    run the main job on the embedded shapes world"
-	@echo "make test    run the test suite"
+	@echo "make test    the fast tests (no Ray started, nothing trained; a few minutes)"
+	@echo "make test-full  every test, the end-to-end Ray runs, kills and resumes included (what CI runs)"
 	@echo "make bench   benchmarks; make eval (eval-quick): clone quality per method -> docs/results.md"
 
 $(STAMP): pyproject.toml
@@ -49,7 +50,11 @@ metrics: $(STAMP)
 metrics-baseline: $(STAMP)
 	$(PY) scripts/metrics.py synthetic=shapes:train real=shapes:val paths.output_dir=runs/metrics-baseline $(ARGS)
 
+# The fast tier: unit and in-process tests; the end-to-end tests that start Ray or train are marked slow.
 test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-full: $(STAMP)
 	$(PY) -m pytest -q tests
 
 # Benchmarks (ratios measured side by side; several minutes on 2 cores).

@@ -6,8 +6,9 @@ The RLDF paper scores renders with three rewards; the formulas are ours (the pap
 * **Reward 2, convolutional features** — :class:`FeatureReward`: coarse-to-fine feature statistics.
 * **Reward 3, embedding similarity** — :class:`EmbeddingReward`: CLIP-style cosine similarity.
 
-and one of our own, the clone's default: **class consistency** — :class:`ClassConsistencyReward`: the
-probability that the render shows the same class as the input, ignoring every other attribute. The three
+and one of our own, the clone's default: **class consistency** — :class:`ClassConsistencyReward`: whether the
+semantic encoder reads the render as the input's class, as surely as it reads the class's own inputs (the relative
+rule, calibrated to the reader), ignoring every other attribute. The three
 similarity rewards score the whole input (its colour, background, layout), so a search that maximises them
 converges on a copy of the one input image; a dataset needs the class kept and the rest varied.
 

@@ -46,7 +46,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--images-per-class", type=int, default=None, help="default: the preset's (10)")
     p.add_argument("--n-cas-test", type=int, default=5000, help="real renders CAS is tested on (class-balanced)")
     p.add_argument("--cas-steps", type=int, default=6000,
-                   help="CAS classifier training steps (batch 64; at 1500 the real-data reference learns nothing)")
+                   help="CAS classifier training steps (batch 64; at 1500 the real-data reference learns nothing; 0: no CAS)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for CAS training (1 beside another job on 2 cores)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "eval-standin")
     p.add_argument("--markdown", type=Path, default=ROOT / "docs" / "results.md")
@@ -104,7 +104,7 @@ def main() -> None:
     sources = {m: ShardImages(str(a.out / m), IMAGE_SIZE) for m in methods}
     sources["real"] = WorldImages(dataset.world, "cas-train", n_train, IMAGE_SIZE, classes=names)
     t0, kept = time.perf_counter(), []
-    for name, src in sources.items():  # 2. CAS: train on each set only, test on real renders
+    for name, src in (sources.items() if a.cas_steps else ()):  # 2. CAS: train on each set only, test on real renders
         key = {"train": src.fingerprint, "test": test_source.fingerprint, "steps": a.cas_steps, "seed": a.seed}
 
         def score(src=src, name=name) -> dict:
@@ -178,9 +178,11 @@ def markdown(res: dict) -> str:
     a = res["args"]
     n = a["classes"] * a["images_per_class"]
     lines = [f"`experiment={a['experiment']}`, {a['classes']} classes, {a['images_per_class']} images per class, input seed "
-             f"{a['input_seed']}, run seed {a['seed']}, render budget {a['budget']} per class. CAS: the small CNN trained "
-             f"{a['cas_steps']} steps (batch 64, no mirror augmentation) on each set alone, tested on {a['n_cas_test']} real "
-             f"renders (`cas-test`, class-balanced). Classes without images: short of every image (the summary's `shortfall`). Entropy "
+             f"{a['input_seed']}, run seed {a['seed']}, render budget {a['budget']} per class. "
+             + (f"CAS: the small CNN trained {a['cas_steps']} steps (batch 64, no mirror augmentation) on each set alone, tested "
+                f"on {a['n_cas_test']} real renders (`cas-test`, class-balanced). " if a["cas_steps"] else "CAS not computed (`--cas-steps 0`). ")
+             + f"Passing acceptance: the share of the images written whose `json` says `accepted` (the rest are the best of "
+             f"`clone.max_tries` renders, `clone.fill=best`). Classes without images: short of every image (the summary's `shortfall`). Entropy "
              f"within class: per non-class axis, the normalised entropy of the samples' prompt choices within a class (1 = "
              f"even; class name + random attributes draws them at random, so its row is the reference).", ""]
     axes = next((list(r["entropy"]) for r in res["rows"].values() if "entropy" in r), [])
@@ -197,7 +199,7 @@ def markdown(res: dict) -> str:
                      str(r["empty_classes"]) if c else "—",
                      " / ".join(f"{v:.2f}" for v in r["entropy"].values()) if c else "—",
                      str(c["search_renders"]) if c else "—", f"{c['wall_s_command']:.0f} s" if c else "—",
-                     fmt(r["cas"]["accuracy"])])
+                     fmt(r["cas"]["accuracy"]) if "cas" in r else "—"])
     lines.append(table(["method", "needs class name", "label accuracy", "classes misread (read ≠ label)", "images",
                         "passing acceptance", "classes without images", f"entropy within class ({' / '.join(axes)})", "search renders", "clone wall time", "CAS"], rows))
     t = res["seconds"]

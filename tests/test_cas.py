@@ -21,6 +21,7 @@ def sets(world):
     return shapes_set(world, "cas-unit-train", 1500), shapes_set(world, "cas-unit-test", 600)
 
 
+@pytest.mark.slow  # trains a classifier
 def test_cas_learns_real_classes(world, sets):
     train, test = sets
     out = classification_accuracy_score(train, test, len(world.classes), steps=400, seed=0, progress=False,
@@ -30,6 +31,7 @@ def test_cas_learns_real_classes(world, sets):
     assert out["n_train"] == len(train) and out["n_test"] == len(test)
 
 
+@pytest.mark.slow  # trains a classifier
 def test_cas_on_scrambled_labels_is_near_chance(world, sets):
     train, test = sets
     rng = np.random.default_rng(0)
@@ -38,6 +40,7 @@ def test_cas_on_scrambled_labels_is_near_chance(world, sets):
     assert out["accuracy"] < 0.6, out  # chance is 1/3
 
 
+@pytest.mark.slow  # trains a classifier
 def test_classifier_is_deterministic_per_seed(world, sets):
     train, test = sets
     small = LabelledImages(train.images[:200], train.labels[:200])

@@ -1,5 +1,5 @@
 """The clone folder is a dataset: its card (README.md) lets ``datasets.load_dataset(folder)`` read the shards, with the
-classes' names on the label; a resume rewrites the card."""
+classes' names on the label, and ``_info.json`` lets timm's WebDataset reader list them; a resume rewrites both."""
 
 from __future__ import annotations
 
@@ -73,13 +73,29 @@ def test_load_dataset_reads_a_clone_folder_with_class_names(reference, tmp_path,
     assert "| 48 | 4 | 12 |" in card and "launched with the Python API" in card
 
 
+def check_timm_info(folder, images):
+    """``_info.json`` as timm's WebDataset reader reads split "train" (``timm/data/readers/reader_wds.py``,
+    ``_parse_split_info``: ``splits[split]`` with name, num_samples, filenames and shard_lengths, the file names
+    relative to the folder): every shard once, in order, each with its number of samples. (timm needs torchvision,
+    which this project's environments leave out, so the test reads the file as timm documents it.)"""
+    split = json.loads((folder / "_info.json").read_text())["splits"]["train"]
+    assert set(split) >= {"name", "num_samples", "filenames", "shard_lengths"} and split["name"] == "train"
+    shards = sorted(p.name for p in folder.glob("shard-*.tar"))
+    assert split["filenames"] == shards and split["num_samples"] == images == sum(split["shard_lengths"])
+    for name, n in zip(split["filenames"], split["shard_lengths"]):
+        with tarfile.open(folder / name) as tar:
+            assert len({m.name.split(".", 1)[0] for m in tar}) == n
+
+
 @pytest.mark.slow
-def test_a_resume_rewrites_the_card(tmp_path, monkeypatch):
+def test_a_resume_rewrites_the_card_and_timms_info(tmp_path, monkeypatch):
     out = tmp_path / "grown"
     clone(out, "dataset.only=[circle]")
     assert "| 12 | 1 | 3 |" in (out / "README.md").read_text()
+    check_timm_info(out, 12)
     s = clone(out, CLASSES)  # class order: the other classes' shards join the folder
     assert s["shards_reused"] == 3
+    check_timm_info(out, 48)
     card = (out / "README.md").read_text()
     assert "| 48 | 4 | 12 |" in card and "48 synthetic images of 4 of the 10 classes" in card
     assert load(out, tmp_path, monkeypatch).num_rows == 48

@@ -39,6 +39,8 @@ from pipeline.grammar import Grammar
 from pipeline.storage import Storage
 from pipeline.torch_device import gpus_per_worker, wants_gpu
 
+log = logging.getLogger("rldf.clone")
+
 
 def load(overrides: Sequence[str] = ()) -> DictConfig:
     """``conf/clone.yaml`` with ``overrides``, typed and validated (:func:`pipeline.compose.load_config`)."""
@@ -81,7 +83,19 @@ def _init_ray(cluster: DictConfig) -> None:
         except ConnectionError as e:
             raise _unreachable(cluster.address, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
     else:  # Ray finds this machine's GPUs itself
+        if "RAY_AUTH_MODE" not in os.environ:  # Ray's default for a new local cluster: token auth on, said once here
+            logging.getLogger(RAY_AUTH_LOGGER).addFilter(_ray_auth_notice)
+            log.info("local Ray starts with token authentication (Ray's default; RAY_AUTH_MODE=disabled turns it off)")
         ray.init(num_cpus=cluster.num_cpus or os.cpu_count(), **kwargs)
+
+
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _ray_auth_notice(record: logging.LogRecord) -> bool:
+    """Drops Ray's notice that a new local cluster enabled token authentication (the project says it in its own log);
+    every other record of that logger passes."""
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
 def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar, list[ClassInfo]]:

@@ -163,7 +163,7 @@ def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary:
         "",
         "## Load it",
         "",
-        *_loading(folder, img),
+        *_loading(folder, img, facts.dataset),
     ]
     return "\n".join(lines)
 
@@ -191,8 +191,8 @@ def _method(search: str) -> str:
             "the images along high-reward trajectories keep the input's class while the rest varies.")
 
 
-def _loading(folder: str, img: str) -> list[str]:
-    """How to read the clone from ``folder`` with ``datasets``, ``webdataset`` and Ray Data."""
+def _loading(folder: str, img: str, name: str) -> list[str]:
+    """How to read the clone from ``folder`` with ``datasets``, ``webdataset``, timm and Ray Data."""
     remote = "://" in folder
     local = f"path/to/{folder.rstrip('/').rsplit('/', 1)[-1]}" if remote else folder
     lines = [f"On the object store: copy the folder first (`aws s3 sync {folder} {local}`), or stream its shards "
@@ -211,11 +211,25 @@ def _loading(folder: str, img: str) -> list[str]:
         "```",
         "",
         "```python",
+        "import timm  # timm's own WebDataset reader lists the shards from _info.json",
+        f'ds = timm.data.create_dataset("wds/{name}", root="{local}", split="train", is_training=True)',
+        "```",
+        "",
+        "```python",
         "import glob, ray",
         f'ds = ray.data.read_webdataset(sorted(glob.glob("{local}/{SHARD_GLOB}")))',
         "```",
         "",
     ]
+
+
+def timm_info(facts: CardFacts, records: Sequence[ShardRecord]) -> dict[str, Any]:
+    """``_info.json``: the committed shards as timm's WebDataset reader (``timm.data.create_dataset("wds/<name>",
+    root=folder, split="train")``) lists a split: its shard file names, samples per shard and in all, in shard order."""
+    ordered = sorted(records, key=lambda r: r.shard)
+    return {"name": facts.dataset, "splits": {"train": {"name": "train", "num_samples": sum(r.count for r in ordered),
+                                                        "filenames": [r.shard for r in ordered],
+                                                        "shard_lengths": [r.count for r in ordered]}}}
 
 
 def dataset_card(facts: CardFacts, records: Sequence[ShardRecord], summary: dict[str, Any], folder: str) -> str:

@@ -34,9 +34,8 @@ from typing import Any, Callable
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
-from tqdm import tqdm
 
-from pipeline.clone.card import CardFacts, dataset_card
+from pipeline.clone.card import CardFacts, dataset_card, timm_info
 from pipeline.clone.identity import check_identity, folder_identities, identity_hash, run_identity
 from pipeline.clone.inventory import output_tags, take_inventory
 from pipeline.clone.lease import Lease
@@ -44,6 +43,7 @@ from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.pool import WorkerPool, short_error, worker_count
+from pipeline.clone.progress import RenderProgress, render_estimate
 from pipeline.clone.worker import image_seed
 from pipeline.errors import ConfigError, InputError, Interrupted, PipelineError
 from pipeline.rendering import summarise_calls
@@ -111,6 +111,11 @@ class CloneSummary:
         d["images_per_s_after_startup"] = round(self.images_written / work, 3) if work > 0 else 0.0
         d["ok"] = self.ok
         return d
+
+
+def _ready(refs: list) -> list:
+    """Those of ``refs`` that are ready now (no waiting)."""
+    return ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
 
 
 def incompleteness(summary: CloneSummary, max_shortfall: float) -> str | None:
@@ -327,7 +332,8 @@ class CloneDriver:
         searches, shards = self._todo(summary)
         self.event("plan", searches=len(searches), shards=len(shards), reused_shards=summary.shards_reused)
         sched = Schedule.of(searches, shards)
-        bar = tqdm(total=len(searches) + len(shards), desc="clone", unit="unit", disable=not self.cfg["clone"]["progress"])
+        bar = RenderProgress([*searches, *shards], render_estimate(self.cfg["env"], self.cfg["clone"]), self.cfg["clone"]["progress"],
+                             images_done=summary.images_written)
         try:
             if sched.queue:
                 wanted = worker_count(self.cfg["cluster"], ray.cluster_resources())
@@ -339,6 +345,7 @@ class CloneDriver:
                     if self.pool.elastic:
                         self.pool.follow_cluster(sched)
                 done, _ = ray.wait(list(sched.in_flight) + list(self.pool.starting), num_returns=1, timeout=1.0)
+                bar.poll(self.pool.workers, _ready, ray.get)
                 for ref in done:
                     if ref in self.pool.starting:
                         self.pool.joined(ref, summary, first_start=False)
@@ -373,7 +380,7 @@ class CloneDriver:
                                    f"{self.pool.worker_start_timeout:g} s")
         return summary.stopped is not None
 
-    def _collect(self, ref: Any, sched: Schedule, summary: CloneSummary, bar: tqdm, t0: float) -> None:
+    def _collect(self, ref: Any, sched: Schedule, summary: CloneSummary, bar: RenderProgress, t0: float) -> None:
         """A unit's call returned: record its outcome, or re-queue it (lost worker) or retry it (its own error)."""
         unit, wid = sched.in_flight.pop(ref)
         try:
@@ -384,7 +391,7 @@ class CloneDriver:
         except RayTaskError as e:
             self._unit_failed(unit, sched, summary, e)
             return
-        bar.update(1)
+        bar.finished(unit, out.renders, out.images if isinstance(unit, ShardUnit) else 0)
         total = lambda stats: sum(c["calls"] for c in stats.values())  # noqa: E731
         if total(out.calls) >= total(sched.calls.get(wid, {})):  # cumulative per worker; units may return out of order
             sched.calls[wid] = out.calls
@@ -412,9 +419,9 @@ class CloneDriver:
         phase = "generation" if "generation" in calls else "search"
         per_call = ({f"{'gen' if phase == 'generation' else 'search'}_per_call": f"{calls[phase]['renders_per_call']:.1f}/{calls[phase]['batch_size']}"}
                     if calls else {})  # how full the generator calls of the phase running are
-        bar.set_postfix(searched=summary.searches_run + summary.searches_reused,
-                        shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
-                        img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}", **per_call)
+        bar.detail(searched=summary.searches_run + summary.searches_reused,
+                   shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
+                   img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}", **per_call)
 
     def _finish(self, summary: CloneSummary, sched: Schedule, t0: float) -> CloneSummary:
         """Units left, speeds, ``manifest.json``, the shortfall; the summary logged and written beside the shards."""
@@ -460,13 +467,14 @@ class CloneDriver:
         return summary
 
     def _write_card(self, records: list, summary: CloneSummary) -> None:
-        """The folder's dataset card, rewritten from every committed shard after each run."""
+        """The folder's dataset card and timm's _info.json, rewritten from every committed shard after each run."""
         root = self.storage.root  # a local folder is shown from the working directory where it lies below it
         shown = (str(self.storage.url) if not self.storage.is_local
                  else os.path.relpath(root) if root.startswith(os.getcwd() + os.sep) else root)
         try:
             text = dataset_card(self.card, sorted(records, key=lambda r: r.shard), summary.to_dict(), shown)
             self.storage.write_bytes(LAYOUT.card, text.encode())
+            self.storage.write_bytes(LAYOUT.timm_info, json.dumps(timm_info(self.card, records), indent=1).encode())
         except (OSError, PipelineError) as err:
             print(f"warning: {LAYOUT.card} could not be written ({err})", file=sys.stderr)
 

@@ -11,6 +11,7 @@
       clone.log                  one JSON event per line, every run appended
       summary.json               the summary of the latest run
       README.md                  the dataset card (pipeline.clone.card): datasets.load_dataset(folder) reads it
+      _info.json                 the shards as timm's WebDataset reader lists them (split "train")
 
 ``Layout()`` gives names relative to the output folder (what :class:`~pipeline.storage.Storage` takes);
 ``Layout(folder)`` the same names under a local folder, for scripts and tests that read a clone.
@@ -51,6 +52,10 @@ class Layout:
     @property
     def card(self) -> str:
         return self._at("README.md")
+
+    @property
+    def timm_info(self) -> str:
+        return self._at("_info.json")
 
     # ------------------------------------------------------------------ folders and per-unit files
     @property

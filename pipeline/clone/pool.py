@@ -14,6 +14,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from pipeline.clone.identity import check_weights
 from pipeline.clone.plan import SearchUnit
+from pipeline.clone.progress import PROGRESS_GROUP
 from pipeline.clone.worker import CloneWorker
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.storage import Storage
@@ -58,6 +59,12 @@ def _alive_nodes() -> set[str]:
     return {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
 
+def _remote_worker() -> Any:
+    """The clone worker as a Ray actor class; its progress is answered in a concurrency group of its own, so the
+    driver's poll never waits behind the units it runs (:mod:`pipeline.clone.progress`)."""
+    return ray.remote(concurrency_groups={PROGRESS_GROUP: 1})(CloneWorker)
+
+
 class WorkerPool:
     """The workers of one run. ``event`` logs (the driver's ``clone.log``); ``storage``: the output folder, whose
     recorded weights each joining worker's are checked against."""
@@ -90,7 +97,7 @@ class WorkerPool:
         for _ in range(n):
             wid = self._next_worker
             self._next_worker += 1
-            actor = ray.remote(CloneWorker).options(**self.actor_options).remote(self.cfg, wid, self.identity_hash)
+            actor = _remote_worker().options(**self.actor_options).remote(self.cfg, wid, self.identity_hash)
             self.starting[actor.ping.remote()] = (wid, actor)
 
     def joined(self, ref: Any, summary: CloneSummary, first_start: bool) -> None:

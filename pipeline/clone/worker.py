@@ -131,6 +131,10 @@ class CloneWorker:
         return {"worker": self.worker_id, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None, "model_id": gen.model_id, "weights": getattr(gen, "weights", None),
                 **describe_device(getattr(gen, "device", None), getattr(gen, "dtype", None))}
 
+    def progress(self) -> int:
+        """Renders this worker's generator calls have made so far, every phase (the driver's progress bar)."""
+        return sum(s["renders"] for s in self.pool.call_stats().values())
+
     # ------------------------------------------------------------------ units
     def search(self, unit: SearchUnit) -> SearchDone:
         """Run the configured search from the class's input image; persist the result. Its renders go through
