@@ -32,7 +32,7 @@ from PIL import Image
 from pipeline.encoders.base import SemanticEncoder
 from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding, Grammar
-from pipeline.rewards import ACCEPTANCE_RULES, ClassTarget
+from pipeline.rewards import ClassTarget
 from pipeline.seeding import derive_seed
 
 CLASS_SOURCES = ("read", "label", "rendered")
@@ -73,9 +73,8 @@ def read_inputs(encoder: SemanticEncoder, grammar: Grammar, images: Sequence[Ima
                 acceptance: str = "absolute") -> InputReading:
     """Read ``images`` (a class's k inputs) with ``encoder`` over ``grammar`` (the full grammar); ``label``: the
     class name that fixes the class axis (class_source=label), which must be one of the class axis's choices;
-    ``acceptance``: the rule renders are judged by (``env.acceptance``, :class:`~pipeline.rewards.ClassConsistencyReward`)."""
-    if acceptance not in ACCEPTANCE_RULES:
-        raise ConfigError(f"env.acceptance must be one of {', '.join(ACCEPTANCE_RULES)}, got '{acceptance}'")
+    ``acceptance``: the rule renders are judged by (``env.acceptance``, one of :data:`~pipeline.rewards.ACCEPTANCE_RULES`,
+    checked by the config schema)."""
     images = list(images)
     if not images:
         raise ConfigError("dataset.inputs_per_class must be >= 1")

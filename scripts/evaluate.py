@@ -103,6 +103,15 @@ def run_clone(out: Path, overrides: list[str]) -> dict:
     return summary
 
 
+def _passed(row: dict, cls: str) -> str:
+    """``passed/written`` of a class in a method's clone (its summary's per-class counts), or — without a clone."""
+    c = row.get("clone")
+    if not c or not c.get("images_requested"):  # a clone summarised before the counts existed
+        return "—"
+    written = c["images_requested"] // c["classes"] - c.get("shortfall", {}).get(cls, 0)
+    return f"{written - c.get('not_passed', {}).get(cls, 0)}/{written}"
+
+
 def search_stats(out: Path, class_names: list[str], grammar) -> dict:
     """Renders per class, accepted states (share of the states a search rendered), and whether each
     search's best state shows the input's class."""
@@ -162,10 +171,11 @@ def markdown(res: dict) -> str:
         renders = f"{fmt(s['renders_median'], 0)} ({s['renders_min']}–{s['renders_max']})" if s else "—"
         acc = f"{s['accepted_fraction']:.2f} ({int(np.median(s['accepted_states']))})" if s else "—"
         short = sum(r["clone"].get("shortfall", {}).values()) if "clone" in r else 0
+        unpassed = sum(r["clone"].get("not_passed", {}).values()) if "clone" in r else 0
         label = fmt(r["clone"].get("label_accuracy")) if "clone" in r else "—"
         ent = " / ".join(f"{v:.2f}" for v in j["entropy"].values())
         quality.append([LABELS[name], "yes" if name in NEEDS_CLASS_NAME else "no" if s else "—", renders, acc,
-                        str(short) if "clone" in r else "—", label, f"{j['class_accuracy']:.3f}", ent, f"{j['shortcut_probe']:.3f}",
+                        f"{short} / {unpassed}" if "clone" in r else "—", label, f"{j['class_accuracy']:.3f}", ent, f"{j['shortcut_probe']:.3f}",
                         f"{r['vendi']:.2f}", fmt(r["cas"]["accuracy"])])
         kid = f"{m['kid']:.4f} ± {m['kid_std']:.4f}"
         wall = f"{r['clone']['wall_s_command']:.0f} s" if "clone" in r else "—"
@@ -173,14 +183,15 @@ def markdown(res: dict) -> str:
                      fmt(m["coverage"]), fmt(r["cas"]["accuracy"])])
     axes = " / ".join(next(iter(rows.values()))["judge"]["entropy"])
     lines.append(table(["method", "needs class name", "renders / class (median, range)", "accepted fraction (median accepted states)",
-                        "images short", "label accuracy (prompt's class)", "judge: class accuracy", f"judge: entropy within class ({axes})", "shortcut probe ↓",
+                        "images short / not passing", "label accuracy (prompt's class)", "judge: class accuracy", f"judge: entropy within class ({axes})", "shortcut probe ↓",
                         "Vendi (per class)", "CAS"], quality))
     lines += ["", table(["method", "clone wall time", "FD ↓", "KID ↓", "precision", "recall", "density", "coverage", "CAS"], dist)]
     excl = {n: r["judge"]["share"]["colour"]["red"] for n, r in rows.items() if "colour" in r["judge"]["share"]}
     lines += ["", "Share of images the judge reads as red: " + ", ".join(f"{LABELS[n]} {v:.3f}" for n, v in excl.items()) + "."]
-    per_class = [[cls] + [f"{fmt(r['metrics_per_class'].get(cls, {}).get('fd'), 1)} / {fmt(r['cas']['per_class'].get(cls), 2)}"
-                          for r in rows.values()] for cls in res["class_names"]]
-    lines += ["", "Per class: FD ↓ / CAS.", "", table(["class"] + [LABELS[n] for n in rows], per_class)]
+    per_class = [[cls] + [f"{fmt(r['metrics_per_class'].get(cls, {}).get('fd'), 1)} / {fmt(r['cas']['per_class'].get(cls), 2)} / "
+                          f"{_passed(r, cls)}" for r in rows.values()] for cls in res["class_names"]]
+    lines += ["", "Per class: FD ↓ / CAS / images passing acceptance of those written.", "",
+              table(["class"] + [LABELS[n] for n in rows], per_class)]
     lines += ["", "Random samples per class (rows: classes):", ""]
     for name, r in rows.items():
         lines.append(f"- {LABELS[name]}: ![{name}]({r['figure']})")

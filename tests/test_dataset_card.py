@@ -99,3 +99,14 @@ def test_a_resume_rewrites_the_card_and_timms_info(tmp_path, monkeypatch):
     card = (out / "README.md").read_text()
     assert "| 48 | 4 | 12 |" in card and "48 synthetic images of 4 of the 10 classes" in card
     assert load(out, tmp_path, monkeypatch).num_rows == 48
+
+
+def test_the_card_lists_per_class_how_many_images_passed():
+    from pipeline.clone.card import _per_class
+    from pipeline.clone.shards import ShardRecord
+
+    records = [ShardRecord("shard-000000.tar", ["a", "b"], 7, 1, "x", "y", missing=1, class_counts={"a": 4, "b": 3},
+                           missing_by_class={"b": 1}, failed_by_class={"a": 2})]
+    lines = _per_class(records, {"a": 2}, {"b": 1})
+    assert "| a | 2 | 2 | 0 |" in lines and "| b | 3 | 0 | 1 |" in lines
+    assert _per_class(records, {}, {}) == []

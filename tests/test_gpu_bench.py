@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeline import gpu_bench
@@ -13,6 +14,7 @@ from pipeline import gpu_bench
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the clone phases start Ray
 def test_the_gpu_benchmark_runs_at_tiny_scale(tmp_path):
     out = tmp_path / "gpu.json"
     p = subprocess.run([sys.executable, "scripts/bench.py", "--only", "gpu", "--gpu-scale", "tiny", "--gpu-compile", "off",

@@ -107,6 +107,7 @@ def shard_labels(out):
             (json.loads(s["json"]) for s in wds.WebDataset(Layout(str(out)).shard_files(), shardshuffle=False, empty_check=False))]
 
 
+@pytest.mark.slow  # a clone on Ray
 def test_a_clone_reports_label_accuracy_and_its_misread_classes(tmp_path):
     s = clone(tmp_path / "read", "dataset.only=[octagon,star]")
     pairs = shard_labels(tmp_path / "read")
@@ -157,6 +158,7 @@ def test_renders_choose_the_sibling_that_the_mean_of_five_inputs_misreads(standi
     assert rendered_right > read_right, (rendered_right, read_right)
 
 
+@pytest.mark.slow  # a clone on Ray
 def test_a_clone_with_classes_chosen_by_renders_fixes_them_and_counts_their_renders(tmp_path, grammar):
     out = tmp_path / "rendered"
     s = clone(out, "dataset.only=[octagon,star]", "env.class_source=rendered")
