@@ -47,7 +47,7 @@ def test_the_bar_counts_renders_as_they_happen_and_takes_each_units_renders_when
     bar.poll(workers, ready, get)  # asks
     bar.poll(workers, ready, get)  # reads the answers
     assert bar.renders == 48 and bar.bar.n == 48 and workers[0].groups[0] == progress.PROGRESS_GROUP
-    assert "searching" in bar.bar.postfix
+    assert "searching, 0 images" in bar.bar.postfix
     for unit in searches:
         bar.finished(unit, 70)
     bar.finished(shards[0], 11, images=12)

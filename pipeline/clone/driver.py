@@ -332,13 +332,15 @@ class CloneDriver:
         searches, shards = self._todo(summary)
         self.event("plan", searches=len(searches), shards=len(shards), reused_shards=summary.shards_reused)
         sched = Schedule.of(searches, shards)
-        bar = RenderProgress([*searches, *shards], render_estimate(self.cfg["env"], self.cfg["clone"]), self.cfg["clone"]["progress"],
-                             images_done=summary.images_written)
+        bar = None
         try:
             if sched.queue:
                 wanted = worker_count(self.cfg["cluster"], ray.cluster_resources())
                 self.pool.start(max(1, min(wanted, len(sched.queue))), summary)
             summary.startup_s = round(time.perf_counter() - t0, 3)
+            # from here, not before the models load: its rate, and so its ETA, is the work's
+            bar = RenderProgress([*searches, *shards], render_estimate(self.cfg["env"], self.cfg["clone"]),
+                                 self.cfg["clone"]["progress"], images_done=summary.images_written)
             while (sched.queue or sched.in_flight) and not self._should_stop(sched, summary):
                 if self._stop_signal is None:
                     self.pool.dispatch(sched)
@@ -355,7 +357,8 @@ class CloneDriver:
             self._upload_log()
             raise
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
             self.pool.kill_all()
         return self._finish(summary, sched, t0)
 

@@ -1,8 +1,9 @@
 """The run's progress bar, counted in renders: the work a GPU does, which moves from the first generator call.
 
 A unit (a class's search, a shard) takes minutes and many run at once on a worker, so a bar of units sits at 0 for the
-first minutes and then promises hours. This bar counts the renders the workers' generator calls have made (polled from
-each worker every few seconds, without waiting on it) against the renders the plan expects: a search its render budget
+first minutes and then promises hours. This bar counts the renders the workers' units have taken (their generator
+calls' renders less those made ahead that no search asked for; polled from each worker every few seconds, without
+waiting on it) against the renders the plan expects: a search its render budget
 (``env.budget``, plus the candidates' renders with ``env.class_source=rendered``), a shard one render per image it does
 not take from a search. When a unit ends, its estimate is replaced by the renders it took, so the total converges on the
 truth; the ETA is tqdm's, from the renders done. The bar also shows the phase and the images written.
@@ -84,8 +85,8 @@ class RenderProgress:
     def _show(self) -> None:
         self.bar.total = max(self.total, 1)
         self.bar.n = min(self.renders, self.bar.total)
-        self.bar.set_postfix_str(f"{'searching' if self.searches_left > 0 else 'generating'}, {self.images} images"
-                                 + self._detail, refresh=False)
+        phase = ("searching" if not self.images else "searching and generating") if self.searches_left > 0 else "generating"
+        self.bar.set_postfix_str(f"{phase}, {self.images} images" + self._detail, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
