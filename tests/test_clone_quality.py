@@ -163,6 +163,7 @@ def cnn_env(grammar, generator, reward, target, budget):
     return grid_env(grammar, ev, (0, 0, 0, 0, 0), goal=None, mode="reward_only", budget=budget)
 
 
+@pytest.mark.slow  # a full search of 480 renders
 @pytest.mark.parametrize("seed", [0, 1])
 def test_qlearning_keeps_the_class_and_covers_the_other_axes(seed, grammar, generator, class_reward, world):
     target = render(world, object="pentagon", colour="blue", background="grey")

@@ -129,6 +129,7 @@ def run_metrics(*overrides):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # the CLI end to end, in a process
 def test_metrics_cli_real_vs_real_with_cache(tmp_path, clip_dir):
     common = [f"features.pretrained={clip_dir}", "shapes_n=120", "kid_subsets=5", "workers=2", f"cache_dir={tmp_path / 'cache'}"]
     p = run_metrics("synthetic=shapes:train", "real=shapes:val", f"paths.output_dir={tmp_path / 'a'}", *common)
@@ -144,6 +145,7 @@ def test_metrics_cli_real_vs_real_with_cache(tmp_path, clip_dir):
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["features_cached"] == {"real": True, "synthetic": False}
 
 
+@pytest.mark.slow  # the CLI end to end, in a process
 def test_metrics_cli_reads_clone_shards_and_names_a_corrupt_image(tmp_path, clip_dir, world):
     from pipeline.clone.shards import write_shard
     from pipeline.storage import Storage
@@ -167,6 +169,7 @@ def test_metrics_cli_reads_clone_shards_and_names_a_corrupt_image(tmp_path, clip
     assert "cannot read image 'bad_000000'" in errors[0] and "shard-000001.tar" in errors[0]
 
 
+@pytest.mark.slow  # the CLI end to end, in a process
 def test_metrics_cli_empty_input(tmp_path, clip_dir):
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     p = run_metrics(f"synthetic={tmp_path / 'empty'}", "real=shapes:val", "shapes_n=20", f"features.pretrained={clip_dir}",

@@ -49,11 +49,13 @@ def optimum(grammar, generator, reward, world):
     return out
 
 
+@pytest.mark.slow  # every state of the grid rendered
 @pytest.mark.parametrize("target", TARGETS)
 def test_exhaustive_optimum_is_the_input_caption(target, optimum, world):
     assert optimum[target].best.prompt == world.sample(target).caption
 
 
+@pytest.mark.slow  # 30 searches against every state of the grid rendered
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_qlearning_reaches_one_percent_of_the_optimum_with_fewer_renders(target, seed, optimum, grammar, generator, reward, world):
