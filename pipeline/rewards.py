@@ -152,7 +152,7 @@ class ClassConsistencyReward:
           score   = r_class  if t is the reader's top class on the render, else 0   (what acceptance compares with τ)
 
       A render is accepted when the reader reads it as ``t`` (its top class) at least τ times as surely as it reads
-      the class's own photos. A right but unsure reader (CLIP over ImageNet: ``p̄(t)`` ≈ 0.3) accepts the renders
+      the class's own photos. A right but unsure reader (CLIP zero-shot over ImageNet's 1000 classes) accepts the renders
       it reads like its inputs; a render read as another class scores 0 however unsure the reader.
     * **absolute** (before): ``r_class = score = Σ_c p(c | render) · dist(c)``, the probability that render and input,
       each read by the encoder, show the same class; bounded by the reader's confidence, so an unsure reader
