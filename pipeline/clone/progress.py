@@ -12,7 +12,7 @@ truth; the ETA is tqdm's, from the renders done. The bar also shows the phase an
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from tqdm import tqdm
 
@@ -38,7 +38,7 @@ def render_estimate(env: Mapping[str, Any], clone: Mapping[str, Any]) -> Callabl
 class RenderProgress:
     """A tqdm bar over renders. ``estimate(unit)``: the renders a unit is expected to take."""
 
-    def __init__(self, units: Iterable[Any], estimate: Callable[[Any], int], enabled: bool, images_done: int = 0) -> None:
+    def __init__(self, units: Sequence[Any], estimate: Callable[[Any], int], enabled: bool, images_done: int = 0) -> None:
         self.estimate = {u.id: int(estimate(u)) for u in units}
         self.searches_left = sum(isinstance(u, SearchUnit) for u in units)
         self.images = images_done

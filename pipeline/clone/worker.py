@@ -11,6 +11,7 @@ a unit after a crash rewrites identical bytes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -74,7 +75,7 @@ class Kept(NamedTuple):
 
 def _rounded(x: float) -> float | None:
     """A sample's state reward or score as its ``json`` records it: None for a proposal, which no search rendered."""
-    return None if x != x else round(x, 6)
+    return None if math.isnan(x) else round(x, 6)
 
 
 def image_seed(run_seed: int, cls: ClassInfo, index: int, attempt: int) -> int:
@@ -327,7 +328,7 @@ class CloneWorker:
                 "class_prompt": cls.prompt, "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
                 "seed": seed, "reward": _rounded(pick.reward), "state_score": _rounded(pick.score),
                 "score": round(score, 6) if self.verify or reused else None, "attempt": attempt,
-                "from_search": reused, "accepted": passed, "proposed": pick.reward != pick.reward,
+                "from_search": reused, "accepted": passed, "proposed": math.isnan(pick.reward),
                 "model_id": self.stack.generator.model_id, "search": src.result.method, "pipeline_version": pipeline.__version__,
             }
             label_ok[cls.id] = label_ok.get(cls.id, 0) + asks_for_label(meta, self.class_pos)
