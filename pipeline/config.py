@@ -43,6 +43,7 @@ VERIFY_MODES = ("fast", "deep")  # pipeline.clone.shards.verify_shard
 IMAGE_FORMATS = ("png", "jpg", "webp")  # pipeline.clone.shards.encode_image
 CONFIG_CHANGE_POLICIES = ("error", "allow")  # a resume under other settings: refuse, or record the change
 ENV_MODES = tuple(m.value for m in RewardMode)
+BACKENDS = ("ray", "inline")  # cluster.backend: Ray actors, or one worker in the driver's process
 PROPOSALS = ("random", "accepted")  # pipeline.clone.proposals
 FILL_MODES = ("best", "strict")  # pipeline.clone.worker: an image none of whose tries passed keeps its best, or is left out
 STATE_SEEDS = ("per_state", "shared")  # pipeline.env.StateEvaluator
@@ -79,6 +80,7 @@ class CloneSettings:
 class ClusterSettings:
     """Where and how the workers run: all runtime (a run may resume on another cluster)."""
 
+    backend: str = setting(choices=BACKENDS, runtime=True)  # ray: Ray actors; inline: one worker in the driver's process
     address: Optional[str] = setting(runtime=True)
     num_cpus: Optional[int] = setting(ge=1, runtime=True)
     num_workers: Any = setting(runtime=True)  # an integer >= 1, null (the cluster's size at the start) or auto (elastic)

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
@@ -26,6 +27,7 @@ from pipeline.assembly import instantiate_model
 from pipeline.clone.card import CardFacts
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.driver import CloneDriver, CloneSummary
+from pipeline.clone.inline_pool import local_resources
 from pipeline.clone.pool import worker_count
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
 from pipeline.clone.reference_throughput import reference_throughput
@@ -160,12 +162,11 @@ def _place_workers(cfg: DictConfig, cluster: dict[str, Any], res: dict[str, floa
 
 
 def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None, command: str | None = None) -> CloneSummary:
-    """Clone every class of ``cfg.dataset`` into ``paths.output_dir`` on Ray (started here unless the caller has
-    started it), resuming what the folder already holds; returns the summary (also in ``summary.json``, and the
-    folder's dataset card ``README.md``). ``on_event`` sees every event of ``clone.log`` as it is logged;
-    ``command``: the command line that launched the run, for the card."""
-    import ray
-
+    """Clone every class of ``cfg.dataset`` into ``paths.output_dir``, resuming what the folder already holds;
+    returns the summary (also in ``summary.json``, and the folder's dataset card ``README.md``). The workers are
+    Ray actors (Ray started here unless the caller has started it), or with ``cluster.backend=inline`` one worker
+    in this process. ``on_event`` sees every event of ``clone.log`` as it is logged; ``command``: the command line
+    that launched the run, for the card."""
     clone_plan, _, grammar, labels = _prepare(cfg)
     settings = OmegaConf.to_container(cfg, resolve=True)
     identity = run_identity(settings)
@@ -174,14 +175,23 @@ def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None, command
     # a folder another run holds, or a resume under other settings, fails here, before Ray starts
     with Lease(storage, identity_hash(identity), cfg.clone.lease_timeout_s, cfg.clone.lease_heartbeat_s) as lease:
         changes = check_identity(storage, settings, cfg.clone.on_config_change, identity, lambda: output_tags(storage))
+        driver = partial(CloneDriver, plan=clone_plan, identity_changes=changes, lease=lease, identity=identity, on_event=on_event,
+                         class_pos=grammar.axis_index(grammar.class_axis), card=CardFacts.of(settings, labels, command))
+        if cfg.cluster.backend == "inline":
+            _place_workers(cfg, settings["cluster"], local_resources(), started=True)
+            return driver(settings).run()
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("cluster.backend=ray needs Ray, which is not installed here: pip install 'rldf-pipeline[ray]' "
+                              "(or the wheelhouse's Ray), or run one worker in this process with cluster=inline") from None
+
         started = not ray.is_initialized()
         if started:
             _init_ray(cfg.cluster)
         try:
             _place_workers(cfg, settings["cluster"], ray.cluster_resources(), started)
-            return CloneDriver(settings, clone_plan, identity_changes=changes, lease=lease, identity=identity,
-                               on_event=on_event, class_pos=grammar.axis_index(grammar.class_axis),
-                               card=CardFacts.of(settings, labels, command)).run()
+            return driver(settings).run()
         finally:
             if started:
                 ray.shutdown()

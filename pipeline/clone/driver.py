@@ -1,4 +1,5 @@
-"""The clone driver: plans units, dispatches them to Ray workers with backpressure, survives failures.
+"""The clone driver: plans units, dispatches them to workers (Ray actors, or one in this process) with backpressure,
+survives failures.
 
 * A search unit per class whose result is not yet persisted; a shard unit per shard that is missing,
   corrupt or unlisted. Resume is the same code: list what is done, do the rest, after checking that the
@@ -32,9 +33,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
 
-import ray
-from ray.exceptions import RayActorError, RayTaskError
-
 from pipeline.clone.card import CardFacts, dataset_card, timm_info
 from pipeline.clone.identity import check_identity, folder_identities, identity_hash, run_identity
 from pipeline.clone.inventory import output_tags, take_inventory
@@ -42,7 +40,7 @@ from pipeline.clone.lease import Lease
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan, SearchUnit, ShardUnit
 from pipeline.clone.layout import LAYOUT
-from pipeline.clone.pool import WorkerPool, short_error, worker_count
+from pipeline.clone.pool import UnitError, WorkerLost, make_pool, worker_count
 from pipeline.clone.progress import RenderProgress, render_estimate
 from pipeline.clone.worker import image_seed
 from pipeline.errors import ConfigError, InputError, Interrupted, PipelineError
@@ -81,6 +79,9 @@ class CloneSummary:
     #: class id -> {label, read, prob}: classes whose input image(s) the semantic encoder read as another class
     #: (with env.class_source=read their images show the class read, with rendered the class chosen; rerun them with dataset.only=[...])
     misread: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: committed shards rendered after a CUDA out-of-memory back-off (their records say at which call size): same prompts,
+    #: seeds and noise as without it, pixels possibly not (kernels follow the batch size)
+    shards_after_oom_backoff: int = 0
     corrupt_redone: dict[str, str] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     workers_lost: int = 0
@@ -111,11 +112,6 @@ class CloneSummary:
         d["images_per_s_after_startup"] = round(self.images_written / work, 3) if work > 0 else 0.0
         d["ok"] = self.ok
         return d
-
-
-def _ready(refs: list) -> list:
-    """Those of ``refs`` that are ready now (no waiting)."""
-    return ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
 
 
 def incompleteness(summary: CloneSummary, max_shortfall: float) -> str | None:
@@ -218,7 +214,7 @@ class CloneDriver:
         else:
             fd, self.log_path = tempfile.mkstemp(prefix="clone-", suffix=".log")
             os.close(fd)
-        self.pool = WorkerPool(cfg, self.identity_hash, self.storage, self.event)
+        self.pool = make_pool(cfg, self.identity_hash, self.storage, self.event)
 
     # ------------------------------------------------------------------ bookkeeping
     def event(self, kind: str, **fields: Any) -> None:
@@ -335,7 +331,7 @@ class CloneDriver:
         bar = None
         try:
             if sched.queue:
-                wanted = worker_count(self.cfg["cluster"], ray.cluster_resources())
+                wanted = worker_count(self.cfg["cluster"], self.pool.resources())
                 self.pool.start(max(1, min(wanted, len(sched.queue))), summary)
             summary.startup_s = round(time.perf_counter() - t0, 3)
             # from here, not before the models load: its rate, and so its ETA, is the work's
@@ -344,10 +340,9 @@ class CloneDriver:
             while (sched.queue or sched.in_flight) and not self._should_stop(sched, summary):
                 if self._stop_signal is None:
                     self.pool.dispatch(sched)
-                    if self.pool.elastic:
-                        self.pool.follow_cluster(sched)
-                done, _ = ray.wait(list(sched.in_flight) + list(self.pool.starting), num_returns=1, timeout=1.0)
-                bar.poll(self.pool.workers, _ready, ray.get)
+                    self.pool.follow_cluster(sched)
+                done = self.pool.wait(list(sched.in_flight) + list(self.pool.starting), 1.0)
+                bar.poll(self.pool)
                 for ref in done:
                     if ref in self.pool.starting:
                         self.pool.joined(ref, summary, first_start=False)
@@ -387,12 +382,12 @@ class CloneDriver:
         """A unit's call returned: record its outcome, or re-queue it (lost worker) or retry it (its own error)."""
         unit, wid = sched.in_flight.pop(ref)
         try:
-            out = ray.get(ref)
-        except RayActorError as e:
-            self.pool.lost(wid, unit, sched, summary, e)
+            out = self.pool.result(ref)
+        except WorkerLost as e:
+            self.pool.lost(wid, unit, sched, summary, str(e))
             return
-        except RayTaskError as e:
-            self._unit_failed(unit, sched, summary, e)
+        except UnitError as e:
+            self._unit_failed(unit, sched, summary, str(e))
             return
         bar.finished(unit, out.renders, out.images if isinstance(unit, ShardUnit) else 0)
         total = lambda stats: sum(c["calls"] for c in stats.values())  # noqa: E731
@@ -453,6 +448,7 @@ class CloneDriver:
                     summary.shortfall[c] = summary.shortfall.get(c, 0) + n
             for c, n in (rec.failed_by_class or {}).items():
                 summary.not_passed[c] = summary.not_passed.get(c, 0) + n
+            summary.shards_after_oom_backoff += rec.backed_off_to is not None
         if summary.shortfall:
             self.event("shortfall", classes=summary.shortfall)
         summary.images_requested = len(self.plan.classes) * int(self.cfg["clone"]["images_per_class"])
@@ -515,9 +511,8 @@ class CloneDriver:
         except (OSError, PipelineError) as err:  # never hide the run's own outcome behind the log's
             print(f"warning: {LAYOUT.log} could not be uploaded ({err}); this run's events are in {self.log_path}", file=sys.stderr)
 
-    def _unit_failed(self, unit: Unit, sched: Schedule, summary: CloneSummary, err: Exception) -> None:
+    def _unit_failed(self, unit: Unit, sched: Schedule, summary: CloneSummary, msg: str) -> None:
         sched.attempts[unit.id] = sched.attempts.get(unit.id, 0) + 1
-        msg = short_error(err)
         self.event("unit_error", unit=unit.id, attempt=sched.attempts[unit.id], error=msg)
         if sched.attempts[unit.id] < self.max_attempts:
             sched.queue.append(unit)

@@ -54,20 +54,20 @@ class RenderProgress:
     def renders(self) -> int:
         return sum(self.seen.values())
 
-    def poll(self, workers: Mapping[int, Any], ready: Callable[[list], list], get: Callable[[Any], Any]) -> None:
-        """Read the answers that came back and, every :data:`POLL_S`, ask each worker again (``workers``: id ->
-        actor with a ``progress`` method; ``ready``/``get``: ``ray.wait`` with no timeout and ``ray.get``)."""
-        for ref in ready(list(self._asked)):
+    def poll(self, pool: Any) -> None:
+        """Read the answers that came back and, every :data:`POLL_S`, ask each worker again, without waiting
+        (``pool``: the run's :class:`~pipeline.clone.pool.WorkerPool`)."""
+        for ref in pool.ready(list(self._asked)):
             wid = self._asked.pop(ref)
             try:
-                self.seen[wid] = max(self.seen.get(wid, 0), int(get(ref)))
+                self.seen[wid] = max(self.seen.get(wid, 0), int(pool.get(ref)))
             except Exception:  # noqa: BLE001 - a lost worker is the scheduler's to report; the bar keeps what it saw
                 pass
         now = time.monotonic()
         if not self._asked and now - self._last >= POLL_S:
             self._last = now
-            for wid, actor in workers.items():  # its own concurrency group: never queued behind the units it runs
-                self._asked[actor.progress.options(concurrency_group=PROGRESS_GROUP).remote()] = wid
+            for wid, worker in pool.workers.items():  # never queued behind the units it runs
+                self._asked[pool.ask_progress(wid, worker)] = wid
         self._show()
 
     def finished(self, unit: Any, renders: int, images: int = 0) -> None:

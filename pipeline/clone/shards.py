@@ -41,9 +41,16 @@ class ShardRecord:
     label_ok: dict[str, int] | None = None
     #: class id -> samples of that class that did not pass acceptance (clone.fill=best kept the best of their tries)
     failed_by_class: dict[str, int] | None = None
+    #: the generator's call size when its images were rendered after a CUDA out-of-memory back-off (None: none happened
+    #: on the worker). The prompts, seeds and noise are those of a run without it; the pixels may not be, since kernels
+    #: take other paths at other batch sizes (on the CPU, a grey level here and there)
+    backed_off_to: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["backed_off_to"] is None:  # a record without a back-off reads as records always have
+            del d["backed_off_to"]
+        return d
 
 
 def asks_for_label(meta: dict[str, Any], class_pos: int) -> bool:
@@ -61,7 +68,7 @@ def keys_digest(keys: Iterable[str]) -> str:
 def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], classes: list[str], missing: int = 0,
                 class_counts: dict[str, int] | None = None, missing_by_class: dict[str, int] | None = None,
                 identity: str | None = None, label_ok: dict[str, int] | None = None,
-                failed_by_class: dict[str, int] | None = None) -> ShardRecord:
+                failed_by_class: dict[str, int] | None = None, backed_off_to: int | None = None) -> ShardRecord:
     """Write ``samples`` (WebDataset dicts with ``__key__``) as ``name`` under ``storage``, atomically."""
     with storage.staged(name) as tmp:  # a failed write (full disk) commits nothing and says why
         with open(tmp, "wb") as f:
@@ -77,7 +84,7 @@ def write_shard(storage: Storage, name: str, samples: list[dict[str, Any]], clas
     stat = storage.stat(name)
     return ShardRecord(name, classes, len(samples), size, digest.hexdigest(), keys_digest(s["__key__"] for s in samples), missing,
                        stat[1] if stat else None, class_counts, missing_by_class or None, identity, label_ok,
-                       failed_by_class or None)
+                       failed_by_class or None, backed_off_to)
 
 
 def tar_keys(data: bytes) -> list[str]:

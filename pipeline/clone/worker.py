@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -127,10 +128,15 @@ class CloneWorker:
 
     def ping(self) -> dict[str, Any]:
         gen = self.stack.generator
-        import ray
-
-        return {"worker": self.worker_id, "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None, "model_id": gen.model_id, "weights": getattr(gen, "weights", None),
+        ray = sys.modules.get("ray")  # a Ray actor's node; none for cluster=inline (Ray may not be installed)
+        node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+        return {"worker": self.worker_id, "pid": os.getpid(), "node": node, "model_id": gen.model_id, "weights": getattr(gen, "weights", None),
                 **describe_device(getattr(gen, "device", None), getattr(gen, "dtype", None))}
+
+    def _backed_off_to(self) -> int | None:
+        """The call size after this worker's CUDA out-of-memory back-offs, None when it has had none."""
+        backoffs = self.pool.renderer.backoffs
+        return backoffs[-1] if backoffs else None
 
     def progress(self) -> int:
         """Renders this worker's units have taken so far, every phase (the driver's progress bar): its generator calls'
@@ -165,6 +171,8 @@ class CloneWorker:
             reusable = [(c.prompt, s, float(score), encode_image(img, self.image_format, self.quality), self.image_format)
                         for c in result.accepted for s, score, img in env.evaluator.kept_renders(c.prompt) if score >= result.accept_threshold]
             result.info["reusable_renders"] = [r.to_dict() for r in write_renders(self.storage, cls.id, reusable)]
+        if self._backed_off_to() is not None:  # its renders may not be the pixels of a run without the back-off
+            result.info["backed_off_to"] = self._backed_off_to()
         self.storage.write_bytes(LAYOUT.search(cls.id), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         checked = reading.rendered["renders"] if reading.rendered else 0  # class_source=rendered: the candidates' renders
@@ -341,7 +349,7 @@ class CloneWorker:
         record = write_shard(self.storage, unit.shard, samples, [c.id for c in unit.classes], missing=unit.count - len(samples),
                              class_counts={c: n for c, n in counts.items() if n}, missing_by_class=short,
                              identity=self.identity, label_ok={c: n for c, n in label_ok.items() if n},
-                             failed_by_class={c: n for c, n in failed.items() if n})
+                             failed_by_class={c: n for c, n in failed.items() if n}, backed_off_to=self._backed_off_to())
         try:
             self.manifest.add(record)
         except BaseException:  # a shard without its record is not committed: leave no orphan (and free its space)

@@ -1,0 +1,109 @@
+"""One clone worker in the driver's own process (``cluster=inline``): for one GPU, profiling and debugging, and
+for nodes without Ray (an offline GPU node installed from ``make wheelhouse`` with ``RAY=0``).
+
+The worker is the same :class:`~pipeline.clone.worker.CloneWorker` a Ray actor wraps; its units run in
+``cluster.units_per_worker`` threads, as in a threaded actor, so concurrent searches and shards still share full
+generator calls. Its models load when the run starts. A unit that raises is retried like any other; there is no
+worker to lose (a crash of the process is a crash of the run, which resumes like any other).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from typing import TYPE_CHECKING, Any, Callable
+
+from pipeline.clone.plan import SearchUnit
+from pipeline.clone.pool import UnitError, WorkerPool
+from pipeline.clone.worker import CloneWorker
+from pipeline.errors import ConfigError
+from pipeline.storage import Storage
+
+if TYPE_CHECKING:
+    from pipeline.clone.driver import Unit
+
+
+def _done(fn: Callable[[], Any]) -> Future:
+    """A future that already holds ``fn()``'s value, or its exception."""
+    f: Future = Future()
+    try:
+        f.set_result(fn())
+    except Exception as e:  # noqa: BLE001 - handed to whoever reads the future
+        f.set_exception(e)
+    return f
+
+
+def local_resources() -> dict[str, float]:
+    """This process's CPUs and CUDA GPUs."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count() if torch.cuda.is_available() else 0)}
+
+
+class InlinePool(WorkerPool):
+    def __init__(self, cfg: dict[str, Any], identity_hash: str, storage: Storage, event: Callable[..., None]) -> None:
+        n = cfg["cluster"]["num_workers"]
+        if n not in (None, 1):
+            raise ConfigError(f"cluster.backend=inline runs one worker in this process; got cluster.num_workers={n} "
+                              "(use cluster=local for several)")
+        super().__init__(cfg, identity_hash, storage, event)
+        self._threads: dict[int, ThreadPoolExecutor] = {}
+
+    def resources(self) -> dict[str, float]:
+        return local_resources()
+
+    def _spawn(self, wid: int) -> tuple[Any, Any]:
+        if self.workers or self.starting:
+            raise ConfigError("cluster.backend=inline holds one worker; a second was asked for")
+        self._threads[wid] = ThreadPoolExecutor(self.units_per_worker, thread_name_prefix=f"unit-{wid}")
+        holder: dict[str, Any] = {}
+
+        def load() -> dict[str, Any]:
+            holder["worker"] = CloneWorker(self.cfg, wid, self.identity_hash)
+            return holder["worker"].ping()
+
+        ping = _done(load)
+        return _Handle(wid, holder), ping
+
+    def _submit(self, worker: Any, unit: Unit) -> Any:
+        w = worker.worker
+        return self._threads[worker.wid].submit(w.search if isinstance(unit, SearchUnit) else w.generate, unit)
+
+    def wait(self, refs: list, timeout: float) -> list:
+        if not refs:
+            return []
+        done, _ = wait_futures(refs, timeout=timeout, return_when=FIRST_COMPLETED)
+        return list(done)
+
+    def get(self, ref: Any) -> Any:
+        return ref.result()
+
+    def result(self, ref: Any) -> Any:
+        try:
+            return ref.result()
+        except Exception as e:  # noqa: BLE001 - a unit's own error, retried by the driver
+            raise UnitError(self.failure(e)) from e
+
+    def failure(self, exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+    def ask_progress(self, wid: int, worker: Any) -> Any:
+        return _done(worker.worker.progress)
+
+    def _kill(self, worker: Any) -> None:
+        """Units already running finish in their threads (their commits are atomic); queued ones are dropped."""
+        pool = self._threads.pop(worker.wid, None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Handle:
+    """The inline worker as the pool holds it (its models load when the run starts)."""
+
+    def __init__(self, wid: int, holder: dict[str, Any]) -> None:
+        self.wid, self._holder = wid, holder
+
+    @property
+    def worker(self) -> CloneWorker:
+        return self._holder["worker"]
