@@ -7,8 +7,17 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
+# make wheelhouse: what the offline node already has (skipped), its Python and platform tags (default: this machine's),
+# and RAY=0 to leave Ray out (cluster=inline runs without it). docs/cluster.md, "An offline GPU node".
+HAVE       ?= torch
+PY_VERSION ?=
+PLATFORM   ?=
+RAY        ?= 1
+# make gpu-check: the venv's Python where there is one, else the node's own (an offline node installs into it)
+CHECK_PY   ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GPU_OUT    ?= runs/gpu-check.jsonl
 
-.PHONY: setup demo demo-clean test test-full search clone metrics metrics-baseline bench eval eval-quick clean help
+.PHONY: setup demo demo-clean test test-full search clone metrics metrics-baseline bench gpu-check wheelhouse eval eval-quick clean help
 
 help:
 	@echo "make setup   install into $(VENV) (TORCH='$(TORCH)')"
@@ -16,6 +25,7 @@ help:
 	@echo "make test    the fast tests (no Ray started, nothing trained; a few minutes)"
 	@echo "make test-full  every test, the end-to-end Ray runs, kills and resumes included (what CI runs)"
 	@echo "make bench   benchmarks; make eval (eval-quick): clone quality per method -> docs/results.md"
+	@echo "make wheelhouse  wheels for an offline node (HAVE=, PY_VERSION=, PLATFORM=, RAY=0); make gpu-check  the staged GPU check"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +70,15 @@ test-full: $(STAMP)
 # Benchmarks (ratios measured side by side; several minutes on 2 cores).
 bench: $(STAMP)
 	$(PY) scripts/bench.py --out runs/bench.json --markdown docs/results.md $(ARGS)
+
+# Wheels for an offline node (docs/cluster.md): make wheelhouse HAVE="torch transformers ..." PY_VERSION=3.12 RAY=0
+wheelhouse: $(STAMP)
+	$(PY) scripts/wheelhouse.py --out wheelhouse --have "$(HAVE)" --ray $(RAY) $(if $(PY_VERSION),--python-version $(PY_VERSION)) $(if $(PLATFORM),--platform "$(PLATFORM)")
+
+# The staged GPU check (pipeline/gpu_bench.py): one JSON line per stage, appended to $(GPU_OUT) as it ends. Needs no
+# setup here: on an offline node, install the wheelhouse first. ARGS="--gpu-scale tiny" runs it on the CPU.
+gpu-check:
+	$(CHECK_PY) scripts/bench.py --only gpu --out $(GPU_OUT) $(ARGS)
 
 # Clone quality per method (class name, random, RLDF Q-learning, noisy gradient): FD/KID/P/R/D/C and CAS
 # against real data. Full run: 200 images per class, writes docs/results.md; resumes when re-run.

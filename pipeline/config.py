@@ -68,6 +68,7 @@ class CloneSettings:
     max_attempts: int = setting(ge=1, runtime=True)
     on_config_change: str = setting(choices=CONFIG_CHANGE_POLICIES, runtime=True)
     progress: bool = setting(runtime=True)
+    worker_warmup: bool = setting(runtime=True)
     dry_run: bool = setting(runtime=True)
     throughput: Optional[float] = setting(ge=0, runtime=True)
     warmup_images: int = setting(ge=1, runtime=True)

@@ -1,36 +1,48 @@
-"""``python scripts/bench.py --only gpu``: the flagship path's speed on one GPU, with no download.
+"""The GPU check (``make gpu-check``; ``python scripts/bench.py --only gpu --out FILE``): the flagship path's speed
+on one GPU, in stages, with no download and no Ray needed.
 
-Builds full-size, randomly initialised Stable Diffusion 2.1 (UNet, VAE, OpenCLIP-H text encoder) and
-SDXL-Turbo (the few-step architecture) from the configs shipped in ``models/configs/``, in fp16, saves them
-like checkpoints, and measures in one run:
+It builds full-size, randomly initialised Stable Diffusion 2.1 (UNet, VAE, OpenCLIP-H text encoder) and SDXL-Turbo
+(the few-step architecture) from the configs shipped in ``models/configs/``, in fp16, saves them like checkpoints,
+and measures, in this order (by value, so that a check cut short has measured what matters most):
 
-- the bare generator (the model presets' ``DiffusersGenerator``, 512 px; SD 2.1 at 25 steps, SDXL-Turbo at
-  its one step): images/s and peak GPU memory at batch 1, 8, 16, 32;
-- ``model.compile`` on and off for SD 2.1 at batch 16 (first-call time, which includes the compile, and images/s after);
-- the clone itself (Ray, one worker on the GPU, the shapes world's rewards) with SD 2.1: search-phase renders/s
-  of a search-only clone and generation-phase images/s of a generation-only clone (shuffled shards, every
-  image rendered; every state accepted and verification off, since random weights draw noise that no reward
-  would accept), and their call fullness.
+1. ``device``: the device, its memory, the library versions;
+2. ``build_sd21`` then ``bare_sd21``: the bare generator (the preset's ``DiffusersGenerator``, 512 px, 25 steps) at
+   batch 1, 8, 16 and 32 from one load: images/s, first-call time, peak memory allocated and reserved;
+3. ``clone_search`` and ``clone_generation``: the clone's two phases with SD 2.1 on one worker in this process
+   (``cluster=inline``; the worker warmed up, so the device's set-up is not timed): search renders/s of a
+   search-only clone and images/s of a generation-only clone (shuffled shards, every image rendered; every state
+   accepted and verification off, since random weights draw noise that no reward would accept), their call fullness,
+   and each over the bare generator at the same batch;
+4. ``build_sdxl_turbo`` then ``bare_sdxl_turbo`` (one step);
+5. ``clone_search_ray`` and ``clone_generation_ray``: the same phases through Ray, where Ray is installed;
+6. ``compile_sd21``: ``model.compile`` at batch 16 (first call, which holds the compile, and images/s after).
 
-Random weights cost the same compute as trained ones. ``scale="tiny"`` runs the same steps on CPU with the
-tiny models of the same architectures (``pipeline/models/tiny_pipelines.py``), so the benchmark is tested
-where no GPU is.
+Before it starts it prints each stage's estimated seconds (:data:`ESTIMATES`, from published figures, not measured
+here); each stage's result is appended to the output file as one JSON line when it ends (flushed), a stage that fails
+records its error and the next runs, and ``budget_s`` starts no stage whose estimate would end past it. Random weights
+cost the same compute as trained ones. ``scale="tiny"`` runs the same stages on the CPU with the tiny models of the
+same architectures (``pipeline/models/tiny_pipelines.py``), so the check is tested where no GPU is.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import torch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
 PROMPTS = ["a large red solid star on a white background", "a small blue dotted circle on a black background",
            "a medium green striped square on a grey background", "a large yellow solid cross on a blue background"]
+SHAPES = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class Scale:
     size: int              # pixels per side
     sd_steps: int          # SD 2.1's steps (25 in the preset)
     batches: tuple[int, ...]
-    compile_batch: int
+    clone_batch: int       # the clone's and compile's batch (the bare row it is compared with)
     calls: int             # timed calls per batch size, after one warm-up call
     clone_classes: int
     clone_budget: int      # search renders per class
@@ -46,14 +58,12 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale(size=512, sd_steps=25, batches=(1, 8, 16, 32), compile_batch=16, calls=2,
-                  clone_classes=4, clone_budget=64, clone_images=64),
-    "tiny": Scale(size=32, sd_steps=2, batches=(1, 2, 4), compile_batch=4, calls=1,
+    "full": Scale(size=512, sd_steps=25, batches=(1, 8, 16, 32), clone_batch=16, calls=2,
+                  clone_classes=10, clone_budget=24, clone_images=16),
+    "tiny": Scale(size=32, sd_steps=2, batches=(1, 2, 4), clone_batch=4, calls=1,
                   clone_classes=2, clone_budget=8, clone_images=4),
 }
 ARCHS = {"sd21": "sd", "sdxl_turbo": "sdxl"}  # model preset -> pipeline family
-COMPILED = ("sd21",)  # compile on/off is timed for SD 2.1 only: each compile takes a minute or two of the 5-minute budget
-
 
 def build_full(arch: str, out: Path, device: torch.device, dtype: torch.dtype, configs: Path = CONFIGS) -> Path:
     """A full-size ``arch`` pipeline from ``configs/<arch>`` (``models/configs``), random weights, saved as the
@@ -110,12 +120,21 @@ def generator(arch: str, folder: Path, s: Scale, batch: int, **extra: Any):
     return instantiate(load_config("run_search", model_overrides(arch, folder, s, batch, **extra)).model)
 
 
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
-def timed_calls(gen: Any, batch: int, calls: int) -> dict[str, float]:
+def _memory() -> dict[str, float | None]:
+    """Peak memory since the last reset: allocated by tensors, and reserved by the allocator (what a worker needs)."""
+    if not torch.cuda.is_available():
+        return {"peak_allocated_gib": None, "peak_reserved_gib": None}
+    return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+
+
+def timed_calls(gen: Any, batch: int, calls: int) -> dict[str, Any]:
     """One warm-up call (its time reported: with compile it holds the compile), then ``calls`` timed calls."""
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
     if torch.cuda.is_available():
@@ -129,100 +148,274 @@ def timed_calls(gen: Any, batch: int, calls: int) -> dict[str, float]:
         gen.generate(prompts, list(range((c + 1) * batch, (c + 2) * batch)))
     _sync()
     rate = batch * calls / (time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    return {"images_per_s": round(rate, 3), "first_call_s": round(first, 2), "peak_gib": round(peak, 2) if peak is not None else None}
+    return {"images_per_s": round(rate, 3), "first_call_s": round(first, 2), **_memory()}
 
 
-def bare(arch: str, folder: Path, s: Scale) -> dict[str, Any]:
-    rows = {}
-    for batch in s.batches:
-        gen = generator(arch, folder, s, batch)
-        rows[str(batch)] = timed_calls(gen, batch, s.calls)
-        del gen
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    return rows
+def _free(gen: Any = None) -> None:
+    del gen
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def clone_phases(folder: Path, s: Scale, work: Path, batch: int) -> dict[str, Any]:
-    """Search-only, then generation-only clones of SD 2.1 on one worker (the GPU when there is one)."""
+@dataclass
+class Check:
+    """What the stages share: the scale, the device, a scratch folder, the models built and the results so far."""
+
+    scale: str
+    device: torch.device
+    work: Path
+    folders: dict[str, Path] = field(default_factory=dict)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def s(self) -> Scale:
+        return SCALES[self.scale]
+
+    def bare_rate(self, arch: str, batch: int) -> float:
+        return self.results[f"bare_{arch}"]["batches"][str(batch)]["images_per_s"]
+
+
+def device_facts(c: Check) -> dict[str, Any]:
+    from pipeline.torch_device import describe_device
+
+    facts = describe_device(c.device, torch.float16 if c.device.type == "cuda" else torch.float32)
+    if c.device.type == "cuda":
+        props = torch.cuda.get_device_properties(c.device)
+        facts.update(memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count,
+                     capability=f"{props.major}.{props.minor}", gpus=torch.cuda.device_count())
+    facts.update(python=sys.version.split()[0], ray_installed=importlib.util.find_spec("ray") is not None)
+    return facts
+
+
+def build_stage(arch: str) -> Callable[[Check], dict[str, Any]]:
+    def run(c: Check) -> dict[str, Any]:
+        c.folders[arch] = build(arch, c.scale, c.work, c.device)
+        return {"folder_gib": round(sum(f.stat().st_size for f in c.folders[arch].rglob("*") if f.is_file()) / 2**30, 3)}
+
+    return run
+
+
+def bare_stage(arch: str) -> Callable[[Check], dict[str, Any]]:
+    """Every batch size from one load: the generator's call size set per row (as an out-of-memory back-off sets it)."""
+
+    def run(c: Check) -> dict[str, Any]:
+        gen = generator(arch, c.folders[arch], c.s, max(c.s.batches))
+        rows = {}
+        for batch in c.s.batches:
+            gen.max_batch_size = batch
+            rows[str(batch)] = timed_calls(gen, batch, c.s.calls)
+        _free(gen)
+        return {"steps": c.s.sd_steps if arch == "sd21" else 1, "batches": rows}
+
+    return run
+
+
+def compile_stage(c: Check) -> dict[str, Any]:
+    batch = c.s.clone_batch
+    gen = generator("sd21", c.folders["sd21"], c.s, batch, compile=True)
+    row = timed_calls(gen, batch, c.s.calls)
+    _free(gen)
+    return {"batch": batch, "on": row, "speedup_over_bare": round(row["images_per_s"] / c.bare_rate("sd21", batch), 3)}
+
+
+def _clone_overrides(c: Check, backend: str) -> list[str]:
+    s, batch = c.s, c.s.clone_batch
+    gpus = 1 if c.device.type == "cuda" else 0  # a worker asked for a GPU that has none stops in one line
+    cluster = ["cluster=inline"] if backend == "inline" else ["cluster=local", "cluster.num_workers=1"]
+    return [*model_overrides("sd21", c.folders["sd21"], s, batch), f"dataset.only=[{','.join(SHAPES[: s.clone_classes])}]",
+            f"clone.batch_size={batch}", *cluster, f"cluster.gpus_per_worker={gpus}", "search=qlearning_batched",
+            f"env.budget={s.clone_budget}", "env.accept_threshold=0", "clone.verify_images=false", "clone.reuse_search_renders=false",
+            "clone.progress=false", "clone.worker_warmup=true"]
+
+
+def _clone(out: Path, overrides: list[str]) -> dict[str, Any]:
     import pipeline.clone as clone_api
-    from pipeline.clone.layout import Layout
 
-    names = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"][: s.clone_classes]
-    common = [*model_overrides("sd21", folder, s, batch), f"dataset.only=[{','.join(names)}]", f"clone.batch_size={batch}",
-              "cluster.num_workers=1", "search=qlearning_batched", f"env.budget={s.clone_budget}", "env.accept_threshold=0", "clone.verify_images=false",
-              "clone.reuse_search_renders=false", "clone.progress=false"]
-
-    def run(out: Path, *overrides: str) -> dict[str, Any]:
-        summary = clone_api.run(clone_api.load([f"paths.output_dir={out}", *common, *overrides])).to_dict()
-        if not summary["ok"]:
-            raise SystemExit(f"bench gpu: clone failed: {summary['failures'] or summary['stopped']}")
-        return summary
-
-    search = run(work / "search", "clone.images_per_class=1", "clone.shard_size=1")
-    out = work / "generate"
-    out.mkdir()
-    searched, layout = Layout(str(work / "search")), Layout(str(out))
-    shutil.copytree(searched.searches, layout.searches)
-    shutil.copyfile(searched.run_json, layout.run_json)  # the searches' identity: this folder accepts them ...
-    gen = run(out, f"clone.images_per_class={s.clone_images}", f"clone.shard_size={s.clone_images}", "clone.shard_order=shuffled",
-              "clone.on_config_change=allow")  # ... as a resume with more images per class
-    device = next(iter(gen["worker_devices"].values()), {})
-    return {
-        "worker_device": device.get("device_name"), "classes": len(names), "batch": batch,
-        "search": {"renders": search["search_renders"], "renders_per_s": round(search["search_renders"] / (search["wall_s"] - search["startup_s"]), 3),
-                   "calls": search["generator_calls"].get("search", {})},
-        "generation": {"images": gen["images_written"], "images_per_s": gen["images_per_s_after_startup"],
-                       "calls": gen["generator_calls"].get("generation", {})},
-        "worker_startup_s": gen["startup_s"],
-    }
+    summary = clone_api.run(clone_api.load([f"paths.output_dir={out}", *overrides])).to_dict()
+    if not summary["ok"]:
+        raise RuntimeError(f"the clone failed: {summary['failures'] or summary['stopped'] or summary['incomplete']}")
+    return summary
 
 
-def run(scale: str = "full", compile: bool = True, clone: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The benchmark's report (see the module docstring)."""
-    from pipeline.torch_device import describe_device, resolve_device
+def _phase(summary: dict[str, Any], phase: str) -> dict[str, Any]:
+    device = next(iter(summary["worker_devices"].values()), {})
+    return {"worker_device": device.get("device_name"), "startup_s": summary["startup_s"],
+            "calls": summary["generator_calls"].get(phase, {})}
+
+
+def clone_search_stage(backend: str) -> Callable[[Check], dict[str, Any]]:
+    def run(c: Check) -> dict[str, Any]:
+        out = c.work / f"search-{backend}"
+        s = _clone(out, [*_clone_overrides(c, backend), "clone.images_per_class=1", "clone.shard_size=1"])
+        rate = s["search_renders"] / (s["wall_s"] - s["startup_s"])
+        return {"backend": backend, "classes": s["classes"], "batch": c.s.clone_batch, "renders": s["search_renders"],
+                "renders_per_s": round(rate, 3), "over_bare": round(rate / c.bare_rate("sd21", c.s.clone_batch), 3), **_phase(s, "search")}
+
+    return run
+
+
+def clone_generation_stage(backend: str) -> Callable[[Check], dict[str, Any]]:
+    """A resume of the search-only clone with more images per class: its searches are reused, every image rendered."""
+
+    def run(c: Check) -> dict[str, Any]:
+        from pipeline.clone.layout import Layout
+
+        searched, out = Layout(str(c.work / f"search-{backend}")), c.work / f"generate-{backend}"
+        out.mkdir()
+        layout = Layout(str(out))
+        shutil.copytree(searched.searches, layout.searches)
+        shutil.copyfile(searched.run_json, layout.run_json)  # the searches' identity: this folder accepts them ...
+        s = _clone(out, [*_clone_overrides(c, backend), f"clone.images_per_class={c.s.clone_images}",
+                         f"clone.shard_size={c.s.clone_images}", "clone.shard_order=shuffled",
+                         "clone.on_config_change=allow"])  # ... as a resume with more images per class
+        rate = s["images_per_s_after_startup"]
+        return {"backend": backend, "images": s["images_written"], "batch": c.s.clone_batch, "images_per_s": rate,
+                "over_bare": round(rate / c.bare_rate("sd21", c.s.clone_batch), 3), **_phase(s, "generation")}
+
+    return run
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Check], dict[str, Any]]
+    estimate_s: dict[str, float]  # scale -> seconds (full: one H100, from published figures; tiny: 2 CPU cores)
+    needs: tuple[str, ...] = ()
+    ray: bool = False  # runs only where Ray is installed
+
+
+#: in order of value. Full-scale estimates on one H100: SD 2.1 at 512 px, 25 steps, ~6 images/s at batch 16 (twice
+#: diffusers' A100 figure for SD 1.5 at 50 steps, ../docs/cluster.md), model loads ~10 s, compile ~90 s.
+STAGES = (
+    Stage("device", device_facts, {"full": 5, "tiny": 1}),
+    Stage("build_sd21", build_stage("sd21"), {"full": 30, "tiny": 5}),
+    Stage("bare_sd21", bare_stage("sd21"), {"full": 45, "tiny": 10}, needs=("build_sd21",)),
+    Stage("clone_search", clone_search_stage("inline"), {"full": 55, "tiny": 15}, needs=("bare_sd21",)),
+    Stage("clone_generation", clone_generation_stage("inline"), {"full": 45, "tiny": 15}, needs=("clone_search",)),
+    Stage("build_sdxl_turbo", build_stage("sdxl_turbo"), {"full": 45, "tiny": 5}),
+    Stage("bare_sdxl_turbo", bare_stage("sdxl_turbo"), {"full": 25, "tiny": 5}, needs=("build_sdxl_turbo",)),
+    Stage("clone_search_ray", clone_search_stage("ray"), {"full": 65, "tiny": 25}, needs=("bare_sd21",), ray=True),
+    Stage("clone_generation_ray", clone_generation_stage("ray"), {"full": 55, "tiny": 25}, needs=("clone_search_ray",), ray=True),
+    Stage("compile_sd21", compile_stage, {"full": 100, "tiny": 60}, needs=("bare_sd21",)),
+)
+
+
+def plan(scale: str, only: list[str] | None = None, ray: bool | None = None) -> list[Stage]:
+    """The stages to run: every stage (``only``: those named), the Ray ones only where Ray is installed."""
+    ray = importlib.util.find_spec("ray") is not None if ray is None else ray
+    unknown = sorted(set(only or ()) - {st.name for st in STAGES})
+    if unknown:
+        raise ValueError(f"unknown GPU check stages {unknown}; known: {[st.name for st in STAGES]}")
+    return [st for st in STAGES if (only is None or st.name in only) and (ray or not st.ray)]
+
+
+def _imports() -> dict[str, bool]:
+    """Which of the heavy optional libraries this process has imported so far (the bare rows need neither)."""
+    return {m: m in sys.modules for m in ("ray", "webdataset")}
+
+
+def run(scale: str = "full", out: TextIO | None = None, budget_s: float | None = None, only: list[str] | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the check's stages in order; each result goes to ``out`` as one JSON line as it ends. Returns every result."""
+    from pipeline.torch_device import resolve_device
 
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {sorted(SCALES)}, got '{scale}'")
-    s = SCALES[scale]
     device = resolve_device("auto")
     if scale == "full" and device.type != "cuda":
-        raise SystemExit("bench --only gpu needs a CUDA GPU (full-size SD 2.1 and SDXL-Turbo in fp16); "
-                         "--gpu-scale tiny runs the same steps on tiny models on the CPU")
+        raise SystemExit("the GPU check needs a CUDA GPU (full-size SD 2.1 and SDXL-Turbo in fp16); "
+                         "--gpu-scale tiny runs the same stages on tiny models on the CPU")
+    stages = plan(scale, only)
+    total = sum(st.estimate_s[scale] for st in stages)
+
+    def emit(line: dict[str, Any]) -> None:
+        if out is not None:
+            out.write(json.dumps(line, default=str) + "\n")
+            out.flush()
+
+    log(f"gpu check ({scale}): {len(stages)} stages, about {total:.0f} s by estimate"
+        f"{f', budget {budget_s:g} s' if budget_s else ''}")
+    for st in stages:
+        log(f"  {st.name:<22} ~{st.estimate_s[scale]:>4.0f} s")
+    emit({"plan": [{"stage": st.name, "estimate_s": st.estimate_s[scale]} for st in stages], "estimate_s": total,
+          "scale": scale, "budget_s": budget_s})
+    check = Check(scale, device, Path(tempfile.mkdtemp(prefix="rldf-gpu-check-")))
     t_start = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="rldf-bench-gpu-"))
-    report: dict[str, Any] = {"scale": scale, "size": s.size, "sd21_steps": s.sd_steps,
-                              "device": describe_device(device, torch.float16 if device.type == "cuda" else torch.float32)}
     try:
-        folders = {}
-        for arch in ARCHS:
-            t0 = time.perf_counter()
-            folders[arch] = build(arch, scale, work, device)
-            log(f"bench gpu: built {arch} in {time.perf_counter() - t0:.1f}s")
-        report["bare"] = {}
-        for arch, folder in folders.items():
-            report["bare"][arch] = bare(arch, folder, s)
-            log(f"bench gpu: bare {arch} {report['bare'][arch]}")
-        if compile:
-            report["compile"] = {}
-            for arch in COMPILED:
-                folder, rows = folders[arch], {}
-                for on in (False, True):
-                    gen = generator(arch, folder, s, s.compile_batch, compile=on)
-                    rows["on" if on else "off"] = timed_calls(gen, s.compile_batch, s.calls)
-                    del gen
-                rows["speedup"] = round(rows["on"]["images_per_s"] / rows["off"]["images_per_s"], 3)
-                report["compile"][arch] = {"batch": s.compile_batch, **rows}
-                log(f"bench gpu: compile {arch} {report['compile'][arch]}")
-        if clone:
-            batch = max(b for b in s.batches if b <= 16)
-            report["clone_sd21"] = clone_phases(folders["sd21"], s, work, batch)
-            bare_rate = report["bare"]["sd21"][str(batch)]["images_per_s"]
-            report["clone_sd21"]["search_over_bare"] = round(report["clone_sd21"]["search"]["renders_per_s"] / bare_rate, 3)
-            report["clone_sd21"]["generation_over_bare"] = round(report["clone_sd21"]["generation"]["images_per_s"] / bare_rate, 3)
-            log(f"bench gpu: clone {report['clone_sd21']}")
+        for st in stages:
+            line = _run_stage(st, check, budget_s, time.perf_counter() - t_start)
+            emit(line)
+            log(f"gpu check: {json.dumps(line, default=str)}")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report["wall_s"] = round(time.perf_counter() - t_start, 1)
+        shutil.rmtree(check.work, ignore_errors=True)
+    summary = {"stage": "end", "wall_s": round(time.perf_counter() - t_start, 1), "ok": sorted(check.results),
+               "estimate_s": total}
+    emit(summary)
+    return {"scale": scale, "size": SCALES[scale].size, **check.results, "wall_s": summary["wall_s"]}
+
+
+def _run_stage(st: Stage, check: Check, budget_s: float | None, elapsed: float) -> dict[str, Any]:
+    """One stage's JSON line: its result, or why it was skipped, or its error (the next stage runs either way)."""
+    line: dict[str, Any] = {"stage": st.name, "estimate_s": st.estimate_s[check.scale]}
+    missing = [n for n in st.needs if n not in check.results]
+    if missing:
+        return {**line, "skipped": f"needs {', '.join(missing)}, which did not run to the end"}
+    if budget_s is not None and elapsed + st.estimate_s[check.scale] > budget_s:
+        return {**line, "skipped": f"would end past --budget-s {budget_s:g} (at {elapsed:.0f} s, ~{st.estimate_s[check.scale]:.0f} s more)"}
+    t0 = time.perf_counter()
+    try:
+        result = st.run(check)
+    except Exception as e:  # noqa: BLE001 - recorded, and the next stage runs
+        _free()
+        return {**line, "ok": False, "seconds": round(time.perf_counter() - t0, 1),
+                "error": f"{type(e).__name__}: {e}".splitlines()[0][:500], "where": traceback.format_exc().splitlines()[-3:]}
+    check.results[st.name] = result
+    return {**line, "ok": True, "seconds": round(time.perf_counter() - t0, 1), **result, "imports": _imports()}
+
+
+def report_from_lines(lines: list[str]) -> dict[str, Any]:
+    """A check's JSON lines (``--out``) as :func:`run` returns them: the stages that ended, keyed by name."""
+    report: dict[str, Any] = {}
+    for raw in lines:
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        if "command" in line:
+            report["command"] = line["command"]
+        elif "plan" in line:
+            report.update(scale=line["scale"], size=SCALES[line["scale"]].size)
+        elif line.get("stage") == "end":
+            report["wall_s"] = line["wall_s"]
+        elif line.get("ok"):
+            report[line["stage"]] = {k: v for k, v in line.items() if k not in ("stage", "ok", "estimate_s", "imports")}
+        else:
+            report.setdefault("not_run", {})[line["stage"]] = line.get("error") or line.get("skipped")
     return report
+
+
+def markdown_lines(g: dict[str, Any]) -> list[str]:
+    """The check's tables for docs/results.md."""
+    from pipeline.markdown import table
+
+    d = g.get("device", {})
+    lines = [f"GPU check ({g.get('scale')} scale) on {d.get('device_name', '?')} (torch {d.get('torch')}, CUDA {d.get('cuda')}, "
+             f"diffusers {d.get('diffusers')}), {g.get('size')} px, random weights, {g.get('wall_s', '?')} s in all. "
+             "Bare generator (the preset's DiffusersGenerator, padded calls, one load per model):", ""]
+    rows = [[arch, g[f"bare_{arch}"]["steps"], b, r["images_per_s"], r["first_call_s"], r["peak_allocated_gib"] or "-",
+             r["peak_reserved_gib"] or "-"] for arch in ARCHS if f"bare_{arch}" in g for b, r in g[f"bare_{arch}"]["batches"].items()]
+    lines.append(table(["model", "steps", "batch", "images/s", "first call (s)", "peak allocated GiB", "peak reserved GiB"], rows))
+    phases = [(name, g[name]) for name in ("clone_search", "clone_generation", "clone_search_ray", "clone_generation_ray") if name in g]
+    if phases:
+        lines += ["", "The clone with SD 2.1 on one worker, over the bare generator at the same batch (targets: search >= 0.8, "
+                  "generation >= 0.95):", ""]
+        lines.append(table(["phase", "workers", "batch", "per s", "over bare", "renders/call", "partial calls", "device"],
+                           [[name.replace("clone_", "").replace("_ray", ""), p["backend"], p["batch"], p.get("renders_per_s", p.get("images_per_s")),
+                             p["over_bare"], p["calls"].get("renders_per_call"), p["calls"].get("partial_call_share"), p["worker_device"]]
+                            for name, p in phases]))
+    if "compile_sd21" in g:
+        c = g["compile_sd21"]
+        lines += ["", f"model.compile, SD 2.1 at batch {c['batch']}: {c['on']['images_per_s']} images/s, "
+                  f"{c['speedup_over_bare']}x the bare row; first call (with the compile) {c['on']['first_call_s']} s.", ""]
+    if g.get("not_run"):
+        lines += ["", "Not run: " + "; ".join(f"{k} ({v})" for k, v in g["not_run"].items())]
+    return lines

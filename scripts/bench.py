@@ -18,10 +18,11 @@
   reader    the stand-in's weightless reader: accuracy per attribute on random renders
   presets   the experiment presets' dry-run plans (classes, units, shards, images, device-hours at an
             assumed clone.throughput: no GPU is measured here)
-  gpu       (not in the default set; needs a CUDA GPU, ~5 min on an H100) full-size random SD 2.1 and SDXL-Turbo in fp16:
-            bare images/s and peak memory at batch 1/8/16/32 (512 px, 25 steps), model.compile on/off, and the
-            clone's search- and generation-phase images/s with SD 2.1 (pipeline/gpu_bench.py); --gpu-scale tiny
-            runs it on CPU with tiny models of the same architectures
+  gpu       (runs alone, not in the default set; a CUDA GPU, or --gpu-scale tiny on the CPU) the staged GPU check
+            (pipeline/gpu_bench.py, make gpu-check): device facts, bare SD 2.1 at batch 1/8/16/32 from one load, the
+            clone's search and generation phases in this process (cluster=inline) over the bare generator, SDXL-Turbo,
+            the phases through Ray where installed, model.compile; one JSON line per stage to --out as it ends;
+            --budget-s starts no stage that would end past it
   searchcost  (not in the default set) search renders not reused as dataset images over dataset images, and
             CAS, of two make-eval folders run with and without clone.reuse_search_renders (--eval-dirs)
 
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.clone.layout import Layout
+from pipeline.clone.layout import Layout  # no Hydra, webdataset or Ray (pipeline.clone imports its API lazily)
 from pipeline.markdown import table
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository (the package is installed editable: make setup)
@@ -538,26 +539,9 @@ def _md_metrics(m: dict) -> list[str]:
 
 
 def _md_gpu(g: dict) -> list[str]:
-    d = g["device"]
-    lines = [f"GPU benchmark ({g['scale']} scale) on {d['device_name']} (torch {d['torch']}, CUDA {d['cuda']}, diffusers {d['diffusers']}), "
-             f"{g['size']} px, random weights, {g['wall_s']} s in all. Bare generator (the preset's DiffusersGenerator, padded calls):", ""]
-    rows = [[arch, f"{g['sd21_steps'] if arch == 'sd21' else 1}", b, r["images_per_s"], r["peak_gib"] if r["peak_gib"] is not None else "-"]
-            for arch, by in g["bare"].items() for b, r in by.items()]
-    lines.append(table(["model", "steps", "batch", "images/s", "peak GiB"], rows))
-    if "compile" in g:
-        lines += ["", "model.compile (first call includes the compile):", ""]
-        lines.append(table(["model", "batch", "off images/s", "on images/s", "speed-up", "first call on (s)"],
-                           [[a, c["batch"], c["off"]["images_per_s"], c["on"]["images_per_s"], c["speedup"], c["on"]["first_call_s"]]
-                            for a, c in g["compile"].items()]))
-    if "clone_sd21" in g:
-        c = g["clone_sd21"]
-        lines += ["", f"The clone with SD 2.1, one worker ({c['worker_device']}), batch {c['batch']}, {c['classes']} classes:", ""]
-        lines.append(table(["phase", "images/s", "over bare", "renders/call", "partial calls"],
-                       [["search", c["search"]["renders_per_s"], c["search_over_bare"], c["search"]["calls"].get("renders_per_call"),
-                         c["search"]["calls"].get("partial_call_share")],
-                        ["generation (shuffled)", c["generation"]["images_per_s"], c["generation_over_bare"],
-                         c["generation"]["calls"].get("renders_per_call"), c["generation"]["calls"].get("partial_call_share")]]))
-    return lines
+    from pipeline.gpu_bench import markdown_lines
+
+    return markdown_lines(g)
 
 
 TABLES = {"gpu": _md_gpu, "pipeline": _md_pipeline, "batches": _md_batches, "search": _md_search, "resume": _md_resume, "scale": _md_scale, "reader": _md_reader, "presets": _md_presets, "searchcost": _md_searchcost, "metrics": _md_metrics}
@@ -591,11 +575,18 @@ def main() -> None:
     p.add_argument("--prdc-n", type=int, default=10_000)
     p.add_argument("--resume-shards", type=int, default=1000, help="shards in the resume benchmark")
     p.add_argument("--gpu-scale", default="full", choices=["full", "tiny"], help="gpu: full-size models on a GPU, or tiny ones (CPU)")
-    p.add_argument("--gpu-compile", default="on", choices=["on", "off"], help="gpu: also time model.compile on SD 2.1 (a compile of ~1-2 min)")
-    p.add_argument("--out", type=Path, default=None, help="JSON report")
+    p.add_argument("--gpu-stages", default=None, help="gpu: only these stages, comma-separated (default: all; pipeline/gpu_bench.py)")
+    p.add_argument("--budget-s", type=float, default=None, help="gpu: start no stage whose estimate would end past this many seconds")
+    p.add_argument("--out", type=Path, default=None, help="JSON report (gpu: JSON lines, one per stage, appended as each ends)")
     p.add_argument("--markdown", type=Path, default=None, help="write the tables into this markdown file's bench block")
     p.add_argument("--from-json", type=Path, default=None, help="write the tables of an earlier --out report (its own command) instead of measuring")
     a = p.parse_args()
+    if a.from_json and a.from_json.suffix == ".jsonl":  # a GPU check's lines
+        from pipeline.gpu_bench import report_from_lines
+
+        report = report_from_lines(a.from_json.read_text().splitlines())
+        write_tables({"gpu": report}, report.pop("command", f"(report {a.from_json})"), a.markdown)
+        return
     if a.from_json:
         report = json.loads(a.from_json.read_text())
         command = report.pop("command", f"(report {a.from_json})")
@@ -603,6 +594,10 @@ def main() -> None:
         return
     report = {}
     parts = a.only.split(",")
+    if "gpu" in parts:
+        if parts != ["gpu"]:
+            raise SystemExit("bench: the GPU check runs alone: --only gpu")
+        return gpu_check(a)
     if "overhead" in parts or "scaling" in parts:
         report["pipeline"] = bench_pipeline(a.model, a.images, a.batch, a.classes.split(","))
         print(json.dumps({"pipeline": report["pipeline"]}, indent=1), flush=True)
@@ -624,11 +619,6 @@ def main() -> None:
         report["presets"] = bench_presets()
     if "searchcost" in parts:
         report["searchcost"] = bench_searchcost([ROOT / d for d in a.eval_dirs.split(",")])
-    if "gpu" in parts:
-        from pipeline import gpu_bench
-
-        report["gpu"] = gpu_bench.run(a.gpu_scale, compile=a.gpu_compile == "on")
-        print(json.dumps({"gpu": report["gpu"]}, indent=1), flush=True)
     if "metrics" in parts:
         report["metrics"] = bench_metrics(a.prdc_n, 2048)
         print(json.dumps({"metrics": report["metrics"]}, indent=1), flush=True)
@@ -637,6 +627,21 @@ def main() -> None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({**report, "command": command}, indent=1))
     write_tables(report, command, a.markdown)
+
+
+def gpu_check(a: argparse.Namespace) -> None:
+    """``--only gpu``: the staged GPU check (pipeline/gpu_bench.py); its lines go to ``--out`` as each stage ends."""
+    from pipeline import gpu_bench
+
+    command = "python scripts/bench.py " + " ".join(sys.argv[1:])
+    stages = a.gpu_stages.split(",") if a.gpu_stages else None
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(a.out, "a", encoding="utf-8") if a.out else open(os.devnull, "w") as out:
+        out.write(json.dumps({"command": command}) + "\n")
+        out.flush()
+        report = gpu_bench.run(a.gpu_scale, out, a.budget_s, stages, log=lambda line: print(line, flush=True))
+    write_tables({"gpu": report}, command, a.markdown)
 
 
 def write_tables(report: dict, command: str, markdown_file: Path | None) -> None:

@@ -121,7 +121,7 @@ def test_the_cli_says_it_in_one_line_and_exits_2():
 def test_identity_follows_the_schema_marks():
     runtime = {f"clone.{f.name}" for f in dataclasses.fields(CloneApp().clone) if f.metadata["runtime"]}
     assert runtime == {"clone.verify", "clone.batch_size", "clone.max_attempts", "clone.on_config_change", "clone.progress",
-                       "clone.dry_run", "clone.throughput", "clone.warmup_images", "clone.lease_timeout_s",
+                       "clone.dry_run", "clone.throughput", "clone.warmup_images", "clone.worker_warmup", "clone.lease_timeout_s",
                        "clone.lease_heartbeat_s", "clone.storage_retry_s", "clone.max_shortfall"}
     assert all(is_runtime(f"cluster.{f.name}") for f in dataclasses.fields(CloneApp().cluster))
     assert is_runtime("env.batch_size") and not is_runtime("env.budget") and not is_runtime("seed")

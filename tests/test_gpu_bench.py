@@ -1,9 +1,11 @@
-"""bench --only gpu, where no GPU is: the whole benchmark at tiny scale on CPU, and the full-size build path
-(shipped configs -> random models -> save -> the presets' loader) on the same configs shrunk."""
+"""The GPU check (bench --only gpu) where no GPU is: its stages at tiny scale on the CPU, written as they end, a failing
+or late stage recorded, and the full-size build path (shipped configs -> random models -> save -> the presets' loader)
+on the same configs shrunk."""
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,19 +16,66 @@ from pipeline import gpu_bench
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # the clone phases start Ray
-def test_the_gpu_benchmark_runs_at_tiny_scale(tmp_path):
-    out = tmp_path / "gpu.json"
-    p = subprocess.run([sys.executable, "scripts/bench.py", "--only", "gpu", "--gpu-scale", "tiny", "--gpu-compile", "off",
+NO_RAY_STAGES = "device,build_sd21,bare_sd21,clone_search,clone_generation,build_sdxl_turbo,bare_sdxl_turbo"
+
+
+def lines(path: Path) -> list[dict]:
+    """The lines written so far (a line still being written has no newline yet)."""
+    return [json.loads(x) for x in path.read_text().split("\n")[:-1] if x.strip()]
+
+
+def test_the_gpu_check_runs_its_stages_at_tiny_scale_with_no_ray_in_the_bare_rows(tmp_path):
+    out = tmp_path / "gpu.jsonl"
+    p = subprocess.run([sys.executable, "scripts/bench.py", "--only", "gpu", "--gpu-scale", "tiny", "--gpu-stages", NO_RAY_STAGES,
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
-    g = json.loads(out.read_text())["gpu"]
-    assert set(g["bare"]) == {"sd21", "sdxl_turbo"} and set(g["bare"]["sd21"]) == {"1", "2", "4"}
-    assert all(r["images_per_s"] > 0 for by in g["bare"].values() for r in by.values())
-    c = g["clone_sd21"]
-    assert c["search"]["renders"] > 0 and c["generation"]["images"] == 2 * 4  # 2 classes x 4 images, every one rendered
-    assert c["generation"]["calls"]["renders_per_call"] == 4.0 and c["search_over_bare"] > 0
-    assert "| search |" in p.stdout and "| sd21 | 2 | 4 |" in p.stdout
+    got = lines(out)
+    assert "command" in got[0] and [x["stage"] for x in got[1]["plan"]] == NO_RAY_STAGES.split(",")
+    stages = {x["stage"]: x for x in got[2:]}
+    assert list(stages) == [*NO_RAY_STAGES.split(","), "end"] and all(x["ok"] for x in got[2:-1])
+    for name in ("device", "build_sd21", "bare_sd21"):  # the bare rows import neither Ray nor webdataset
+        assert stages[name]["imports"] == {"ray": False, "webdataset": False}, name
+    assert set(stages["bare_sd21"]["batches"]) == {"1", "2", "4"} and all(r["images_per_s"] > 0 for r in stages["bare_sd21"]["batches"].values())
+    assert stages["clone_search"]["backend"] == "inline" and stages["clone_search"]["renders"] > 0
+    assert stages["clone_search"]["imports"]["ray"] is False  # the clone's phases in this process, no Ray
+    assert stages["clone_generation"]["images"] == 2 * 4 and stages["clone_generation"]["calls"]["renders_per_call"] == 4.0
+    assert stages["clone_generation"]["over_bare"] > 0
+    assert "| search | inline |" in p.stdout and "| sd21 | 2 | 4 |" in p.stdout
+
+
+def test_each_stage_is_on_disk_as_it_ends_so_a_killed_check_keeps_what_it_measured(tmp_path):
+    out = tmp_path / "gpu.jsonl"
+    proc = subprocess.Popen([sys.executable, "scripts/bench.py", "--only", "gpu", "--gpu-scale", "tiny", "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        ended = lambda: [x.get("stage") for x in lines(out)] if out.exists() else []  # noqa: E731
+        while time.time() < deadline and proc.poll() is None and "bare_sd21" not in ended():
+            time.sleep(0.2)
+        assert proc.poll() is None, "the check ended before it could be killed"
+    finally:
+        proc.kill()
+        proc.wait()
+    done = [x["stage"] for x in lines(out)[2:]]
+    assert done[:3] == ["device", "build_sd21", "bare_sd21"] and "end" not in done
+
+
+def test_a_failing_stage_is_recorded_and_the_budget_starts_no_stage_that_would_end_past_it(tmp_path):
+    check = gpu_bench.Check("tiny", torch.device("cpu"), tmp_path)
+
+    def boom(c):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    failed = gpu_bench._run_stage(gpu_bench.Stage("x", boom, {"tiny": 1}), check, None, 0.0)
+    assert failed["ok"] is False and failed["error"].startswith("RuntimeError: CUDA error") and "x" not in check.results
+    after = gpu_bench._run_stage(gpu_bench.Stage("y", lambda c: {"v": 1}, {"tiny": 1}, needs=("x",)), check, None, 0.0)
+    assert "needs x" in after["skipped"]
+    late = gpu_bench._run_stage(gpu_bench.Stage("z", lambda c: {"v": 1}, {"tiny": 30}), check, 100.0, 80.0)
+    assert "budget" in late["skipped"] and "z" not in check.results
+    assert gpu_bench._run_stage(gpu_bench.Stage("w", lambda c: {"v": 1}, {"tiny": 10}), check, 100.0, 80.0)["v"] == 1
+    assert [st.name for st in gpu_bench.plan("full", ray=False)] == [
+        "device", "build_sd21", "bare_sd21", "clone_search", "clone_generation", "build_sdxl_turbo", "bare_sdxl_turbo", "compile_sd21"]
+    assert sum(st.estimate_s["full"] for st in gpu_bench.plan("full", ray=False)) < 6 * 60  # the target, by the estimate
 
 
 def shrink(arch: str, dst: Path) -> Path:
@@ -50,7 +99,7 @@ def shrink(arch: str, dst: Path) -> Path:
 
 
 def test_the_full_size_build_path_loads_through_the_presets(tmp_path):
-    s = gpu_bench.Scale(size=64, sd_steps=2, batches=(2,), compile_batch=2, calls=1, clone_classes=1, clone_budget=2, clone_images=1)
+    s = gpu_bench.Scale(size=64, sd_steps=2, batches=(2,), clone_batch=2, calls=1, clone_classes=1, clone_budget=2, clone_images=1)
     for arch in gpu_bench.ARCHS:
         configs = shrink(arch, tmp_path / "configs")
         folder = gpu_bench.build_full(arch, tmp_path / "models", torch.device("cpu"), torch.float32, configs=configs)
@@ -61,11 +110,10 @@ def test_the_full_size_build_path_loads_through_the_presets(tmp_path):
 
 
 def test_the_compile_rows_build_a_compiled_generator(tmp_path):
-    """The compile on/off rows (not run here: a CPU compile of even the tiny UNet takes most of a minute)
+    """The compile row (not run here: a CPU compile of even the tiny UNet takes most of a minute)
     build the preset with model.compile set, through the same overrides."""
     folder = gpu_bench.build("sd21", "tiny", tmp_path, torch.device("cpu"))
     s = gpu_bench.SCALES["tiny"]
     assert "model.compile=true" in gpu_bench.model_overrides("sd21", folder, s, 4, compile=True)
-    on, off = (gpu_bench.generator("sd21", folder, s, s.compile_batch, compile=c) for c in (True, False))
+    on, off = (gpu_bench.generator("sd21", folder, s, s.clone_batch, compile=c) for c in (True, False))
     assert type(on.pipe.unet).__name__ == "OptimizedModule" and type(off.pipe.unet).__name__ == "UNet2DConditionModel"
-    assert set(gpu_bench.COMPILED) <= set(gpu_bench.ARCHS)

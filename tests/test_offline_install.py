@@ -1,0 +1,61 @@
+"""An offline GPU node, as CI can make one: a fresh virtual environment holding only the node's own stack, the
+wheelhouse installed into it with no index, no Ray there, and the GPU check run to its last stage (tiny scale, CPU)."""
+
+import importlib.metadata as md
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+
+pytestmark = pytest.mark.slow
+
+#: what such a node has (issue 37: a site-provided PyTorch stack), at the versions tested here
+NODE_STACK = ["torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "numpy", "pillow", "scipy", "tqdm",
+              "pyyaml", "fsspec"]
+#: the check's stages but the compile (a CPU compile of the tiny UNet takes most of a minute; its build is tested
+#: in test_gpu_bench.py); the Ray stages are left out by the check itself, since Ray is not installed
+STAGES = "device,build_sd21,bare_sd21,clone_search,clone_generation,build_sdxl_turbo,bare_sdxl_turbo"
+
+
+def offline_env() -> dict[str, str]:
+    """pip with no index and no find-links but those on the command line (this machine's pip config adds some)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def run(cmd, **kw):
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900, **kw)
+    assert p.returncode == 0, f"{' '.join(map(str, cmd))}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def test_the_wheelhouse_installs_offline_on_a_node_stack_and_the_gpu_check_runs_there(tmp_path):
+    wheels, venv, checkout = tmp_path / "wheelhouse", tmp_path / "venv", tmp_path / "checkout"
+    made = run([sys.executable, ROOT / "scripts" / "wheelhouse.py", "--out", wheels, "--have", " ".join(NODE_STACK), "--ray", "0"], cwd=ROOT)
+    names = {w.name.split("-")[0].lower() for w in wheels.glob("*.whl")}
+    assert {"diffusers", "hydra_core", "omegaconf", "antlr4_python3_runtime", "webdataset", "setuptools"} <= names
+    assert not names & {"ray", "torch", "transformers"}
+    assert sum(w.stat().st_size for w in wheels.glob("*.whl")) < 40 * 2**20 and "MiB in all" in made.stdout
+
+    run([sys.executable, "-m", "venv", venv])
+    py = venv / "bin" / "python"
+    run([py, "-m", "pip", "install", "--quiet", *(f"{n}=={md.version(n)}" for n in NODE_STACK)])  # the node's own stack
+    tracked = run(["git", "ls-files"], cwd=ROOT).stdout.split()  # the checkout the node receives
+    for rel in tracked:
+        (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, checkout / rel)
+    run([py, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", wheels, "-e", checkout], env=offline_env())
+    no_ray = subprocess.run([py, "-c", "import ray"], capture_output=True, text=True)
+    assert no_ray.returncode != 0 and "No module named 'ray'" in no_ray.stderr
+
+    out = tmp_path / "gpu.jsonl"
+    run([py, "scripts/bench.py", "--only", "gpu", "--gpu-scale", "tiny", "--gpu-stages", STAGES, "--out", out], cwd=checkout)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    stages = {x["stage"]: x for x in lines[2:]}
+    assert list(stages) == [*STAGES.split(","), "end"] and all(stages[s]["ok"] for s in STAGES.split(","))
+    assert stages["device"]["ray_installed"] is False and stages["clone_generation"]["images"] == 8
