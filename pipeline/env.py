@@ -21,6 +21,7 @@ from PIL import Image
 
 from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding, Grammar
+from pipeline.images import to_host
 from pipeline.rendering import Rendered, Renderer, RenderJob, RenderPool
 from pipeline.seeding import derive_seed
 
@@ -108,7 +109,7 @@ class StateEvaluator:
                 finally:
                     self._asking = set()
                 for key, r in zip(fresh, out):
-                    self._cache[key] = (r.reward, r.score, r.image if self.keep_images else None)
+                    self._cache[key] = (r.reward, r.score, to_host(r.image) if self.keep_images else None)
         out = []
         for p in prompts:
             entries = [self._cache[(p, s)] for s in self.seeds_of(p)]
@@ -137,7 +138,7 @@ class StateEvaluator:
         key = (job.prompt, job.seed)
         self._taken.discard(key)
         if rendered is not None and key not in self._cache:
-            self._ahead[key] = (rendered.reward, rendered.score, rendered.image if self.keep_images else None)
+            self._ahead[key] = (rendered.reward, rendered.score, to_host(rendered.image) if self.keep_images else None)
 
     def known(self, prompt: str) -> tuple[float, float] | None:
         """(mean reward, mean score) of a prompt whose every seed is rendered or rendered ahead, without rendering;

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
@@ -66,3 +66,42 @@ def contact_grid(
         if labels:
             draw.text((x + 2, y + cell), str(labels[i])[:16], fill=(0, 0, 0))
     return sheet
+
+
+# ---------------------------------------------------------------------- renders on the device
+# A generator that can (DiffusersGenerator.render) hands the renderer its images as a device tensor; the rewards read
+# them there (CLIP resizes and normalises on the device) and only the images that become dataset samples (or kept
+# search renders) are turned into PIL images and encoded, in the worker's encoding threads.
+
+
+def quantized(x: Any) -> Any:
+    """A float image batch in [0, 1] on the 8-bit grid (``round(x·255)/255``): the pixels a PNG of it holds, so a
+    reward reads on the device exactly what the dataset stores."""
+    return (x.float() * 255).round() / 255
+
+
+def to_pil(image: Any) -> Image.Image:
+    """A PIL image of a render: a PIL image as it is, or a ``[3, H, W]`` tensor (float in [0, 1] on any device, or
+    uint8 on the host) rounded as diffusers rounds its ``pil`` output (the same bytes)."""
+    if isinstance(image, Image.Image):
+        return image
+    import torch
+
+    x = image.detach()
+    if x.dtype != torch.uint8:
+        x = (x.float().cpu() * 255).round().to(torch.uint8)
+    return Image.fromarray(x.cpu().permute(1, 2, 0).numpy(), "RGB")
+
+
+def to_host(image: Any) -> Any:
+    """A render kept for later (a search's reusable renders, a shard's best failed try): a device tensor is copied to
+    the host as uint8 (a quarter of its float size, and off the device's memory); a PIL image stays as it is."""
+    if isinstance(image, Image.Image):
+        return image
+    import torch
+
+    return (image.detach().float() * 255).round().to(torch.uint8).cpu()
+
+
+def is_tensor(image: Any) -> bool:
+    return type(image).__module__.startswith("torch") and hasattr(image, "permute")

@@ -69,7 +69,7 @@ class AheadSource(Protocol):
 
 @dataclass
 class Rendered:
-    image: Image.Image
+    image: Any  # a [3, H, W] tensor on the generator's device (DiffusersGenerator.render), else a PIL image
     reward: float  # NaN when the job had no target
     score: float  # class consistency (NaN without a target or an acceptance term)
 
@@ -138,12 +138,15 @@ class Renderer:
         """A generator whose calls all have one size: the reward calls are padded to it too."""
         return getattr(self.generator, "call_size", None)
 
-    def _generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
-        """The generator's images; on CUDA out-of-memory, half the batch size for the rest of this renderer's life
+    def _generate(self, prompts: list[str], seeds: list[int]) -> list[Any]:
+        """The generator's images (``[3, H, W]`` device tensors from a generator that has ``render``, else PIL images);
+        on CUDA out-of-memory, half the batch size for the rest of this renderer's life
         (the generator's own ``max_batch_size`` too), the cache emptied, the call redone in smaller calls."""
         import torch
 
         try:
+            if hasattr(self.generator, "render"):  # a device tensor: scored there, encoded only if it becomes a sample
+                return list(self.generator.render(prompts, seeds))
             return self.generator.generate(prompts, seeds)
         except torch.OutOfMemoryError as e:
             n = len(prompts)

@@ -34,7 +34,7 @@ def test_worker_count_follows_the_gpus():
     assert worker_count(cluster(gpus_per_worker=0.5), {"CPU": 64, "GPU": 2}) == 4
     assert worker_count(cluster(), {"CPU": 16, "GPU": 8}) == 16
     assert worker_count(cluster(num_workers=3, gpus_per_worker=1.0), {"CPU": 16, "GPU": 8}) == 3
-    with pytest.raises(ConfigError, match="gpus_per_worker=1 but the Ray cluster has 0 GPUs"):
+    with pytest.raises(ConfigError, match="gpus_per_worker=1 but the cluster has 0 GPUs"):
         worker_count(cluster(gpus_per_worker=1.0), {"CPU": 16})
 
 

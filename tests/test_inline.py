@@ -78,3 +78,5 @@ def test_an_out_of_memory_back_off_keeps_every_sample_and_the_records_say_so(tmp
     assert "backed_off_to" not in json.loads((clean / "manifest.json").read_text())["shards"][0]
     log = [json.loads(line) for line in (out / "clone.log").read_text().splitlines()]
     assert [e["batch_size"] for e in log if e["event"] == "oom_backoff"][-1] == 2
+    assert "12 shards were rendered after CUDA ran out of memory" in (out / "README.md").read_text()
+    assert "ran out of memory" not in (clean / "README.md").read_text()

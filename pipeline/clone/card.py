@@ -152,6 +152,7 @@ def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary:
         "where no render of an image passed in `clone.max_tries`, the best one is kept with `accepted: false` "
         "(`clone.fill=best`). Filter on it to train on passing images only.",
         *_per_class(records, unpassed, short),
+        *_backed_off(records),
         "Label accuracy is the share of samples whose prompt asks for the class of their label; on a procedural world it is "
         "the share whose image shows its label. A class whose input image(s) the semantic encoder read as another class "
         "(`misread` in `summary.json`) shows the class read unless `env.class_source=label` (with `rendered`, the class "
@@ -166,6 +167,17 @@ def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary:
         *_loading(folder, img, facts.dataset),
     ]
     return "\n".join(lines)
+
+
+def _backed_off(records: Sequence[Any]) -> list[str]:
+    """A line when some shards were rendered after a CUDA out-of-memory back-off (their pixels may differ)."""
+    sizes = sorted({r.backed_off_to for r in records if r.backed_off_to is not None})
+    if not sizes:
+        return []
+    n = sum(r.backed_off_to is not None for r in records)
+    return ["", f"{n} shards were rendered after CUDA ran out of memory and the batch was lowered (to "
+            f"{', '.join(map(str, sizes))}): their prompts, seeds and initial noise are those of the plan, but their pixels "
+            "may differ slightly from a run at the full batch (`backed_off_to` in their manifest records).", ""]
 
 
 def _per_class(records: Sequence[ShardRecord], unpassed: dict[str, int], short: dict[str, int]) -> list[str]:

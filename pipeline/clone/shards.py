@@ -12,6 +12,7 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline.config import VERIFY_MODES
+from pipeline.images import to_pil
 from pipeline.storage import Storage
 
 #: fixed tar member mtime, so a shard's bytes depend only on its samples
@@ -101,6 +102,8 @@ PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}  # clone.image_forma
 
 
 def encode_image(image: Image.Image, fmt: str, quality: int) -> bytes:
+    """A sample's image file (a render on the device is copied to the host here, in the worker's encoding threads)."""
+    image = to_pil(image)
     buf = io.BytesIO()
     if fmt == "png":
         image.save(buf, format="PNG")

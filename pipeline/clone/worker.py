@@ -34,6 +34,7 @@ from pipeline.clone.plan import SearchDone, SearchUnit, ShardDone, ShardUnit
 from pipeline.clone.search_renders import SearchRender, assign, read_render, reuse_limit, write_renders
 from pipeline.clone.shards import asks_for_label, encode_image, write_shard
 from pipeline.errors import ConfigError
+from pipeline.images import to_host
 from pipeline.reading import InputReading, check_seeds, choose_by_renders, rendered_candidates, settle
 from pipeline.rendering import Renderer, RenderJob, RenderPool
 from pipeline.grammar import Grammar
@@ -272,7 +273,7 @@ class CloneWorker:
                         continue
                     rank = (float(r.score), float(r.reward))
                     if self.fill == "best" and ((k, i) not in best or rank > best[(k, i)][0]):
-                        best[(k, i)] = (rank, Kept(pick, job.seed, b"", r.score, attempt, False), r.image)
+                        best[(k, i)] = (rank, Kept(pick, job.seed, b"", r.score, attempt, False), to_host(r.image))
                     if attempt + 1 < self.max_tries:
                         queue.append((k, i, attempt + 1))
                     elif (k, i) in best:  # clone.fill=best: the best of its failed renders, marked as not passed

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.grammar import Encoding, Grammar
+from pipeline.images import to_pil
 
 
 @runtime_checkable
@@ -58,10 +59,12 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def to_array(images: Sequence[Image.Image], size: int | None = None) -> np.ndarray:
-    """Stack RGB images as float32 ``[N, H, W, 3]`` in [0, 1], optionally resized (bicubic) to ``size``."""
+    """Stack RGB images as float32 ``[N, H, W, 3]`` in [0, 1], optionally resized (bicubic) to ``size``. Renders that
+    are tensors (:func:`pipeline.images.to_pil`) are read as the PIL images of their bytes: a numpy reader reads on
+    the host what the dataset stores."""
     out = []
     for im in images:
-        im = im.convert("RGB")
+        im = to_pil(im).convert("RGB")
         if size is not None and im.size != (size, size):
             im = im.resize((size, size), Image.Resampling.BICUBIC)
         out.append(np.asarray(im, dtype=np.float32) / 255.0)

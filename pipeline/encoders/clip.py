@@ -13,6 +13,7 @@ from PIL import Image
 from pipeline.encoders.base import softmax
 from pipeline.generators.base import Generator
 from pipeline.grammar import Encoding, Grammar
+from pipeline.images import is_tensor
 from pipeline.models.loading import load_pretrained
 from pipeline.seeding import rng_for
 from pipeline.torch_device import resolve_device, resolve_dtype
@@ -44,7 +45,10 @@ class ClipEncoder:
         self.num_features = int(self.model.config.projection_dim)
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Resize the short side (bicubic), centre-crop, normalise: CLIP's own preprocessing."""
+        """Resize the short side (bicubic), centre-crop, normalise: CLIP's own preprocessing. Renders that are tensors
+        (:meth:`DiffusersGenerator.render`) are resized and normalised where they are, on the device."""
+        if len(images) and is_tensor(images[0]):
+            return self._preprocess_tensors(torch.stack(list(images)))
         s = self.image_size
         arrs = []
         for im in images:
@@ -56,6 +60,21 @@ class ClipEncoder:
             arrs.append(np.asarray(im.crop((left, top, left + s, top + s)), dtype=np.float32) / 255.0)
         x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
         return ((x - self.mean) / self.std).to(self.device, self.dtype)
+
+    def _preprocess_tensors(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` floats in [0, 1] (or uint8): bicubic with antialiasing (as PIL's), clamped to [0, 1] (as
+        8-bit pixels are), centre-cropped, normalised; on this encoder's device."""
+        x = x.to(self.device)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        s = self.image_size
+        h, w = x.shape[-2:]
+        scale = s / min(w, h)
+        size = (max(s, round(h * scale)), max(s, round(w * scale)))
+        if size != (h, w):
+            x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        top, left = (size[0] - s) // 2, (size[1] - s) // 2
+        x = x[:, :, top : top + s, left : left + s]
+        return ((x - self.mean.to(x.device)) / self.std.to(x.device)).to(self.dtype)
 
     @torch.inference_mode()
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:

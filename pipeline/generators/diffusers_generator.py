@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from pipeline.errors import ConfigError
+from pipeline.images import quantized, to_pil
 from pipeline.generators.prompt_cache import PromptCache, pipeline_family
 from pipeline.models.fingerprint import weights_name
 from pipeline.models.loading import hub_commit, load_pretrained
@@ -112,11 +113,17 @@ class DiffusersGenerator:
         calls to it too (pipeline/rendering.py)."""
         return self.max_batch_size if self.pad_batches else None
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image]:
+        """PIL images (the bytes diffusers' ``output_type="pil"`` gives)."""
+        return [to_pil(x) for x in self.render(prompts, seeds)]
+
+    @torch.inference_mode()
+    def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        """The images as one ``[N, 3, H, W]`` float tensor on the generator's device, on the 8-bit grid
+        (:func:`pipeline.images.quantized`): what the clone's renderer scores there, never through PIL."""
         if len(prompts) != len(seeds):
             raise ConfigError(f"generate: {len(prompts)} prompts but {len(seeds)} seeds")
-        out: list[Image.Image] = []
+        out: list[torch.Tensor] = []
         for i in range(0, len(prompts), self.max_batch_size):
             chunk, chunk_seeds = list(prompts[i : i + self.max_batch_size]), list(seeds[i : i + self.max_batch_size])
             n = len(chunk)
@@ -126,7 +133,7 @@ class DiffusersGenerator:
             generators = [torch.Generator("cpu").manual_seed(int(s)) for s in chunk_seeds]  # the same noise on any device
             kwargs: dict[str, Any] = dict(
                 num_inference_steps=self.steps, guidance_scale=self.guidance, generator=generators,
-                height=self.height, width=self.width, output_type="pil",
+                height=self.height, width=self.width, output_type="pt",  # denormalised to [0, 1], as "pil" before its rounding
             )
             if self.max_sequence_length:
                 kwargs["max_sequence_length"] = self.max_sequence_length
@@ -134,8 +141,10 @@ class DiffusersGenerator:
                 kwargs.update(self.prompt_cache.kwargs(chunk))
             else:
                 kwargs.update(prompt=chunk, negative_prompt=[self.negative_prompt] * len(chunk) if self.negative_prompt else None)
-            out.extend(self.pipe(**kwargs).images[:n])
-        return out
+            out.append(quantized(self.pipe(**kwargs).images[:n]))
+        if not out:
+            return torch.zeros((0, 3, self.height or 0, self.width or 0), device=self.device)
+        return torch.cat(out)
 
 
 def _set_vae_dtype(vae: Any, dtype: torch.dtype) -> None:

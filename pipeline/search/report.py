@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pipeline.env import GridEnv  # noqa: E402
 from pipeline.grammar import Grammar  # noqa: E402
-from pipeline.images import contact_grid  # noqa: E402
+from pipeline.images import contact_grid, to_pil  # noqa: E402
 from pipeline.search.result import SearchResult  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def write_search_report(
         labels.append("input")
     for p in prompts:
         for img in env.images(p)[:1]:
-            images.append(img)
+            images.append(to_pil(img))
             labels.append(f"{next((c.reward for c in result.candidates if c.prompt == p), float('nan')):.3f}")
     if images:
         contact_grid(images, cols=min(8, len(images)), labels=labels).save(paths["grid"])
