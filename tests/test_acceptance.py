@@ -125,7 +125,7 @@ def test_a_seed_that_fails_every_state_of_a_search_is_escaped_by_seeds_per_state
 
 def test_an_incomplete_clone_says_why_in_one_line_and_exits_3():
     from pipeline.cli.clone import report
-    from pipeline.clone.driver import CloneSummary, incompleteness
+    from pipeline.clone.summary import CloneSummary, incompleteness
 
     cfg = clone_api.load(["clone.images_per_class=10"])
     s = CloneSummary(classes=3, shards_total=3, images_written=25, images_requested=30,

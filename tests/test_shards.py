@@ -109,20 +109,15 @@ def test_shuffled_plan_mixes_classes_and_places_every_sample_once():
 
 
 def test_the_event_log_lives_beside_the_shards_on_an_object_store(tmp_path, monkeypatch):
-    from omegaconf import OmegaConf
-
-    from pipeline.clone import load
-    from pipeline.clone.driver import CloneDriver
+    from pipeline.clone.events import EventLog
     from pipeline.clone.layout import LAYOUT
 
     monkeypatch.chdir(tmp_path)  # it used to land in the working directory
-    cfg = OmegaConf.to_container(load(["paths.output_dir=memory://bucket/run", "cluster.num_workers=1"]), resolve=True)
-    plan = ClonePlan([ClassInfo(0, "c0", "c0")], 4, 4, "class", 0)
     for run in range(2):  # no appends on an object store: each run's events follow the earlier ones
-        driver = CloneDriver(cfg, plan)
-        driver.event("plan", run=run)
-        driver.event("summary", run=run)
-        driver._upload_log()
+        event = EventLog(Storage("memory://bucket/run"))
+        event("plan", run=run)
+        event("summary", run=run)
+        event.upload()
     lines = Storage("memory://bucket/run").read_bytes(LAYOUT.log).decode().splitlines()
     assert [(json.loads(x)["event"], json.loads(x)["run"]) for x in lines] == [("plan", 0), ("summary", 0), ("plan", 1), ("summary", 1)]
     assert not os.listdir(tmp_path)

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from pipeline.cli import app
 from pipeline.clone import api
-from pipeline.clone.driver import CloneSummary
+from pipeline.clone.summary import CloneSummary
 from pipeline.clone.layout import LAYOUT
 
 

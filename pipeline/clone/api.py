@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.assembly import instantiate_model
 from pipeline.clone.card import CardFacts
 from pipeline.clone.dataset import ClassInfo
-from pipeline.clone.driver import CloneDriver, CloneSummary
+from pipeline.clone.driver import CloneDriver
+from pipeline.clone.summary import CloneSummary
 from pipeline.clone.inline_pool import local_resources
 from pipeline.clone.pool import worker_count
 from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound

@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
-    from pipeline.clone.driver import Unit
+    from pipeline.clone.plan import Unit
 
 
 def _done(fn: Callable[[], Any]) -> Future:

@@ -16,7 +16,8 @@ The plan holds the order as one integer array (1.3 M samples of ImageNet: 10 MB)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -149,3 +150,51 @@ class ClonePlan:
         if self.order == "class":
             return [Layout.shard_name(c.index * self.shards_per_class + p) for c in self.classes for p in range(self.shards_per_class)]
         return [Layout.shard_name(j) for j in range(self.num_shards)]
+
+
+Unit = SearchUnit | ShardUnit  # what the driver queues and a worker runs
+
+
+@dataclass
+class Schedule:
+    """The scheduling loop's state: units queued and in flight, shards waiting for their classes' searches,
+    retries, and per-worker throughput."""
+
+    queue: deque  # units ready to dispatch, in order
+    waiting: dict[str, int]  # shard -> classes whose search it still waits for
+    by_class: dict[str, list[ShardUnit]]  # class -> shards waiting for its search
+    in_flight: dict[Any, tuple[Unit, int]] = field(default_factory=dict)  # call ref -> (unit, worker id)
+    attempts: dict[str, int] = field(default_factory=dict)  # unit id -> failed tries
+    busy: dict[int, list[float]] = field(default_factory=dict)  # worker id -> [images, seconds]
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # worker id -> its latest call statistics
+    backoffs: dict[int, int] = field(default_factory=dict)  # worker id -> out-of-memory back-offs logged
+    alone_since: float | None = None  # since when no worker has been alive
+
+    @classmethod
+    def of(cls, searches: list[SearchUnit], shards: list[ShardUnit]) -> "Schedule":
+        """Searches first; a shard is ready once every class it draws from has its search persisted."""
+        unsearched = {u.cls.id for u in searches}
+        waiting: dict[str, int] = {}
+        by_class: dict[str, list[ShardUnit]] = {}
+        ready = []
+        for u in shards:
+            missing = [c.id for c in u.classes if c.id in unsearched]
+            if not missing:
+                ready.append(u)
+            waiting[u.shard] = len(missing)
+            for c in missing:
+                by_class.setdefault(c, []).append(u)
+        return cls(deque(searches + ready), waiting, by_class)
+
+    def searched(self, class_id: str) -> None:
+        """A class's search is persisted: the shards it completes go first (short units, early committed
+        output, finer-grained resume)."""
+        ready = []
+        for u in self.by_class.pop(class_id, []):
+            self.waiting[u.shard] -= 1
+            if self.waiting[u.shard] == 0:
+                ready.append(u)
+        self.queue.extendleft(reversed(ready))
+
+    def left(self) -> int:
+        return len(self.queue) + len(self.in_flight) + sum(1 for n in self.waiting.values() if n > 0)

@@ -14,7 +14,7 @@ Two backends (``cluster.backend``):
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from pipeline.clone.identity import check_weights
 from pipeline.clone.plan import SearchUnit
@@ -22,7 +22,8 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
-    from pipeline.clone.driver import CloneSummary, Schedule, Unit
+    from pipeline.clone.plan import Unit
+    from pipeline.clone.summary import CloneSummary
 
 class WorkerLost(Exception):
     """The worker that ran a unit is gone (actor crash, node loss): the unit is re-queued, the worker replaced."""
@@ -119,8 +120,9 @@ class WorkerPool:
         """One line for a failed start or unit."""
         return short_error(exc)
 
-    def follow_cluster(self, sched: Schedule) -> None:
-        """``cluster.num_workers=auto``: grow with the cluster (a backend that cannot grow does nothing)."""
+    def follow_cluster(self, pending: int) -> None:
+        """``cluster.num_workers=auto``: grow with the cluster while ``pending`` units are queued or running (a backend
+        that cannot grow does nothing)."""
 
     def node_left(self, node: str | None) -> bool:
         """Whether ``node`` has left the cluster (a worker lost with it is capacity gone, not a failure)."""
@@ -184,35 +186,37 @@ class WorkerPool:
     def none_started(self) -> str:
         return f"no worker started within cluster.worker_start_timeout_s={self.worker_start_timeout:g} s"
 
-    def dispatch(self, sched: Schedule) -> None:
+    def dispatch(self, queue: Iterable[Unit], in_flight: Mapping[Any, tuple[Unit, int]]) -> list[tuple[Any, Unit, int]]:
+        """Hand the first units of ``queue`` to the least loaded workers, each up to its ``max_in_flight`` (counting the
+        units ``in_flight``: ref -> (unit, worker id)); (ref, unit, worker id) of each unit handed over, in queue order."""
         load = {wid: 0 for wid in self.workers}
-        for _, wid in sched.in_flight.values():
+        for _, wid in in_flight.values():
             load[wid] = load.get(wid, 0) + 1
-        while sched.queue:
+        taken = []
+        for unit in queue:
             wid = min(load, key=load.get, default=None)
             if wid is None or load[wid] >= self.max_in_flight:
-                return
-            unit = sched.queue.popleft()
-            sched.in_flight[self._submit(self.workers[wid], unit)] = (unit, wid)
+                break
+            taken.append((self._submit(self.workers[wid], unit), unit, wid))
             load[wid] += 1
+        return taken
 
-    def lost(self, wid: int, unit: Unit, sched: Schedule, summary: CloneSummary, err: str) -> None:
-        sched.queue.appendleft(unit)
-        if wid in self.workers:  # first news of this death: re-queue its other units, replace it
-            del self.workers[wid]
-            for ref, (u, w) in list(sched.in_flight.items()):
-                if w == wid:
-                    del sched.in_flight[ref]
-                    sched.queue.appendleft(u)
-            node = self.worker_nodes.pop(wid, None)
-            if self.elastic and node is not None and self.node_left(node):  # capacity left: not a failure
-                summary.nodes_left += 1
-                self.event("node_left", worker=wid, node=node, unit=unit.id)
-                return
-            summary.workers_lost += 1
-            self.event("worker_lost", worker=wid, unit=unit.id, error=err)
-            self.check_restarts(summary, err)
-            self.request(1)
+    def lost(self, wid: int, unit: Unit, summary: CloneSummary, err: str) -> bool:
+        """Worker ``wid`` died running ``unit``. At the first news of it (True: its other units must be redone too) it
+        leaves the pool and is replaced, unless its node left an elastic cluster (capacity gone, not a failure)."""
+        if wid not in self.workers:
+            return False
+        del self.workers[wid]
+        node = self.worker_nodes.pop(wid, None)
+        if self.elastic and node is not None and self.node_left(node):
+            summary.nodes_left += 1
+            self.event("node_left", worker=wid, node=node, unit=unit.id)
+            return True
+        summary.workers_lost += 1
+        self.event("worker_lost", worker=wid, unit=unit.id, error=err)
+        self.check_restarts(summary, err)
+        self.request(1)
+        return True
 
     def check_restarts(self, summary: CloneSummary, err: str) -> None:
         if summary.workers_lost > self.max_worker_restarts:

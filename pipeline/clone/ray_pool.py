@@ -17,7 +17,7 @@ from pipeline.clone.worker import CloneWorker
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
-    from pipeline.clone.driver import Schedule, Unit
+    from pipeline.clone.plan import Unit
 
 ELASTIC_CHECK_S = 2.0  # cluster.num_workers=auto: how often the pool looks for capacity that joined
 
@@ -77,7 +77,7 @@ class RayPool(WorkerPool):
     def node_left(self, node: str | None) -> bool:
         return node not in {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
 
-    def follow_cluster(self, sched: Schedule) -> None:
+    def follow_cluster(self, pending: int) -> None:
         """``cluster.num_workers=auto``: every few seconds, request workers for capacity that joined the cluster
         (while there is work for them); capacity that left is not replaced."""
         if not self.elastic:
@@ -87,7 +87,7 @@ class RayPool(WorkerPool):
             return
         self._grown_at = now
         res = ray.cluster_resources()
-        want = min(worker_count(self.cfg["cluster"], res), len(sched.queue) + len(sched.in_flight))
+        want = min(worker_count(self.cfg["cluster"], res), pending)
         have = len(self.workers) + len(self.starting)
         if want > have:
             self.event("workers_requested", count=want - have, why="the cluster has room for more", resources=_resources(res))
