@@ -75,7 +75,7 @@ bench: $(STAMP)
 wheelhouse: $(STAMP)
 	$(PY) scripts/wheelhouse.py --out wheelhouse --have "$(HAVE)" --ray $(RAY) $(if $(PY_VERSION),--python-version $(PY_VERSION)) $(if $(PLATFORM),--platform "$(PLATFORM)")
 
-# The staged GPU check (pipeline/gpu_bench.py): one JSON line per stage, appended to $(GPU_OUT) as it ends. Needs no
+# The staged GPU check (pipeline/bench/gpu.py): one JSON line per stage, appended to $(GPU_OUT) as it ends. Needs no
 # setup here: on an offline node, install the wheelhouse first. ARGS="--gpu-scale tiny" runs it on the CPU.
 gpu-check:
 	$(CHECK_PY) scripts/bench.py --only gpu --out $(GPU_OUT) $(ARGS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import gpu_bench
+from pipeline.bench import gpu as gpu_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 

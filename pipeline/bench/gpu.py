@@ -39,7 +39,7 @@ from typing import Any, Callable, TextIO
 
 import torch
 
-CONFIGS = Path(__file__).resolve().parents[1] / "models" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "models" / "configs"
 PROMPTS = ["a large red solid star on a white background", "a small blue dotted circle on a black background",
            "a medium green striped square on a grey background", "a large yellow solid cross on a blue background"]
 SHAPES = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"]
@@ -393,7 +393,7 @@ def report_from_lines(lines: list[str]) -> dict[str, Any]:
     return report
 
 
-def markdown_lines(g: dict[str, Any]) -> list[str]:
+def lines(g: dict[str, Any]) -> list[str]:
     """The check's tables for docs/results.md."""
     from pipeline.markdown import table
 
