@@ -167,6 +167,7 @@ def test_renders_ahead_guess_the_next_step_exactly_when_its_outcomes_are_known(s
     from helpers.components import SEGMENTATION
     from pipeline.encoders.pixel_stats import PaletteSegmenter
     from pipeline.rewards import build_reward
+    from pipeline.search.lookahead import Lookahead
     from pipeline.search.qlearning import _Walk
     from pipeline.seeding import rng_for
 
@@ -185,7 +186,7 @@ def test_renders_ahead_guess_the_next_step_exactly_when_its_outcomes_are_known(s
             assert nxt == guess[: len(nxt)]
             steps += 1
         env.observe(nxt)  # rendered before the step takes them: the lookahead knows every outcome
-        guess = list(itertools.islice(walk.lookahead(stepping), len(stepping) + walk.q.parallel))
+        guess = list(itertools.islice(Lookahead(walk, stepping)(), len(stepping) + walk.q.parallel))
         outcomes = env.step_many([ag.state for ag, _ in stepping], [a for _, a in stepping], [ag.t for ag, _ in stepping])
         walk.learn(stepping, [(s2, r, done, env.accepted(s2), env.visit(s2).score) for s2, r, done in outcomes])
         walk.refill()

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.grammar import Encoding
+from pipeline.search.lookahead import Lookahead
 from pipeline.search.result import SearchProblem, SearchResult
 from pipeline.seeding import rng_for
-
-
-#: steps a lookahead simulates (:meth:`_Walk.lookahead`): the likeliest guesses of each, before the alternatives
-LOOKAHEAD_STEPS = 2
 
 
 @dataclass
@@ -95,7 +90,7 @@ class QLearning:
         env = problem.env
         walk = _Walk(self, env, rng_for("qlearning", problem.seed))
         stepping: list[tuple[_Agent, int]] = []  # the episodes and actions of the step being rendered
-        env.set_lookahead(lambda: walk.lookahead(stepping))
+        env.set_lookahead(Lookahead(walk, stepping))  # renders ahead in a call's free slots (pipeline/search/lookahead.py)
         walk.begin()
         while walk.agents:
             stepping[:] = zip(walk.agents, walk.choose())
@@ -113,7 +108,7 @@ class QLearning:
 class _Walk:
     """A Q-learning search's state between steps (Q-table, random stream, running episodes, what it found), and its
     step in three parts: :meth:`choose` the actions, :meth:`learn` from their outcomes, :meth:`refill` the freed
-    slots. :meth:`lookahead` runs the same three on a copy, with the outcomes known so far, to guess the next steps."""
+    slots. (:class:`~pipeline.search.lookahead.Lookahead` runs the same three on a copy to guess the next steps.)"""
 
     def __init__(self, q: QLearning, env, rng: np.random.Generator) -> None:
         self.q, self.env, self.rng = q, env, rng
@@ -136,16 +131,6 @@ class _Walk:
 
     def _fresh_row(self) -> np.ndarray:
         return np.full(self.env.n_actions, self.q.q_init)
-
-    def fork(self) -> "_Walk":
-        """A copy whose steps leave this walk (and its random stream) untouched."""
-        w = copy.copy(self)
-        w.rng = copy.deepcopy(self.rng)
-        w.Q = defaultdict(w._fresh_row, {s: row.copy() for s, row in self.Q.items()})
-        w.visits = [v.copy() for v in self.visits]
-        w.accepted, w.parent = list(self.accepted), dict(self.parent)
-        w.agents = [dataclasses.replace(ag) for ag in self.agents]
-        return w
 
     def bonus(self, score: float, s: Encoding) -> float:
         if not self.q.novelty or not self.free_axes:
@@ -205,54 +190,3 @@ class _Walk:
             else:
                 s = self.env.start
             self.agents.append(_Agent(e, s, 0, self.env.accepted(s), max(q.epsilon_end, q.epsilon_start * q.epsilon_decay**e)))
-
-    def _guess(self, s: Encoding, s2: Encoding, known: tuple[float, float]) -> tuple[float, float]:
-        """(image reward, score) of ``s2``, not rendered yet, stepped onto from ``s`` (whose are ``known``): those of
-        ``s``, except that a step along the class axis is guessed to leave the class (score 0)."""
-        reward, score = known
-        if self.class_pos is not None and s2[self.class_pos] != s[self.class_pos]:
-            score = 0.0
-        return reward, score
-
-    def lookahead(self, stepping: Sequence[tuple[_Agent, int]]) -> Iterator[Encoding]:
-        """The states the next steps will likely render, likeliest first (env.set_lookahead; read-only), while
-        ``stepping``'s states are rendered: a copy of this walk takes the next :data:`LOOKAHEAD_STEPS` steps, from the
-        outcomes rendered so far and a guess of the others (:meth:`_guess`), and yields each step's states; then each
-        episode's other greedy moves at the next step, then its other moves. Before the first step: the start's
-        neighbours."""
-        env = self.env
-        if not stepping:
-            yield from (env.move(env.start, a) for a in env.actions(env.start))
-            return
-        if env.exhausted:  # the search ends with this step
-            return
-        w = self.fork()
-        step = [(copy_ag, a) for copy_ag, (_, a) in zip(w.agents, stepping)]  # stepping holds this walk's agents, in order
-        guessed: dict[Encoding, tuple[float, float]] = {}
-        renders, later = env.renders, []
-        for depth in range(LOOKAHEAD_STEPS):
-            outcomes = []
-            for ag, a in step:
-                s2 = env.move(ag.state, a)
-                value = env.known(s2) or guessed.get(s2)
-                if value is None:
-                    value = guessed[s2] = self._guess(ag.state, s2, env.known(ag.state) or guessed.get(ag.state) or (0.0, 0.0))
-                    renders += env.seeds_per_state if depth else 0  # the first step's are counted already
-                r, done, accepted = env.outcome(s2, ag.t, *value)
-                outcomes.append((s2, r, done, accepted, value[1]))
-            w.learn(step, outcomes)
-            if depth and env.budget is not None and renders >= env.budget:
-                break
-            w.refill()
-            step = list(zip(w.agents, w.choose()))
-            yield from (env.move(ag.state, a) for ag, a in step)
-            if not depth:  # the alternatives at the next step: its other greedy moves first, then the rest
-                for ag in w.agents:
-                    valid = np.array(env.actions(ag.state) or range(env.n_actions))
-                    q = w.Q[ag.state][valid]
-                    greedy = [int(x) for x in valid[q == q.max()]]
-                    later.append((ag.state, greedy, [int(x) for x in valid if x not in greedy]))
-        for s2, greedy, _ in later:
-            yield from (env.move(s2, x) for x in greedy)
-        for s2, _, rest in later:
-            yield from (env.move(s2, x) for x in rest)
