@@ -46,7 +46,7 @@ def standin(tmp_path, *overrides):
 
     cfg = clone_api.load([f"paths.output_dir={tmp_path}", "experiment=confusable1000", "dataset.num_classes=12",
                           "clone.images_per_class=4", "clone.shard_size=48", "clone.progress=false", *overrides])
-    worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
+    worker = CloneWorker(OmegaConf.to_object(cfg))
     c = cfg.clone
     return worker, ClonePlan(worker.dataset.classes(), c.images_per_class, c.shard_size, c.shard_order, cfg.seed)
 

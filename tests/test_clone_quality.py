@@ -191,7 +191,7 @@ def hand_made_shards(tmp_path, *overrides):
 
     cfg = compose_clone(f"paths.output_dir={tmp_path}", "clone.images_per_class=6", "clone.shard_size=6", "clone.max_tries=3",
                         "clone.reuse_search_renders=false", *overrides)  # the searches are written by hand, without renders
-    worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
+    worker = CloneWorker(OmegaConf.to_object(cfg))
     classes = {c.name: c for c in worker.dataset.classes()}
     shard_of = {u.classes[0].name: u for u in ClonePlan(list(classes.values()), 6, 6, "class", 0).shard_units()}
     write_search(worker, classes["star"], ["a large red solid star on a white background", "a small blue dotted circle on a black background",

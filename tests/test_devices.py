@@ -1,10 +1,12 @@
 """Device decisions of a clone's workers, checked on a CPU machine by faking what the device query answers."""
 
+import dataclasses
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pipeline.clone.api import _place_workers, worker_count
+from pipeline.clone.api import _place_workers, load, worker_count
 from pipeline.errors import ConfigError
 from pipeline.torch_device import check_worker_device, describe_device, gpus_per_worker, resolve_device, wants_gpu
 
@@ -26,7 +28,9 @@ def test_gpus_per_worker(configured, gpus, model, want):
 
 
 def cluster(**kw):
-    return {"num_workers": None, "gpus_per_worker": 0.0, "cpus_per_worker": 1, **kw}
+    """``cluster=local``'s settings, typed as the driver gets them, with ``kw`` replacing some."""
+    base = OmegaConf.to_object(load(["cluster=local"])).cluster
+    return dataclasses.replace(base, **{"num_workers": None, "gpus_per_worker": 0.0, "cpus_per_worker": 1, **kw})
 
 
 def test_worker_count_follows_the_gpus():
@@ -42,7 +46,7 @@ def test_cluster_local_on_a_gpu_machine_gives_each_worker_its_gpu(capsys):
     cfg = OmegaConf.create({"cluster": {"gpus_per_worker": None}, "model": SD})
     settings = cluster(gpus_per_worker=None)
     _place_workers(cfg, settings, {"CPU": 96, "GPU": 8}, started=True)
-    assert settings["gpus_per_worker"] == 1.0 and settings["num_workers"] == 8
+    assert settings.gpus_per_worker == 1.0 and settings.num_workers == 8
     assert "8 GPUs found: one GPU per worker" in capsys.readouterr().err
 
 
@@ -50,7 +54,7 @@ def test_gpus_left_unused_are_reported(capsys):
     cfg = OmegaConf.create({"cluster": {"gpus_per_worker": 0}, "model": SD})
     settings = cluster()
     _place_workers(cfg, settings, {"CPU": 16, "GPU": 2}, started=True)
-    assert settings["num_workers"] == 16 and "2 GPUs but cluster.gpus_per_worker=0" in capsys.readouterr().err
+    assert settings.num_workers == 16 and "2 GPUs but cluster.gpus_per_worker=0" in capsys.readouterr().err
 
 
 def test_a_worker_given_a_gpu_that_sees_none_refuses_to_start(monkeypatch):

@@ -74,7 +74,7 @@ def test_a_shuffled_clone_renders_in_full_calls(tmp_path):
                           "clone.batch_size=16", "clone.reuse_search_renders=false", "env.budget=64", "search=qlearning_batched",
                           "clone.progress=false"])
     plan, _, _, _ = clone_api.api._prepare(cfg)
-    worker = CloneWorker(OmegaConf.to_container(cfg, resolve=True))
+    worker = CloneWorker(OmegaConf.to_object(cfg))
     gen = CountingGenerator(worker.stack.generator)
     worker.pool.renderer.generator = gen
     in_threads(worker.pool, worker.search, [SearchUnit(c) for c in plan.classes])

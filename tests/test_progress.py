@@ -1,7 +1,9 @@
 """The progress bar counts renders from the workers' generator calls, not units, and its total converges on the
 renders the units took."""
 
-from pipeline.clone import progress
+from omegaconf import OmegaConf
+
+from pipeline.clone import load, progress
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.plan import ClonePlan, SearchUnit
 from pipeline.clone.progress import RenderProgress, render_estimate
@@ -31,8 +33,9 @@ def test_the_bar_counts_renders_as_they_happen_and_takes_each_units_renders_when
     monkeypatch.setattr(progress, "POLL_S", 0.0)
     classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(3)]
     shards = ClonePlan(classes, 4, 12, "shuffled", 0).shard_units()
-    env = {"budget": 48, "class_source": "rendered", "rendered_candidates": 4, "rendered_seeds": 8}
-    clone = {"reuse_search_renders": True, "reuse_max_share": 0.25}
+    settings = OmegaConf.to_object(load(["env.budget=48", "env.class_source=rendered", "env.rendered_candidates=4", "env.rendered_seeds=8",
+                                         "clone.reuse_search_renders=true", "clone.reuse_max_share=0.25"]))
+    env, clone = settings.env, settings.clone
     searches = [SearchUnit(c) for c in classes]
     bar = RenderProgress([*searches, *shards], render_estimate(env, clone), enabled=False)
     assert bar.total == 3 * (48 + 32) + 9  # three searches, one shard of 12 images of which 3 may be search renders

@@ -37,6 +37,7 @@ from pipeline.clone.inventory import output_tags
 from pipeline.clone.lease import Lease
 from pipeline.clone.plan import ClonePlan
 from pipeline.compose import REPO_ROOT, load_config
+from pipeline.config import CloneApp, ClusterSettings
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
 from pipeline.storage import Storage
@@ -149,17 +150,17 @@ def _is_local(ref: str) -> bool:
     return os.path.exists(os.path.expanduser(str(ref)))
 
 
-def _place_workers(cfg: DictConfig, cluster: dict[str, Any], res: dict[str, float], started: bool) -> None:
+def _place_workers(cfg: DictConfig, cluster: ClusterSettings, res: dict[str, float], started: bool) -> None:
     """The GPU decision and the worker count, into ``cluster`` (the settings the driver gets): ``cluster=local``
     on a GPU machine gives each worker one GPU (``gpus_per_worker: null``), and says so."""
     gpus = res.get("GPU", 0)
-    cluster["gpus_per_worker"] = gpus_per_worker(cfg.cluster.gpus_per_worker, gpus, cfg.model)
-    if cfg.cluster.gpus_per_worker is None and cluster["gpus_per_worker"]:
+    cluster.gpus_per_worker = gpus_per_worker(cfg.cluster.gpus_per_worker, gpus, cfg.model)
+    if cfg.cluster.gpus_per_worker is None and cluster.gpus_per_worker:
         print(f"{gpus:g} GPUs found: one GPU per worker (cluster.gpus_per_worker=0 runs on the CPUs)", file=sys.stderr)
-    elif gpus and not cluster["gpus_per_worker"] and wants_gpu(cfg.model):
+    elif gpus and not cluster.gpus_per_worker and wants_gpu(cfg.model):
         print(f"warning: the Ray cluster has {gpus:g} GPUs but cluster.gpus_per_worker=0: the model runs on CPUs", file=sys.stderr)
-    if cluster["num_workers"] != "auto" and (started or not cluster["num_workers"]):  # auto: the driver follows the cluster
-        cluster["num_workers"] = worker_count(cluster, res)
+    if cluster.num_workers != "auto" and (started or not cluster.num_workers):  # auto: the driver follows the cluster
+        cluster.num_workers = worker_count(cluster, res)
 
 
 def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None, command: str | None = None) -> CloneSummary:
@@ -169,7 +170,8 @@ def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None, command
     in this process. ``on_event`` sees every event of ``clone.log`` as it is logged; ``command``: the command line
     that launched the run, for the card."""
     clone_plan, _, grammar, labels = _prepare(cfg)
-    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings = OmegaConf.to_container(cfg, resolve=True)  # what the output depends on, as run.json records it
+    typed: CloneApp = OmegaConf.to_object(cfg)  # what the driver, the pool and the workers read (it crosses Ray as is)
     identity = run_identity(settings)
     storage = Storage(cfg.paths.output_dir, cfg.clone.storage_retry_s)
     storage.probe()  # an object store that cannot be used says so in one line, in seconds
@@ -177,10 +179,10 @@ def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None, command
     with Lease(storage, identity_hash(identity), cfg.clone.lease_timeout_s, cfg.clone.lease_heartbeat_s) as lease:
         changes = check_identity(storage, settings, cfg.clone.on_config_change, identity, lambda: output_tags(storage))
         driver = partial(CloneDriver, plan=clone_plan, identity_changes=changes, lease=lease, identity=identity, on_event=on_event,
-                         class_pos=grammar.axis_index(grammar.class_axis), card=CardFacts.of(settings, labels, command))
+                         class_pos=grammar.axis_index(grammar.class_axis), card=CardFacts.of(typed, labels, command))
         if cfg.cluster.backend == "inline":
-            _place_workers(cfg, settings["cluster"], local_resources(), started=True)
-            return driver(settings).run()
+            _place_workers(cfg, typed.cluster, local_resources(), started=True)
+            return driver(typed).run()
         try:
             import ray
         except ImportError:
@@ -191,8 +193,8 @@ def run(cfg: DictConfig, on_event: Callable[[dict], None] | None = None, command
         if started:
             _init_ray(cfg.cluster)
         try:
-            _place_workers(cfg, settings["cluster"], ray.cluster_resources(), started)
-            return driver(settings).run()
+            _place_workers(cfg, typed.cluster, ray.cluster_resources(), started)
+            return driver(typed).run()
         finally:
             if started:
                 ray.shutdown()

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import yaml
 
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.shards import ShardRecord
 from pipeline.models.fingerprint import weights_name
+
+if TYPE_CHECKING:
+    from pipeline.config import CloneApp
 
 #: the fields of every sample's ``json`` (written by :meth:`pipeline.clone.worker.CloneWorker.generate`) and their
 #: Arrow types in the card; ``None`` values (no encoding for a free-text prompt, no score without verification) load
@@ -49,19 +52,19 @@ class CardFacts:
     command: str | None  # the command line that launched the run (None: the Python API)
 
     @classmethod
-    def of(cls, cfg: dict[str, Any], classes: Sequence[ClassInfo], command: str | None = None) -> "CardFacts":
-        """From a resolved clone config (a plain dict) and the dataset's classes."""
-        model, search = cfg["model"], cfg["search"]
+    def of(cls, cfg: CloneApp, classes: Sequence[ClassInfo], command: str | None = None) -> "CardFacts":
+        """From the run's settings and the dataset's classes."""
+        model, search, dataset = cfg.model, cfg.search, cfg.dataset  # component configs (``_target_`` and its arguments)
         if "pretrained" in model:
             name = weights_name(model["pretrained"], model.get("revision"))
         else:
             name = f"{model['_target_'].rsplit('.', 1)[-1]} ({model.get('world', 'shapes')} world)"
-        env, clone, dataset = cfg["env"], cfg["clone"], cfg["dataset"]
-        settings = {"seed": cfg["seed"], "env.mode": env.get("mode"), "env.class_source": env.get("class_source"),
-                    "env.budget": env.get("budget"), "dataset.inputs_per_class": dataset.get("inputs_per_class"),
-                    "dataset.input_seed": dataset.get("input_seed"), "clone.images_per_class": clone["images_per_class"],
-                    "clone.shard_size": clone["shard_size"], "clone.shard_order": clone["shard_order"]}
-        return cls(str(dataset.get("name") or "dataset"), tuple(classes), str(clone["image_format"]), name,
+        env, clone = cfg.env, cfg.clone
+        settings = {"seed": cfg.seed, "env.mode": env.mode, "env.class_source": env.class_source,
+                    "env.budget": env.budget, "dataset.inputs_per_class": dataset.get("inputs_per_class"),
+                    "dataset.input_seed": dataset.get("input_seed"), "clone.images_per_class": clone.images_per_class,
+                    "clone.shard_size": clone.shard_size, "clone.shard_order": clone.shard_order}
+        return cls(str(dataset.get("name") or "dataset"), tuple(classes), str(clone.image_format), name,
                    model.get("license"), search["_target_"].rsplit(".", 1)[-1], settings, command)
 
 

@@ -21,7 +21,6 @@ survives failures.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -41,6 +40,7 @@ from pipeline.clone.pool import UnitError, WorkerLost, make_pool, worker_count
 from pipeline.clone.progress import RenderProgress, render_estimate
 from pipeline.clone.summary import CloneSummary
 from pipeline.clone.worker import image_seed
+from pipeline.config import CloneApp
 from pipeline.errors import ConfigError, Interrupted
 from pipeline.rendering import summarise_calls
 from pipeline.storage import Storage
@@ -49,7 +49,7 @@ log = logging.getLogger("rldf.clone")
 
 
 class CloneDriver:
-    def __init__(self, cfg: dict[str, Any], plan: ClonePlan, *, lease: Lease, identity: dict[str, Any],
+    def __init__(self, cfg: CloneApp, plan: ClonePlan, *, lease: Lease, identity: dict[str, Any],
                  identity_changes: list[str], on_event: Callable[[dict], None] | None = None, class_pos: int | None = None,
                  card: CardFacts | None = None) -> None:
         """The caller (:func:`pipeline.clone.api.run`) holds the output folder's ``lease``, has computed the run's
@@ -61,15 +61,15 @@ class CloneDriver:
         self.card = card or CardFacts.of(cfg, plan.classes)
         self.lease, self.identity_changes = lease, identity_changes
         self.identity_hash = identity_hash(identity)
-        cluster, clone = cfg["cluster"], cfg["clone"]
-        self.max_attempts = int(clone["max_attempts"])
-        self.verify_mode = str(clone["verify"])
+        cluster, clone = cfg.cluster, cfg.clone
+        self.max_attempts = int(clone.max_attempts)
+        self.verify_mode = str(clone.verify)
         self.class_pos = class_pos
         self._readings: dict[str, tuple[str | None, float | None]] = {}  # class id -> what its search read (this run)
-        self.stop_grace = float(cluster["stop_grace_s"])
+        self.stop_grace = float(cluster.stop_grace_s)
         self._stop_signal: str | None = None  # the first SIGTERM / SIGINT received
         self._stop_at = 0.0
-        self.storage = Storage(cfg["paths"]["output_dir"], cfg["clone"]["storage_retry_s"])
+        self.storage = Storage(cfg.paths.output_dir, cfg.clone.storage_retry_s)
         self.manifest = Manifest(self.storage)
         self.event = EventLog(self.storage, on_event)
         self.pool = make_pool(cfg, self.identity_hash, self.storage, self.event)
@@ -85,13 +85,13 @@ class CloneDriver:
         units = self.plan.shard_units()
         known = folder_identities(self.storage) | {self.identity_hash}
         inv = take_inventory(self.storage, units, [c.id for c in self.plan.classes], known, self.verify_mode,
-                             bool(self.cfg["clone"]["reuse_search_renders"]), partial(image_seed, int(self.cfg["seed"])),
+                             bool(self.cfg.clone.reuse_search_renders), partial(image_seed, int(self.cfg.seed)),
                              self.identity_hash, self.class_pos)
         self.event("verified", mode=self.verify_mode, shards=len(inv.valid) + len(inv.damaged), invalid=len(inv.damaged),
                    foreign=len(inv.foreign), rebuilt=len(inv.rebuilt), seconds=round(time.perf_counter() - t0, 3))
         if inv.foreign:
             tags = sorted(set(inv.foreign.values()))
-            if self.cfg["clone"]["on_config_change"] != "allow":
+            if self.cfg.clone.on_config_change != "allow":
                 raise ConfigError(
                     f"{self.storage.url} holds {len(inv.foreign)} files made by a run of other settings (identity "
                     f"{', '.join(tags[:3])}; this run's is {self.identity_hash}), e.g. {sorted(inv.foreign)[0]}: another run wrote "
@@ -158,12 +158,12 @@ class CloneDriver:
         bar = None
         try:
             if sched.queue:
-                wanted = worker_count(self.cfg["cluster"], self.pool.resources())
+                wanted = worker_count(self.cfg.cluster, self.pool.resources())
                 self.pool.start(max(1, min(wanted, len(sched.queue))), summary)
             summary.startup_s = round(time.perf_counter() - t0, 3)
             # from here, not before the models load: its rate, and so its ETA, is the work's
-            bar = RenderProgress([*searches, *shards], render_estimate(self.cfg["env"], self.cfg["clone"]),
-                                 self.cfg["clone"]["progress"], images_done=summary.images_written)
+            bar = RenderProgress([*searches, *shards], render_estimate(self.cfg.env, self.cfg.clone),
+                                 self.cfg.clone.progress, images_done=summary.images_written)
             while (sched.queue or sched.in_flight) and not self._should_stop(sched, summary):
                 if self._stop_signal is None:
                     self._dispatch(sched)
@@ -279,7 +279,7 @@ class CloneDriver:
         for phase, c in summary.generator_calls.items():
             self.event("generator_calls", phase=phase, **c)
         if not self.lease.lost:  # else the folder's files are the new holder's to write
-            finish(summary, self.plan, self.cfg["clone"], self.manifest, self.storage, self.card, self._readings, self.event)
+            finish(summary, self.plan, self.cfg.clone, self.manifest, self.storage, self.card, self._readings, self.event)
         self.event.upload()
         return summary
 

@@ -18,9 +18,9 @@ from pipeline.search import (
 def search_render_bound(search: Any, env_cfg: Mapping[str, Any], grammar: Grammar) -> int:
     """An upper bound on one search's renders: the env's budget (plus the last step's overshoot of at most
     one batch), or what the search can render at most; cached revisits cost nothing."""
-    per_state = int(env_cfg["seeds_per_state"])
+    per_state = int(env_cfg.seeds_per_state)
     if isinstance(search, QLearning):
-        bound = min(search.episodes * int(env_cfg["horizon"]) + 1, grammar.size) * per_state
+        bound = min(search.episodes * int(env_cfg.horizon) + 1, grammar.size) * per_state
     elif isinstance(search, NoisyGradient):
         bound = min(search.steps * search.samples_per_step + 2, grammar.size) * per_state
     elif isinstance(search, (RandomSearch, ClassNameRandomAttributes, Exhaustive)):
@@ -29,8 +29,8 @@ def search_render_bound(search: Any, env_cfg: Mapping[str, Any], grammar: Gramma
         return per_state
     else:
         return 0
-    cap = env_cfg["budget"]
-    return min(bound, int(cap) + int(env_cfg["batch_size"])) if cap else bound
+    cap = env_cfg.budget
+    return min(bound, int(cap) + int(env_cfg.batch_size)) if cap else bound
 
 
 def measure_throughput(generator: Generator, grammar: Grammar, images: int, batch_size: int) -> tuple[float, str]:

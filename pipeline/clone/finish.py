@@ -31,8 +31,8 @@ def finish(summary: CloneSummary, plan: ClonePlan, clone: Mapping[str, Any], man
     tally(summary, records)
     if summary.shortfall:
         event("shortfall", classes=summary.shortfall)
-    summary.images_requested = len(plan.classes) * int(clone["images_per_class"])
-    summary.incomplete = incompleteness(summary, float(clone["max_shortfall"]))
+    summary.images_requested = len(plan.classes) * int(clone.images_per_class)
+    summary.incomplete = incompleteness(summary, float(clone.max_shortfall))
     if summary.incomplete:
         event("incomplete", why=summary.incomplete)
     label_report(summary, records, plan, readings)

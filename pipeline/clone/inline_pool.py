@@ -21,6 +21,7 @@ from pipeline.errors import ConfigError
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
+    from pipeline.config import CloneApp
     from pipeline.clone.plan import Unit
 
 
@@ -42,8 +43,8 @@ def local_resources() -> dict[str, float]:
 
 
 class InlinePool(WorkerPool):
-    def __init__(self, cfg: dict[str, Any], identity_hash: str, storage: Storage, event: Callable[..., None]) -> None:
-        n = cfg["cluster"]["num_workers"]
+    def __init__(self, cfg: CloneApp, identity_hash: str, storage: Storage, event: Callable[..., None]) -> None:
+        n = cfg.cluster.num_workers
         if n not in (None, 1):
             raise ConfigError(f"cluster.backend=inline runs one worker in this process; got cluster.num_workers={n} "
                               "(use cluster=local for several)")

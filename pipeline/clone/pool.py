@@ -17,11 +17,11 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from pipeline.clone.identity import check_weights
-from pipeline.clone.plan import SearchUnit
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
+    from pipeline.config import CloneApp
     from pipeline.clone.plan import Unit
     from pipeline.clone.summary import CloneSummary
 
@@ -36,22 +36,22 @@ class UnitError(Exception):
 def worker_count(cluster: Any, res: dict[str, float]) -> int:
     """Workers to run on resources ``res``: ``cluster.num_workers`` when it is a number, else one per
     ``gpus_per_worker`` GPUs (GPU workers), else one per ``cpus_per_worker`` CPUs."""
-    n = cluster["num_workers"]
+    n = cluster.num_workers
     if n and n != "auto":
         return int(n)
-    gpus = float(cluster["gpus_per_worker"] or 0)
+    gpus = float(cluster.gpus_per_worker or 0)
     if gpus:
         count = int(res.get("GPU", 0) // gpus)
         if count < 1 and n != "auto":
             raise ConfigError(f"cluster.gpus_per_worker={gpus:g} but the cluster has {res.get('GPU', 0):g} GPUs")
         return max(count, 0 if n == "auto" else 1)
-    cpus = float(cluster["cpus_per_worker"])
+    cpus = float(cluster.cpus_per_worker)
     return max(1, int(res.get("CPU", 1) // cpus)) if cpus else max(1, int(res.get("CPU", 1)))
 
 
-def make_pool(cfg: dict[str, Any], identity_hash: str, storage: Storage, event: Callable[..., None]) -> "WorkerPool":
+def make_pool(cfg: CloneApp, identity_hash: str, storage: Storage, event: Callable[..., None]) -> "WorkerPool":
     """The pool of ``cluster.backend``; Ray is imported only for ``ray``."""
-    backend = cfg["cluster"]["backend"]
+    backend = cfg.cluster.backend
     if backend == "inline":
         from pipeline.clone.inline_pool import InlinePool
 
@@ -66,15 +66,15 @@ class WorkerPool:
     recorded weights each joining worker's are checked against. A backend fills in how workers start, how a unit
     is handed over, waited for and read back, and how a worker's progress is asked."""
 
-    def __init__(self, cfg: dict[str, Any], identity_hash: str, storage: Storage, event: Callable[..., None]) -> None:
-        cluster = cfg["cluster"]
+    def __init__(self, cfg: CloneApp, identity_hash: str, storage: Storage, event: Callable[..., None]) -> None:
+        cluster = cfg.cluster
         self.cfg, self.identity_hash, self.storage, self.event = cfg, identity_hash, storage, event
         #: auto: one worker per GPU or slot the cluster has now, requested as nodes join (cluster.num_workers=auto)
-        self.elastic = cluster["num_workers"] == "auto"
-        self.units_per_worker = int(cluster["units_per_worker"])
-        self.max_in_flight = self.units_per_worker - 1 + int(cluster["max_in_flight"])  # units a worker holds
-        self.max_worker_restarts = int(cluster["max_worker_restarts"])
-        self.worker_start_timeout = float(cluster["worker_start_timeout_s"])
+        self.elastic = cluster.num_workers == "auto"
+        self.units_per_worker = int(cluster.units_per_worker)
+        self.max_in_flight = self.units_per_worker - 1 + int(cluster.max_in_flight)  # units a worker holds
+        self.max_worker_restarts = int(cluster.max_worker_restarts)
+        self.worker_start_timeout = float(cluster.worker_start_timeout_s)
         self.workers: dict[int, Any] = {}
         self.starting: dict[Any, tuple[int, Any]] = {}  # start ref -> (worker id, handle) of workers not yet up
         self.worker_nodes: dict[int, str | None] = {}  # worker id -> the node it runs on
@@ -161,7 +161,7 @@ class WorkerPool:
         summary.worker_devices[str(wid)] = {k: info.get(k) for k in ("device", "device_name", "dtype", "torch", "cuda", "diffusers", "weights")}
         self.event("worker_started", **info)
         try:
-            changed = check_weights(self.storage, info.get("weights"), self.cfg["clone"]["on_config_change"])
+            changed = check_weights(self.storage, info.get("weights"), self.cfg.clone.on_config_change)
         except ConfigError:
             self._kill(worker)
             raise

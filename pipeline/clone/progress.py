@@ -24,10 +24,10 @@ PROGRESS_GROUP = "progress"  # the workers' Ray concurrency group that answers i
 
 def render_estimate(env: Mapping[str, Any], clone: Mapping[str, Any]) -> Callable[[Any], int]:
     """The renders the plan expects of a unit, from the run's env and clone settings."""
-    search = int(env["budget"] or 0)
-    if env["class_source"] == "rendered":
-        search += int(env["rendered_candidates"]) * int(env["rendered_seeds"])
-    fresh = 1.0 - (float(clone["reuse_max_share"]) if clone["reuse_search_renders"] else 0.0)
+    search = int(env.budget or 0)
+    if env.class_source == "rendered":
+        search += int(env.rendered_candidates) * int(env.rendered_seeds)
+    fresh = 1.0 - (float(clone.reuse_max_share) if clone.reuse_search_renders else 0.0)
 
     def estimate(unit: Any) -> int:
         return search if isinstance(unit, SearchUnit) else max(1, round(unit.count * fresh))

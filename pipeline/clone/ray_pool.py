@@ -17,6 +17,7 @@ from pipeline.clone.worker import CloneWorker
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
+    from pipeline.config import CloneApp
     from pipeline.clone.plan import Unit
 
 ELASTIC_CHECK_S = 2.0  # cluster.num_workers=auto: how often the pool looks for capacity that joined
@@ -33,11 +34,11 @@ def _remote_worker() -> Any:
 
 
 class RayPool(WorkerPool):
-    def __init__(self, cfg: dict[str, Any], identity_hash: str, storage: Storage, event: Callable[..., None]) -> None:
+    def __init__(self, cfg: CloneApp, identity_hash: str, storage: Storage, event: Callable[..., None]) -> None:
         super().__init__(cfg, identity_hash, storage, event)
-        cluster = cfg["cluster"]
+        cluster = cfg.cluster
         self._grown_at = 0.0
-        self.actor_options = {"num_cpus": float(cluster["cpus_per_worker"]), "num_gpus": float(cluster["gpus_per_worker"] or 0),
+        self.actor_options = {"num_cpus": float(cluster.cpus_per_worker), "num_gpus": float(cluster.gpus_per_worker or 0),
                               "max_restarts": 0, "max_concurrency": self.units_per_worker}
 
     def resources(self) -> dict[str, float]:
@@ -87,7 +88,7 @@ class RayPool(WorkerPool):
             return
         self._grown_at = now
         res = ray.cluster_resources()
-        want = min(worker_count(self.cfg["cluster"], res), pending)
+        want = min(worker_count(self.cfg.cluster, res), pending)
         have = len(self.workers) + len(self.starting)
         if want > have:
             self.event("workers_requested", count=want - have, why="the cluster has room for more", resources=_resources(res))

@@ -33,6 +33,7 @@ from pipeline.clone.proposals import propose
 from pipeline.clone.plan import SearchDone, SearchUnit, ShardDone, ShardUnit
 from pipeline.clone.search_renders import SearchRender, assign, read_render, reuse_limit, write_renders
 from pipeline.clone.shards import asks_for_label, encode_image, write_shard
+from pipeline.config import CloneApp
 from pipeline.errors import ConfigError
 from pipeline.images import to_host
 from pipeline.reading import InputReading, check_seeds, choose_by_renders, rendered_candidates, settle
@@ -88,12 +89,13 @@ def image_seed(run_seed: int, cls: ClassInfo, index: int, attempt: int) -> int:
 
 
 class CloneWorker:
-    def __init__(self, cfg: dict[str, Any], worker_id: int = 0, identity: str | None = None) -> None:
-        """``identity``: the run identity's hash, carried by every search result and manifest record this worker writes."""
+    def __init__(self, cfg: CloneApp, worker_id: int = 0, identity: str | None = None) -> None:
+        """``cfg``: the run's typed settings (:class:`pipeline.config.CloneApp`, as ``OmegaConf.to_object`` makes them);
+        ``identity``: the run identity's hash, carried by every search result and manifest record this worker writes."""
         self.identity = identity
-        self.threads = cfg["cluster"]["threads_per_worker"]
+        self.threads = cfg.cluster.threads_per_worker
         self._set_threads()
-        check_worker_device(float(cfg["cluster"]["gpus_per_worker"] or 0), cfg["model"].get("device"))
+        check_worker_device(float(cfg.cluster.gpus_per_worker or 0), cfg.model.get("device"))
         self.cfg = OmegaConf.create(cfg)
         self.worker_id = worker_id
         self.dataset = instantiate(self.cfg.dataset)
