@@ -185,10 +185,7 @@ class GridEnv:
         budget: int | None,
         accept_threshold: float,
     ) -> None:
-        try:
-            self.mode = RewardMode(mode)
-        except ValueError:
-            raise ConfigError(f"env.mode must be 'reward_only' or 'goal', got '{mode}'") from None
+        self.mode = RewardMode(mode)  # env.mode's choices are checked by the schema (pipeline.config)
         if self.mode is RewardMode.GOAL and goal is None:
             raise ConfigError("env.mode=goal needs a goal encoding (from the semantic encoder)")
         self.grammar, self.evaluator = grammar, evaluator

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from pipeline.clone import load
 from pipeline.clone.identity import check_identity, fingerprint_path, identity_hash, run_identity
 from pipeline.clone.layout import LAYOUT
 from pipeline.errors import ConfigError
@@ -127,8 +128,8 @@ def test_a_setting_added_since_at_its_old_behaviour_is_not_a_change(weights, tmp
 
 def test_bad_policy_and_unreadable_record(weights, tmp_path):
     storage = Storage(tmp_path / "out")
-    with pytest.raises(ConfigError, match="on_config_change must be one of"):
-        check_identity(storage, config(weights), "ignore")
+    with pytest.raises(ConfigError, match="on_config_change must be one of"):  # the schema checks the choice, once
+        load(["clone.on_config_change=ignore"])
     (tmp_path / "out" / LAYOUT.run_json).write_text("{not json")  # nothing committed: simply replaced
     assert check_identity(storage, config(weights), "error") == []
     assert json.loads(storage.read_bytes(LAYOUT.run_json))["identity"] == run_identity(config(weights))

@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable
 
 from pipeline.clone.layout import LAYOUT
-from pipeline.config import CONFIG_CHANGE_POLICIES, is_runtime
+from pipeline.config import is_runtime
 from pipeline.errors import ConfigError
 from pipeline.models.fingerprint import fingerprint_path
 from pipeline.storage import Storage
@@ -127,8 +127,6 @@ def check_identity(storage: Storage, cfg: dict[str, Any], policy: str, identity:
     A missing or damaged ``run.json`` beside committed output is repaired from the outputs, which each name the
     identity hash they were made under (``output_tags`` lists them): when they are all this run's, the record is
     rewritten; when some are another's, the folder is refused (or, with ``"allow"``, rewritten and those redone)."""
-    if policy not in CONFIG_CHANGE_POLICIES:
-        raise ConfigError(f"clone.on_config_change must be one of {list(CONFIG_CHANGE_POLICIES)}, got '{policy}'")
     new = identity if identity is not None else run_identity(cfg)
     record, damage = None, "missing"
     if storage.exists(LAYOUT.run_json):
