@@ -22,6 +22,7 @@ models all read image by image (numpy readers, ``per_image``) scores only the ca
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -77,7 +78,8 @@ class Rendered:
 @dataclass
 class CallStats:
     """Generator calls that held at least one render of a phase: how many, the phase's renders (those made
-    ahead included), and the size (renders of every phase) and time of those calls."""
+    ahead included), and the size (renders of every phase) and time of those calls. Workers hand them to the driver
+    as they are; the summary holds their :meth:`to_dict`."""
 
     calls: int = 0
     renders: int = 0
@@ -86,35 +88,37 @@ class CallStats:
     seconds: float = 0.0  # this phase's share of the calls' time (by images)
     ahead: int = 0  # of the renders, those made ahead in a call's free slots (:class:`AheadSource`)
     ahead_used: int = 0  # of those, the ones the search asked for later
+    batch_size: int = 0  # the renderer's batch size (the largest, added over workers)
 
     def add(self, other: "CallStats") -> None:
         for k in self.__dataclass_fields__:
-            setattr(self, k, getattr(self, k) + getattr(other, k))
+            if k != "batch_size":
+                setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.batch_size = max(self.batch_size, other.batch_size)
+
+    @property
+    def taken(self) -> int:
+        """Renders units asked for: those made ahead that no search asked for (yet) left out (the progress bar's count)."""
+        return self.renders - self.ahead + self.ahead_used
 
     def to_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "renders": self.renders, "seconds": round(self.seconds, 3),
                 "renders_per_call": round(self.call_images / self.calls, 2) if self.calls else 0.0,
                 "partial_call_share": round(self.partial_calls / self.calls, 3) if self.calls else 0.0,
-                "ahead": self.ahead, "ahead_used": self.ahead_used}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CallStats":
-        calls = int(d["calls"])
-        return cls(calls, int(d["renders"]), round(float(d["renders_per_call"]) * calls),
-                   round(float(d["partial_call_share"]) * calls), float(d["seconds"]), int(d.get("ahead", 0)), int(d.get("ahead_used", 0)))
+                "ahead": self.ahead, "ahead_used": self.ahead_used, "batch_size": self.batch_size}
 
 
-def summarise_calls(per_worker: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per phase, the call statistics of several workers added up (each a :meth:`Renderer.call_stats`)."""
+def summarise_calls(per_worker: Sequence[dict[str, CallStats]]) -> dict[str, dict[str, Any]]:
+    """Per phase, the call statistics of several workers added up (each a :meth:`Renderer.call_stats`), as the summary
+    records them."""
     out = {}
     for phase in PHASES:
-        total, batch = CallStats(), 0
+        total = CallStats()
         for w in per_worker:
             if phase in w:
-                total.add(CallStats.from_dict(w[phase]))
-                batch = max(batch, int(w[phase]["batch_size"]))
+                total.add(w[phase])
         if total.calls:
-            out[phase] = {**total.to_dict(), "batch_size": batch}
+            out[phase] = total.to_dict()
     return out
 
 
@@ -219,11 +223,10 @@ class Renderer:
                 st.ahead += sum(1 for j in jobs if j.phase == phase and j.ahead)
                 st.seconds += seconds * n / len(jobs)
 
-    def call_stats(self) -> dict[str, dict[str, Any]]:
-        """Per phase with calls so far: calls, renders, renders per call, share of calls below the batch size
-        (and the batch size)."""
+    def call_stats(self) -> dict[str, CallStats]:
+        """Per phase with calls so far, a copy of its statistics (with the batch size now)."""
         with self._lock:
-            return {p: {**s.to_dict(), "batch_size": self.batch_size} for p, s in self._stats.items() if s.calls}
+            return {p: dataclasses.replace(s, batch_size=self.batch_size) for p, s in self._stats.items() if s.calls}
 
 
 class _Request:
@@ -271,7 +274,7 @@ class RenderPool:
     def batch_size(self) -> int:
         return self.renderer.batch_size  # smaller after an out-of-memory back-off
 
-    def call_stats(self) -> dict[str, dict[str, Any]]:
+    def call_stats(self) -> dict[str, CallStats]:
         return self.renderer.call_stats()
 
     def _ready(self) -> bool:

@@ -90,6 +90,6 @@ def test_a_shuffled_clone_renders_in_full_calls(tmp_path):
     in_threads(worker.pool, worker.generate, units)
     assert sum(gen.batches) >= 130 and sum(b < 16 for b in gen.batches) <= 4, gen.batches  # the retries' tail
     stats = worker.pool.call_stats()
-    assert stats["generation"]["renders"] == sum(gen.batches) and stats["search"]["renders"] == sum(search_calls)
+    assert stats["generation"].renders == sum(gen.batches) and stats["search"].renders == sum(search_calls)
     records = worker.manifest.records()
     assert sorted(records) == sorted(u.shard for u in units) and sum(r.count + r.missing for r in records.values()) == 130

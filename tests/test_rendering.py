@@ -60,13 +60,14 @@ def test_renderer_counts_calls_per_phase(grammar, generator, reward, world):
     r.render(jobs_for(grammar, reward, world, 6))
     r.render_call(jobs_for(grammar, reward, world, 2, phase="search") + jobs_for(grammar, reward, world, 2, phase="generation"))
     stats = r.call_stats()
-    assert stats["search"]["calls"] == 3 and stats["search"]["renders"] == 8
-    assert stats["search"]["renders_per_call"] == pytest.approx(10 / 3, abs=0.01)  # calls of 4, 2 and 4 (a mixed call)
-    assert stats["search"]["partial_call_share"] == pytest.approx(1 / 3, abs=0.001)
-    assert stats["generation"]["calls"] == 1 and stats["generation"]["renders_per_call"] == 4.0
+    assert all(isinstance(s, CallStats) for s in stats.values())  # what a worker hands the driver, as is
+    search, generation = stats["search"].to_dict(), stats["generation"].to_dict()
+    assert search["calls"] == 3 and search["renders"] == 8 and search["batch_size"] == 4
+    assert search["renders_per_call"] == pytest.approx(10 / 3, abs=0.01)  # calls of 4, 2 and 4 (a mixed call)
+    assert search["partial_call_share"] == pytest.approx(1 / 3, abs=0.001)
+    assert generation["calls"] == 1 and generation["renders_per_call"] == 4.0
     both = summarise_calls([stats, stats])
     assert both["search"]["calls"] == 6 and both["search"]["renders"] == 16 and both["search"]["batch_size"] == 4
-    assert {**CallStats.from_dict(stats["search"]).to_dict(), "batch_size": 4} == stats["search"]
 
 
 def test_a_job_without_a_target_is_rendered_but_not_scored(grammar, generator, reward):
@@ -211,7 +212,7 @@ def test_renders_ahead_change_no_result_and_save_calls(pooled, grammar, generato
         else:
             for k in range(len(inputs)):
                 one(k)
-        return out, gen, renderer.call_stats()["search"]
+        return out, gen, renderer.call_stats()["search"].to_dict()
 
     plain, gen0, stats0 = run(False)
     ahead, gen1, stats1 = run(True)
@@ -252,9 +253,9 @@ def test_a_short_call_fills_its_free_slots_with_ahead_jobs(pooled, grammar, gene
     for (job, got), want in zip(src.back, alone[3:]):
         assert np.array_equal(np.asarray(got.image), np.asarray(want.image)) and got.reward == want.reward
     stats = renderer.call_stats()["search"]
-    assert stats["renders"] == 8 and stats["ahead"] == 5 and stats["ahead_used"] == 0
+    assert stats.renders == 8 and stats.ahead == 5 and stats.ahead_used == 0
     r.note_ahead_used(2)
-    assert renderer.call_stats()["search"]["ahead_used"] == 2
+    assert renderer.call_stats()["search"].ahead_used == 2
     # a failed call hands its ahead jobs back (None), so the source may offer them again
     bad = RenderPool(Renderer(FailingGenerator(generator, "poison"), reward, 8)) if pooled else Renderer(FailingGenerator(generator, "poison"), reward, 8)
     src = GuessSource(jobs[:2])

@@ -224,7 +224,7 @@ class CloneDriver:
             self._unit_failed(unit, sched, summary, str(e))
             return
         bar.finished(unit, out.renders, out.images if isinstance(unit, ShardUnit) else 0)
-        total = lambda stats: sum(c["calls"] for c in stats.values())  # noqa: E731
+        total = lambda stats: sum(c.calls for c in stats.values())  # noqa: E731
         if total(out.calls) >= total(sched.calls.get(wid, {})):  # cumulative per worker; units may return out of order
             sched.calls[wid] = out.calls
         for size in out.oom_backoffs[sched.backoffs.get(wid, 0):]:  # CUDA ran out of memory: the worker halved its batch

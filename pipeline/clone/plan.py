@@ -19,7 +19,7 @@ import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from pipeline.clone.layout import Layout
 from pipeline.clone.shards import ShardRecord
 from pipeline.errors import ConfigError
 from pipeline.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from pipeline.rendering import CallStats
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class SearchDone:
     read_class: str | None  # what the semantic encoder read in the class's input image(s), and with what probability
     read_prob: float | None
     class_source: str  # env.class_source the search ran under
-    calls: dict[str, dict[str, Any]]  # the worker's generator-call statistics so far (cumulative), per phase
+    calls: dict[str, CallStats]  # the worker's generator-call statistics so far (cumulative), per phase
     oom_backoffs: list[int]  # the worker's batch sizes after each CUDA out-of-memory back-off so far
 
     def log_fields(self) -> dict[str, Any]:
@@ -91,7 +94,7 @@ class ShardDone:
     from_search: int  # images that are reused search renders
     seconds: float
     worker: int
-    calls: dict[str, dict[str, Any]]
+    calls: dict[str, CallStats]
     oom_backoffs: list[int]
 
 
@@ -166,7 +169,7 @@ class Schedule:
     in_flight: dict[Any, tuple[Unit, int]] = field(default_factory=dict)  # call ref -> (unit, worker id)
     attempts: dict[str, int] = field(default_factory=dict)  # unit id -> failed tries
     busy: dict[int, list[float]] = field(default_factory=dict)  # worker id -> [images, seconds]
-    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # worker id -> its latest call statistics
+    calls: dict[int, dict[str, CallStats]] = field(default_factory=dict)  # worker id -> its latest call statistics
     backoffs: dict[int, int] = field(default_factory=dict)  # worker id -> out-of-memory back-offs logged
     alone_since: float | None = None  # since when no worker has been alive
 

@@ -147,7 +147,7 @@ class CloneWorker:
     def progress(self) -> int:
         """Renders this worker's units have taken so far, every phase (the driver's progress bar): its generator calls'
         renders, less those made ahead in free slots that no search has asked for (yet)."""
-        return sum(s["renders"] - s["ahead"] + s["ahead_used"] for s in self.pool.call_stats().values())
+        return sum(s.taken for s in self.pool.call_stats().values())
 
     # ------------------------------------------------------------------ units
     def search(self, unit: SearchUnit) -> SearchDone:
