@@ -181,10 +181,10 @@ def markdown(res: dict) -> str:
              f"{a['input_seed']}, run seed {a['seed']}, render budget {a['budget']} per class. "
              + (f"CAS: the small CNN trained {a['cas_steps']} steps (batch 64, no mirror augmentation) on each set alone, tested "
                 f"on {a['n_cas_test']} real renders (`cas-test`, class-balanced). " if a["cas_steps"] else "CAS not computed (`--cas-steps 0`). ")
-             + f"Passing acceptance: the share of the images written whose `json` says `accepted` (the rest are the best of "
-             f"`clone.max_tries` renders, `clone.fill=best`). Classes without images: short of every image (the summary's `shortfall`). Entropy "
-             f"within class: per non-class axis, the normalised entropy of the samples' prompt choices within a class (1 = "
-             f"even; class name + random attributes draws them at random, so its row is the reference).", ""]
+             + "Passing acceptance: the share of the images written whose `json` says `accepted` (the rest are the best of "
+             "`clone.max_tries` renders, `clone.fill=best`). Classes without images: short of every image (the summary's `shortfall`). Entropy "
+             "within class: per non-class axis, the normalised entropy of the samples' prompt choices within a class (1 = "
+             "even; class name + random attributes draws them at random, so its row is the reference).", ""]
     axes = next((list(r["entropy"]) for r in res["rows"].values() if "entropy" in r), [])
     rows = []
     for name in (*METHODS, "real"):
