@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from pipeline.config import EnvSettings
 from pipeline.encoders.base import ImageEncoder, SemanticEncoder
 from pipeline.env import GridEnv, StateEvaluator
 from pipeline.errors import ConfigError
@@ -34,7 +35,7 @@ class SearchStack:
     reward: CompositeReward
     semantic_encoder: SemanticEncoder
     search: Any
-    env_cfg: Mapping[str, Any]
+    env: EnvSettings  # the MDP's settings, typed (conf/env/default.yaml)
     _by_group: dict[str, tuple[Grammar, Grammar]] = field(default_factory=dict, repr=False)
 
     def grammars(self, group: str | None = None, class_choices: Sequence[str] | None = None) -> tuple[Grammar, Grammar]:
@@ -46,7 +47,7 @@ class SearchStack:
         else:
             if group not in self._by_group:  # built once per group: the class axis may hold 1000 choices
                 full = self.full_grammar.for_group(group)
-                self._by_group[group] = (full.restrict(self.env_cfg["fix"], self.env_cfg["exclude"]), full)
+                self._by_group[group] = (full.restrict(self.env.fix, self.env.exclude), full)
             grammar, full = self._by_group[group]
         if class_choices is not None:
             grammar = grammar.with_choices(grammar.class_axis, class_choices)
@@ -66,13 +67,13 @@ def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> Search
     full = instantiate(cfg.grammar)
     if class_names is not None and full.class_axis and list(full.axis(full.class_axis).choices) != list(class_names):
         full = full.with_choices(full.class_axis, class_names)
-    env_cfg = OmegaConf.to_container(cfg.env, resolve=True)
-    grammar = full.restrict(env_cfg["fix"], env_cfg["exclude"])
+    env: EnvSettings = OmegaConf.to_object(cfg.env)
+    grammar = full.restrict(env.fix, env.exclude)
     generator = instantiate_model(cfg.model, full)
     models: RewardModels = instantiate(cfg.reward, _convert_="all")
     reward, semantic = models.build(full, generator)
     search = instantiate(cfg.search)
-    return SearchStack(grammar, full, generator, models.image_encoder, reward, semantic, search, env_cfg)
+    return SearchStack(grammar, full, generator, models.image_encoder, reward, semantic, search, env)
 
 
 def class_candidates(stack: SearchStack, grammar: Grammar, probs: np.ndarray, k: int) -> list[str]:
@@ -88,7 +89,7 @@ def class_candidates(stack: SearchStack, grammar: Grammar, probs: np.ndarray, k:
 
 def read(stack: SearchStack, images: Sequence[Image.Image], label: str | None = None) -> InputReading:
     """A class's input images read by the stack's semantic encoder over the full grammar (:mod:`pipeline.reading`)."""
-    return read_inputs(stack.semantic_encoder, stack.full_grammar, images, label, stack.env_cfg["acceptance"])
+    return read_inputs(stack.semantic_encoder, stack.full_grammar, images, label, stack.env.acceptance)
 
 
 def prepare(stack: SearchStack, reading: InputReading) -> dict[str, Any]:
@@ -104,20 +105,20 @@ def make_env(stack: SearchStack, target: Image.Image | InputReading, seed: int, 
     (:meth:`SearchStack.grammars`), the class axis cut to the label where the reading is label-anchored, else
     to the inputs' likeliest ``env.class_candidates`` classes. Renders go through ``renderer`` (a clone worker's
     pool), else through a renderer of this search's own at ``env.batch_size``."""
-    e = stack.env_cfg
+    e = stack.env
     reading = target if isinstance(target, InputReading) else read(stack, [target])
-    seeds = [derive_seed("state-seed", seed, k) for k in range(e["seeds_per_state"])]
+    seeds = [derive_seed("state-seed", seed, k) for k in range(e.seeds_per_state)]
     prepared = prepare(stack, reading)
-    evaluator = StateEvaluator(renderer or Renderer(stack.generator, stack.reward, e["batch_size"]), reading.images[0], seeds,
-                               prepared=prepared, render_ahead=e["render_ahead"], per_state=e["state_seeds"] == "per_state")
+    evaluator = StateEvaluator(renderer or Renderer(stack.generator, stack.reward, e.batch_size), reading.images[0], seeds,
+                               prepared=prepared, render_ahead=e.render_ahead, per_state=e.state_seeds == "per_state")
     grammar, _ = stack.grammars(group)
-    k = e["class_candidates"]
+    k = e.class_candidates
     if reading.label is not None:
         grammar, _ = stack.grammars(group, [reading.label])
     elif k and grammar.class_axis and len(grammar.axis(grammar.class_axis)) > int(k):
         grammar, _ = stack.grammars(group, class_candidates(stack, grammar, reading.class_probs, k))
     goal = grammar.translate(reading.goal, stack.full_grammar)
-    start = _start_encoding(stack, grammar, e["start"], e["mode"], goal, reading.images[0].size[0], seed)
+    start = _start_encoding(stack, grammar, e.start, e.mode, goal, reading.images[0].size[0], seed)
     return GridEnv.from_settings(grammar, evaluator, start, goal, e)
 
 

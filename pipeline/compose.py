@@ -2,20 +2,19 @@
 
 :func:`load_config` composes through Hydra's compose API, types the result by its schema (:mod:`pipeline.config`)
 and validates it; the CLIs (:mod:`pipeline.cli`), the clone API, ``make eval``, ``make bench`` and the tests all get
-their configs from it. :func:`component` builds one component as ``conf/`` builds it.
+their configs from it: there is one way to build a search or a clone.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
@@ -70,37 +69,3 @@ def _setup_logging(hydra_cfg: DictConfig) -> None:
     with open_dict(hydra_cfg):
         hydra_cfg.runtime.output_dir = str(run_dir)
     configure_log(hydra_cfg.job_logging, hydra_cfg.verbose)
-
-
-def component(group: str, option: str, config_name: str = "run_search", **params: Any) -> Any:
-    """``<group>=<option>`` built as conf/ builds it, ``params`` replacing its values (scripts and tests that need
-    one component, e.g. ``component("search", "qlearning", episodes=64)``). The constructor's own error is raised
-    as is, as for a caller building it directly."""
-    from hydra.utils import instantiate
-
-    cfg = load_config(config_name, [f"{group}={option}"])
-    try:
-        return instantiate(cfg[group], **params)
-    except InstantiationException as e:
-        raise (e.__cause__ or e) from None
-
-
-@functools.lru_cache(maxsize=1)
-def _env_defaults() -> tuple[tuple[str, Any], ...]:
-    return tuple(OmegaConf.to_container(load_config("run_search").env).items())
-
-
-def env_settings(**overrides: Any) -> dict[str, Any]:
-    """``conf/env/default.yaml``'s values with ``overrides`` (keys it does not have are refused)."""
-    base = dict(_env_defaults())
-    unknown = set(overrides) - set(base)
-    if unknown:
-        raise ConfigError(f"not env settings: {sorted(unknown)}")
-    return {**base, **overrides}
-
-
-
-def group_settings(group: str, option: str, config_name: str = "run_search") -> dict[str, Any]:
-    """``<group>=<option>``'s values as conf/ composes them, resolved, as a plain dict (scripts and tests that build a
-    component's parts by hand take its settings from here rather than repeating them)."""
-    return OmegaConf.to_container(load_config(config_name, [f"{group}={option}"])[group], resolve=True)

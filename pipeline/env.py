@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -206,10 +206,11 @@ class GridEnv:
 
     @classmethod
     def from_settings(cls, grammar: Grammar, evaluator: StateEvaluator, start: Encoding, goal: Encoding | None,
-                      env: Mapping[str, Any]) -> "GridEnv":
-        """The MDP under the ``env`` settings (``conf/env/default.yaml``, the one place their defaults live)."""
+                      env: Any) -> "GridEnv":
+        """The MDP under the ``env`` settings (:class:`pipeline.config.EnvSettings`, ``conf/env/default.yaml``: the one
+        place their defaults live)."""
         keys = ("mode", "goal_weight", "goal_axes", "horizon", "end_at_goal", "reward_threshold", "budget", "accept_threshold")
-        return cls(grammar, evaluator, start, goal=goal, **{k: env[k] for k in keys})
+        return cls(grammar, evaluator, start, goal=goal, **{k: getattr(env, k) for k in keys})
 
     # ------------------------------------------------------------------ budget and trace
     @property

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.compose import component
+from hydra.utils import instantiate
+
+from pipeline.compose import load_config
 from pipeline.encoders.clip import ClipEncoder
 from pipeline.generators.diffusers_generator import DiffusersGenerator
 from pipeline.grammar import Grammar
@@ -151,9 +153,9 @@ def main() -> None:
     report["judge_on_real"] = {"class": float((pred[:, ci] == val.labels[:, ci]).mean()),
                                "colour": float((pred[:, co] == val.labels[:, co]).mean()), "train_s": round(time.time() - t0, 1)}
     report["shapes_cnn_on_real"] = cnn_accuracy(a.models / "shapes_cnn", grammar, val_images, val.labels)
-    sampling = {k: v for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance)) if v is not None}
-    gen: DiffusersGenerator = component("model", "tiny_shapes", pretrained=str(a.models / "tiny_shapes_sd"), device="cpu",
-                                        max_batch_size=50, **sampling)
+    sampling = [f"model.{k}={v}" for k, v in (("num_inference_steps", a.steps), ("guidance_scale", a.guidance)) if v is not None]
+    gen: DiffusersGenerator = instantiate(load_config("run_search", ["model=tiny_shapes", f"model.pretrained={a.models / 'tiny_shapes_sd'}",
+                                                                     "model.device=cpu", "model.max_batch_size=50", *sampling]).model)
     report["generated"], prompts, seeds, gen_s = generated_quality(gen, judge, grammar, a.n_prompts)
     report["images_per_s_cpu"] = {**images_per_s(gen, prompts, seeds), "batch_50_in_quality_run": round(a.n_prompts / gen_s, 2)}
     report["vae_reconstruction_class_accuracy"] = vae_class_kept(gen, judge, val_images, val.labels[:, ci])

@@ -2,43 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 
-from pipeline.bench.common import ROOT
 from pipeline.markdown import table
 
 
+#: the methods compared: (name, search= option, overrides)
+METHODS = (("qlearning", "qlearning_optimiser", ()), ("qlearning, 8 episodes in parallel", "qlearning_optimiser", ("search.parallel_episodes=8",)),
+           ("noisy_gradient", "noisy_gradient", ()), ("random", "random", ()), ("exhaustive", "exhaustive", ()))
+#: the world the methods search: the procedural generator, the weightless pixel-statistics reward, reward-only mode
+STACK = ["model=procedural", "reward=pixel_stats", "env.mode=reward_only"]
+
+
 def run(inputs: int, seeds: int) -> dict:
-    from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
-    from pipeline.encoders.prototype import PrototypeSemanticEncoder
-    from pipeline.compose import component, env_settings, group_settings
+    """Each method on ``inputs`` shapes-world inputs, ``seeds`` seeds each; components composed from conf/ as a run's are."""
+    from hydra.utils import instantiate
+
+    from pipeline.assembly import build_stack
+    from pipeline.compose import load_config
     from pipeline.env import GridEnv, StateEvaluator
-    from pipeline.rendering import Renderer
-    from pipeline.generators.procedural import ProceduralGenerator
-    from pipeline.grammar import Grammar
     from pipeline.images import noise_image
-    from pipeline.rewards import build_reward
+    from pipeline.rendering import Renderer
     from pipeline.search import SearchProblem
     from pipeline.shapes.world import ShapesWorld
 
-    g = Grammar.from_yaml(ROOT / "conf" / "grammar" / "shapes.yaml")
-    world, gen, enc = ShapesWorld(g), ProceduralGenerator(g), PixelStatsEncoder()
-    reward = build_reward(enc, PaletteSegmenter(), {"segmentation": 1, "features": 1, "embedding": 1},
-                          group_settings("reward", "pixel_stats")["segmentation"])
-    semantic = PrototypeSemanticEncoder(g, gen, enc, samples_per_choice=24)
-    methods = {name: (lambda option=option, params=params: component("search", option, **params)) for name, option, params in
-               (("qlearning", "qlearning_optimiser", {}), ("qlearning, 8 episodes in parallel", "qlearning_optimiser", {"parallel_episodes": 8}),
-                ("noisy_gradient", "noisy_gradient", {}), ("random", "random", {}), ("exhaustive", "exhaustive", {}))}
-    settings = env_settings(mode="reward_only", budget=g.size)
+    stack = build_stack(load_config("run_search", STACK))
+    g = stack.grammar
+    world, settings = ShapesWorld(g), dataclasses.replace(stack.env, budget=g.size)
+    searches = {name: load_config("run_search", [*STACK, f"search={option}", *extra]).search for name, option, extra in METHODS}
+    methods = {name: (lambda cfg=cfg: instantiate(cfg)) for name, cfg in searches.items()}
     rows: dict[str, dict[str, list]] = {m: {"class": [], "optimum": [], "total": []} for m in methods}
     for i in range(inputs):
         sample = world.sample(10_000 + i)
         cls = g.encode(sample.attributes)[0]
-        start = semantic.encode([noise_image(32, i)])[0]
+        start = stack.semantic_encoder.encode([noise_image(32, i)])[0]
 
         def env():
-            return GridEnv.from_settings(g, StateEvaluator(Renderer(gen, reward, 64), sample.image, [123]), start, None, settings)
+            return GridEnv.from_settings(g, StateEvaluator(Renderer(stack.generator, stack.reward, 64), sample.image, [123]), start, None, settings)
 
         best = methods["exhaustive"]().run(SearchProblem(env())).best.reward
         for name, make in methods.items():

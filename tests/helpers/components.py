@@ -1,22 +1,45 @@
-"""Components as conf/ builds them, and a generator wrapper that records what it was asked to render."""
+"""Components composed from conf/ (:func:`pipeline.compose.load_config`, the one way a run builds them), and a
+generator wrapper that records what it was asked to render."""
 
 from __future__ import annotations
 
-from pipeline.compose import component, env_settings, group_settings
+import dataclasses
+import functools
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from pipeline.compose import load_config
 from pipeline.env import GridEnv
 
-#: Reward 1's settings as conf/reward/pixel_stats.yaml gives them (rewards built by hand use conf's values)
-SEGMENTATION = group_settings("reward", "pixel_stats")["segmentation"]
+#: Reward 1's settings as conf/reward/pixel_stats.yaml gives them (rewards built from encoders use conf's values)
+SEGMENTATION = OmegaConf.to_container(load_config("run_search", ["reward=pixel_stats"]).reward.segmentation)
 
 
 def grid_env(grammar, evaluator, start=(0, 0, 0, 0, 0), goal=None, **overrides) -> GridEnv:
-    """The MDP under conf/'s env settings, with ``overrides`` (e.g. ``mode="reward_only", budget=None``)."""
-    return GridEnv.from_settings(grammar, evaluator, start, goal, env_settings(**overrides))
+    """The MDP under conf/'s env settings (typed, as a search gets them), with ``overrides`` (e.g. ``mode="reward_only",
+    budget=None``)."""
+    return GridEnv.from_settings(grammar, evaluator, start, goal, dataclasses.replace(_env(), **overrides))
+
+
+@functools.lru_cache(maxsize=1)
+def _env():
+    """conf/'s env settings, composed once (Hydra's compose is not thread-safe; tests build envs in threads)."""
+    return OmegaConf.to_object(load_config("run_search").env)
 
 
 def make_search(option: str, **params):
-    """``search=<option>`` as conf/ builds it, with ``params`` replacing its values."""
-    return component("search", option, **params)
+    """``search=<option>`` as conf/ composes it, with ``params`` as overrides; the constructor's own error is raised as is."""
+    cfg = load_config("run_search", [f"search={option}", *(f"search.{k}={_value(v)}" for k, v in params.items())])
+    try:
+        return instantiate(cfg.search)
+    except InstantiationException as e:
+        raise (e.__cause__ or e) from None
+
+
+def _value(v) -> str:
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 class CountingGenerator:
