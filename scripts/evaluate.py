@@ -28,6 +28,7 @@ missing work is redone; ``--fresh`` starts over.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -132,8 +133,9 @@ def search_stats(out: Path, class_names: list[str], grammar) -> dict:
 
 
 def versions() -> dict:
+    import importlib.metadata as md
+
     import diffusers
-    import ray
     import torch
     import torchmetrics
     import transformers
@@ -143,7 +145,7 @@ def versions() -> dict:
     except OSError:
         commit = ""
     return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "ray": ray.__version__, "torchmetrics": torchmetrics.__version__,
+            "transformers": transformers.__version__, "ray": md.version("ray") if importlib.util.find_spec("ray") else None, "torchmetrics": torchmetrics.__version__,
             "git_commit": commit or "unknown", "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
 
 

@@ -69,8 +69,6 @@ def main() -> None:
     from hydra.utils import instantiate
 
     import pipeline.clone as clone_api
-    from pipeline.metrics.cas import classification_accuracy_score, load_labelled
-    from pipeline.metrics.sources import ShardImages, WorldImages
 
     a = parse_args()
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -95,16 +93,37 @@ def main() -> None:
                    "empty_classes": sum(n >= per_class for n in s["shortfall"].values()),
                    "entropy": attribute_entropy(a.out / m, grammar)}
     t_clones = time.perf_counter() - t_start
-
     dataset = instantiate(cfg.dataset)
+    t0 = time.perf_counter()
+    kept, n_test = cas_scores(a, dataset, methods, per_class, rows)  # 2. CAS: train on each set only, test on real renders
+    seconds = {"clones": t_clones, "cas": time.perf_counter() - t0, "total": time.perf_counter() - t_start}
+    result = {"args": {"experiment": a.experiment, "input_seed": a.input_seed, "seed": a.seed, "classes": len(dataset.all_classes()),
+                       "images_per_class": per_class, "budget": int(cfg.env.budget),
+                       "n_cas_test": n_test, "cas_steps": a.cas_steps},
+              "rows": rows, "seconds": seconds, "cas_kept": kept, "command": "python scripts/evaluate_standin.py " + " ".join(sys.argv[1:]),
+              "versions": versions()}
+    (a.out / "results.json").write_text(json.dumps(result, indent=1))
+    from pipeline.markdown import replace_block
+
+    block = markdown(result)
+    replace_block(a.markdown, a.block, block, title="Results on the CLIP-like stand-in")
+    print(block)
+    print(f"\nresults: {a.markdown} (table), {a.out / 'results.json'}", file=sys.stderr)
+
+
+def cas_scores(a: argparse.Namespace, dataset, methods: list[str], per_class: int, rows: dict[str, dict]) -> tuple[list[str], int]:
+    """CAS of each method's clone and of real renders (a small CNN trained on each set alone, tested on real renders),
+    into ``rows``; (the sets whose score was kept from an earlier run, the test set's size)."""
+    from pipeline.metrics.cas import classification_accuracy_score, load_labelled
+    from pipeline.metrics.sources import ShardImages, WorldImages
+
     names = [c.name for c in dataset.all_classes()]
-    n_train = per_class * len(names)
     test_source = WorldImages(dataset.world, "cas-test", a.n_cas_test, IMAGE_SIZE, classes=names)
     test = load_labelled(test_source)
     sources = {m: ShardImages(str(a.out / m), IMAGE_SIZE) for m in methods}
-    sources["real"] = WorldImages(dataset.world, "cas-train", n_train, IMAGE_SIZE, classes=names)
-    t0, kept = time.perf_counter(), []
-    for name, src in (sources.items() if a.cas_steps else ()):  # 2. CAS: train on each set only, test on real renders
+    sources["real"] = WorldImages(dataset.world, "cas-train", per_class * len(names), IMAGE_SIZE, classes=names)
+    kept = []
+    for name, src in (sources.items() if a.cas_steps else ()):
         key = {"train": src.fingerprint, "test": test_source.fingerprint, "steps": a.cas_steps, "seed": a.seed}
 
         def score(src=src, name=name) -> dict:
@@ -117,19 +136,7 @@ def main() -> None:
         rows.setdefault(name, {})["cas"] = cas
         kept += [name] if was_kept else []
         print(f"{LABELS[name]}: CAS {cas['accuracy']:.3f} ({cas['n_train']} training images)", file=sys.stderr, flush=True)
-    seconds = {"clones": t_clones, "cas": time.perf_counter() - t0, "total": time.perf_counter() - t_start}
-    result = {"args": {"experiment": a.experiment, "input_seed": a.input_seed, "seed": a.seed, "classes": len(names),
-                       "images_per_class": per_class, "budget": int(cfg.env.budget),
-                       "n_cas_test": len(test), "cas_steps": a.cas_steps},
-              "rows": rows, "seconds": seconds, "cas_kept": kept, "command": "python scripts/evaluate_standin.py " + " ".join(sys.argv[1:]),
-              "versions": versions()}
-    (a.out / "results.json").write_text(json.dumps(result, indent=1))
-    from pipeline.markdown import replace_block
-
-    block = markdown(result)
-    replace_block(a.markdown, a.block, block, title="Results on the CLIP-like stand-in")
-    print(block)
-    print(f"\nresults: {a.markdown} (table), {a.out / 'results.json'}", file=sys.stderr)
+    return kept, len(test)
 
 
 def attribute_entropy(folder: Path, grammar) -> dict[str, float]:

@@ -10,12 +10,18 @@ import tarfile
 import pytest
 import yaml
 
-from helpers.clone import CLASSES, clone
+from helpers.clone import CLASSES, clone as clone_small
 from pipeline.clone.card import SAMPLE_FIELDS, label_names, size_category
 from pipeline.clone.dataset import ClassInfo
 
 datasets = pytest.importorskip("datasets", reason="datasets is not installed (pip install -e '.[dev]')")
 SHAPES = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"]
+
+
+def clone(out, *overrides, **kw):
+    """The SMALL clone in this process (``cluster=inline``): what this module tests is not Ray (tests/test_clone_e2e.py
+    and tests/test_cluster_e2e.py are), and an in-process worker starts in a second, not ten."""
+    return clone_small(out, "cluster=inline", *overrides, **kw)
 
 
 def load(folder, tmp_path, monkeypatch):

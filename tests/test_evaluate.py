@@ -19,7 +19,7 @@ def evaluate(tmp_path, *extra):
            "--classes", "circle,star", "--methods", "class_name,qlearning", "--images-per-class", "6", "--budget", "96",
            "--cas-steps", "30", "--n-cas-test", "60", "--judge-train", "500", "--judge-steps", "40", "--out", str(tmp_path / "eval"),
            "--markdown", str(tmp_path / "results.md"), "--figures", str(tmp_path / "figs"), "--no-progress",
-           "--set", "cluster.num_cpus=2", *extra]
+           "--workers", "1", "--set", "cluster=inline", *extra]  # what is tested is the evaluation, not Ray: its clones run in-process
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     return p
@@ -61,7 +61,7 @@ def test_standin_evaluation_end_to_end(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "evaluate_standin.py"), "--methods", "qlearning,qlearning_k5_rendered",
            "--images-per-class", "2", "--cas-steps", "5", "--n-cas-test", "16", "--out", str(tmp_path / "eval"),
            "--markdown", str(tmp_path / "results.md"), "--no-progress", "--threads", "1",
-           "--set", "dataset.num_classes=8", "--set", "cluster.num_cpus=2"]
+           "--set", "dataset.num_classes=8", "--set", "cluster=inline"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((tmp_path / "eval" / "results.json").read_text())

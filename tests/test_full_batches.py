@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import pipeline.clone as clone_api
-from helpers.clone import clone
+from helpers.clone import clone as clone_small
 from helpers.components import CountingGenerator
 from pipeline.clone.plan import SearchUnit
 from pipeline.clone.worker import CloneWorker
@@ -21,6 +21,12 @@ pytestmark = pytest.mark.slow
 TINY_SD = ["model=tiny_shapes", "model.num_inference_steps=2", "dataset.only=[circle,square,star]",
            "clone.images_per_class=4", "clone.shard_size=4", "clone.shard_order=shuffled", "clone.reuse_search_renders=false",
            "env.budget=16", "search=qlearning_batched", "cluster.num_workers=1"]
+
+
+def clone(out, *overrides, **kw):
+    """The SMALL clone in this process (``cluster=inline``): what this module tests is not Ray (tests/test_clone_e2e.py
+    and tests/test_cluster_e2e.py are), and an in-process worker starts in a second, not ten."""
+    return clone_small(out, "cluster=inline", *overrides, **kw)
 
 
 def files(out, pattern):

@@ -14,13 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from helpers.clone import clone, sample_hashes
+from helpers.clone import clone as clone_small, sample_hashes
 from helpers.processes import free_port
 
 pytestmark = pytest.mark.slow
 boto3 = pytest.importorskip("boto3", reason="boto3 is not installed (pip install -e '.[dev]')")
 s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install -e '.[dev]')")
 pytest.importorskip("moto.server", reason="moto's server is not installed (pip install -e '.[dev]')")
+
+
+def clone(out, *overrides, **kw):
+    """The SMALL clone in this process (``cluster=inline``): what this module tests is not Ray (tests/test_clone_e2e.py
+    and tests/test_cluster_e2e.py are), and an in-process worker starts in a second, not ten."""
+    return clone_small(out, "cluster=inline", *overrides, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,20 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT
-from helpers.clone import clone, clone_cmd, sample_hashes
+from helpers.clone import clone as clone_small, clone_cmd as clone_cmd_small, sample_hashes
 from pipeline.clone.layout import Layout
 
 pytestmark = pytest.mark.slow
+
+
+def clone(out, *overrides, **kw):
+    """The SMALL clone in this process (``cluster=inline``): what this module tests is not Ray (tests/test_clone_e2e.py
+    and tests/test_cluster_e2e.py are), and an in-process worker starts in a second, not ten."""
+    return clone_small(out, "cluster=inline", *overrides, **kw)
+
+
+def clone_cmd(out, *overrides):
+    return clone_cmd_small(out, "cluster=inline", *overrides)
 
 
 def file_hashes(out: Path) -> dict[str, str]:

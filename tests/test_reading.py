@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
-from helpers.clone import clone
+from helpers.clone import clone as clone_small
 from helpers.components import CountingGenerator
 from pipeline.assembly import build_stack, make_env, read
 from pipeline.compose import CONF_DIR
@@ -22,6 +22,12 @@ from pipeline.errors import ConfigError, InputError
 from pipeline.reading import choose_by_renders, rendered_candidates, settle
 from pipeline.search import SearchProblem
 from pipeline.seeding import derive_seed
+
+
+def clone(out, *overrides, **kw):
+    """The SMALL clone in this process (``cluster=inline``): what this module tests is not Ray (tests/test_clone_e2e.py
+    and tests/test_cluster_e2e.py are), and an in-process worker starts in a second, not ten."""
+    return clone_small(out, "cluster=inline", *overrides, **kw)
 
 
 def compose_clone(*overrides):

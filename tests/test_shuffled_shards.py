@@ -8,11 +8,21 @@ import json
 import pytest
 import webdataset as wds
 
-from helpers.clone import clone, clone_cmd, sample_hashes
+from helpers.clone import clone as clone_small, clone_cmd as clone_cmd_small, sample_hashes
 from helpers.processes import count, crash_when
 
 pytestmark = pytest.mark.slow
 SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # 4 classes x 12 images in 8 shards
+
+
+def clone(out, *overrides, **kw):
+    """The SMALL clone in this process (``cluster=inline``): what this module tests is not Ray (tests/test_clone_e2e.py
+    and tests/test_cluster_e2e.py are), and an in-process worker starts in a second, not ten."""
+    return clone_small(out, "cluster=inline", *overrides, **kw)
+
+
+def clone_cmd(out, *overrides):
+    return clone_cmd_small(out, "cluster=inline", *overrides)
 
 
 def file_hashes(out):

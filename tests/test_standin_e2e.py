@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 # 1000 classes x 2 images in 40 shuffled shards of 50; a short search each (the clone's cost is the 1000 units)
 # (one input read: the preset's five inputs and class chosen by renders would add 32 renders to each 8-render search)
 STANDIN = ["experiment=glyphs1000", "clone.images_per_class=2", "clone.shard_size=50", "env.budget=8", "clone.progress=false",
-           "cluster.num_cpus=2", "dataset.inputs_per_class=1", "env.class_source=read"]
+           "cluster=inline", "dataset.inputs_per_class=1", "env.class_source=read"]  # in-process: this tests the stand-in, not Ray
 
 
 def standin(out) -> dict:

@@ -64,24 +64,9 @@ class DiffusersGenerator:
             raise ConfigError(f"model.num_inference_steps must be >= 1, got {num_inference_steps}")
         if max_batch_size < 1:
             raise ConfigError(f"model.max_batch_size must be >= 1, got {max_batch_size}")
-        cls = getattr(diffusers, pipeline_class, None)
-        if cls is None:
-            raise ConfigError(f"model.pipeline_class '{pipeline_class}' is not a diffusers class")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        kwargs: dict[str, Any] = {"dtype": self.dtype}
-        if variant:
-            kwargs["variant"] = variant
-        if revision:
-            kwargs["revision"] = revision
-        if vae:
-            kwargs["vae"] = load_pretrained(diffusers.AutoencoderKL.from_pretrained, vae, "VAE (model.vae)", dtype=self.dtype)
-        if "safety_checker" in inspect.signature(cls.__init__).parameters:
-            # dataset generation scores images itself; the checker blanks them, so it is never loaded
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
-        pipe = load_pretrained(cls.from_pretrained, pretrained, "diffusion pipeline (model.pretrained)", **kwargs)
-        if getattr(pipe, "safety_checker", None) is not None:
-            pipe.safety_checker = None
+        pipe = _load(pretrained, pipeline_class, self.dtype, variant, revision, vae)
         if scheduler:
             sched_cls = getattr(diffusers, scheduler, None)
             if sched_cls is None:
@@ -145,6 +130,29 @@ class DiffusersGenerator:
         if not out:
             return torch.zeros((0, 3, self.height or 0, self.width or 0), device=self.device)
         return torch.cat(out)
+
+
+def _load(pretrained: str, pipeline_class: str, dtype: torch.dtype, variant: str | None, revision: str | None, vae: str | None) -> Any:
+    """The diffusers pipeline ``pipeline_class`` from ``pretrained`` in ``dtype``, without a safety checker (dataset
+    generation scores images itself; the checker blanks them, so it is never loaded)."""
+    import diffusers
+
+    cls = getattr(diffusers, pipeline_class, None)
+    if cls is None:
+        raise ConfigError(f"model.pipeline_class '{pipeline_class}' is not a diffusers class")
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if variant:
+        kwargs["variant"] = variant
+    if revision:
+        kwargs["revision"] = revision
+    if vae:
+        kwargs["vae"] = load_pretrained(diffusers.AutoencoderKL.from_pretrained, vae, "VAE (model.vae)", dtype=dtype)
+    if "safety_checker" in inspect.signature(cls.__init__).parameters:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipe = load_pretrained(cls.from_pretrained, pretrained, "diffusion pipeline (model.pretrained)", **kwargs)
+    if getattr(pipe, "safety_checker", None) is not None:
+        pipe.safety_checker = None
+    return pipe
 
 
 def _set_vae_dtype(vae: Any, dtype: torch.dtype) -> None:
