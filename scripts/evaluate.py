@@ -28,12 +28,8 @@ missing work is redone; ``--fresh`` starts over.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -42,67 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.clone.layout import Layout
-
-ROOT = Path(__file__).resolve().parents[1]  # the repository (the package is installed editable: make setup)
-
-METHODS = ("class_name", "class_name_random", "goal_encoding", "random", "noisy_gradient", "qlearning",
-           "qlearning_noise_start", "qlearning_reward_only", "qlearning_no_red", "qlearning_k5", "qlearning_k5_rendered", "qlearning_label")
-LABELS = {"class_name": "class-name prompting", "class_name_random": "class name + random attributes",
-          "goal_encoding": "goal encoding (no search)", "random": "random search",
-          "qlearning": "RLDF Q-learning (goal)", "qlearning_noise_start": "RLDF Q-learning (goal, start from noise)",
-          "qlearning_reward_only": "RLDF Q-learning (reward-only)",
-          "qlearning_no_red": "RLDF Q-learning, red excluded", "noisy_gradient": "noisy diffusion gradient",
-          "qlearning_k5": "RLDF Q-learning (goal, 5 input images)",
-          "qlearning_k5_rendered": "RLDF Q-learning (goal, 5 input images, class chosen by renders)",
-          "qlearning_label": "RLDF Q-learning (goal, class from the label)",
-          "real": "real data (held-out split)"}
-NEEDS_CLASS_NAME = {"class_name", "class_name_random", "qlearning_label"}
-
-
-PAPER = ("dataset.inputs_per_class=1", "env.class_source=read")  # the paper's setting: one input, its class read
-
-
-def method_overrides(method: str, budget: int | None) -> list[str]:
-    """The search config of each method; every search gets the same render budget (``env.budget``: conf's
-    unless ``budget`` is given)."""
-    return ([f"env.budget={budget}"] if budget else []) + {
-        # the text baselines are judged against their label (the class name they prompt with) and fill their classes too
-        "class_name": ["search=class_name", "dataset.inputs_per_class=1", "env.class_source=label"],
-        "class_name_random": ["search=class_name_random", "dataset.inputs_per_class=1", "env.class_source=label"],
-        "goal_encoding": ["search=goal_encoding", *PAPER],
-        "random": ["search=random", *PAPER],
-        "qlearning": ["search=qlearning_batched", "env.mode=goal", *PAPER],
-        "qlearning_noise_start": ["search=qlearning_batched", "env.mode=goal", "env.start=noise", *PAPER],
-        "qlearning_reward_only": ["search=qlearning_batched", "env.mode=reward_only", *PAPER],
-        "qlearning_no_red": ["search=qlearning_batched", "env.mode=goal", "env.exclude={colour: [red]}", *PAPER],
-        "noisy_gradient": ["search=noisy_gradient", *PAPER],
-        "qlearning_k5": ["search=qlearning_batched", "env.mode=goal", "dataset.inputs_per_class=5", "env.class_source=read"],
-        "qlearning_k5_rendered": ["search=qlearning_batched", "env.mode=goal", "dataset.inputs_per_class=5", "env.class_source=rendered"],
-        "qlearning_label": ["search=qlearning_batched", "env.mode=goal", "dataset.inputs_per_class=1", "env.class_source=label"],
-    }[method]
-
-
-def run_clone(out: Path, overrides: list[str]) -> dict:
-    """Run (or resume) one clone in this process; returns its summary plus the wall time of the run that
-    generated it."""
-    import pipeline.clone as clone_api
-    from pipeline.errors import PipelineError
-
-    record = out / "eval_clone.json"
-    t0 = time.perf_counter()
-    try:
-        summary = clone_api.run(clone_api.load([f"paths.output_dir={out}", *overrides])).to_dict()
-    except PipelineError as e:
-        raise SystemExit(f"error: clone into {out}: {e} (after retraining models or changing settings, rerun with --fresh)") from None
-    if summary["failures"] or summary["stopped"]:  # an incomplete clone is measured as it is (its shortfall is reported)
-        raise SystemExit(f"error: clone into {out} failed: {summary['failures'] or summary['stopped']}; see {Layout(str(out)).log}")
-    if summary["shards_written"] == 0 and record.is_file():  # resumed with nothing to do: keep the original timing
-        return json.loads(record.read_text())
-    summary["command"] = " ".join(["python scripts/clone.py", f"paths.output_dir={out}", *overrides])
-    summary["wall_s_command"] = round(time.perf_counter() - t0, 1)
-    record.write_text(json.dumps(summary, indent=1))
-    return summary
-
+from pipeline.evaluation import LABELS, METHODS, NEEDS_CLASS_NAME, ROOT, fmt, method_overrides, run_clone, versions, write_results
 
 def _passed(row: dict, cls: str) -> str:
     """``passed/written`` of a class in a method's clone (its summary's per-class counts), or — without a clone."""
@@ -130,31 +66,6 @@ def search_stats(out: Path, class_names: list[str], grammar) -> dict:
     return {"renders_median": float(np.median(renders)), "renders_min": int(min(renders)), "renders_max": int(max(renders)),
             "renders_total": int(sum(renders)), "classes_found": found, "accepted_states": accepted,
             "accepted_fraction": float(np.mean(fraction))}
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    import diffusers
-    import torch
-    import torchmetrics
-    import transformers
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "ray": md.version("ray") if importlib.util.find_spec("ray") else None, "torchmetrics": torchmetrics.__version__,
-            "git_commit": commit or "unknown", "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
-
-
-def fmt(v, digits: int = 3) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
 
 
 def markdown(res: dict) -> str:
@@ -377,8 +288,6 @@ def main() -> None:
 
 
 def write_result(plan: Plan, rows: dict, n_test: int, seconds: dict, extractor: str) -> None:
-    from pipeline.markdown import replace_block
-
     a = plan.a
     composed = clone_settings(plan)
     result = {
@@ -390,9 +299,8 @@ def write_result(plan: Plan, rows: dict, n_test: int, seconds: dict, extractor: 
         "judge": f"ShapesNet trained on {a.judge_train} real `judge` renders for {a.judge_steps} steps (seed 7)",
         "seconds": seconds, "command": "python scripts/evaluate.py " + " ".join(sys.argv[1:]), "versions": versions(),
     }
-    (plan.out / "results.json").write_text(json.dumps(result, indent=1))
     block = markdown(result)
-    replace_block(plan.md, a.block, block, title="Results on the shapes world")
+    write_results(plan.out, result, plan.md, a.block, block, title="Results on the shapes world")
     print(block)
     print(f"\nresults: {plan.md} (tables), {plan.out / 'results.json'}, figures in {plan.figs}", file=sys.stderr)
 

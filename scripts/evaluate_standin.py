@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from evaluate import LABELS, NEEDS_CLASS_NAME, ROOT, fmt, method_overrides, run_clone, versions
+from pipeline.evaluation import LABELS, NEEDS_CLASS_NAME, ROOT, fmt, method_overrides, run_clone, versions, write_results
 
 METHODS = ("class_name_random", "qlearning", "qlearning_k5", "qlearning_k5_rendered", "qlearning_label")
 IMAGE_SIZE = 40  # the stand-in's renders (conf/dataset/glyphs.yaml)
@@ -102,11 +102,8 @@ def main() -> None:
                        "n_cas_test": n_test, "cas_steps": a.cas_steps},
               "rows": rows, "seconds": seconds, "cas_kept": kept, "command": "python scripts/evaluate_standin.py " + " ".join(sys.argv[1:]),
               "versions": versions()}
-    (a.out / "results.json").write_text(json.dumps(result, indent=1))
-    from pipeline.markdown import replace_block
-
     block = markdown(result)
-    replace_block(a.markdown, a.block, block, title="Results on the CLIP-like stand-in")
+    write_results(a.out, result, a.markdown, a.block, block, title="Results on the CLIP-like stand-in")
     print(block)
     print(f"\nresults: {a.markdown} (table), {a.out / 'results.json'}", file=sys.stderr)
 
