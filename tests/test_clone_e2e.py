@@ -156,10 +156,10 @@ def test_wrong_types_and_ranges_stop_before_anything_starts(tmp_path, override, 
 
 
 def test_a_failed_first_start_does_not_block_the_corrected_command(tmp_path):
-    p = clone_cli(tmp_path, "reward.segmenter.pretrained=/no/such/cnn")  # fails once run.json is written
+    p = clone_cli(tmp_path, "reward.segmenter.pretrained=/no/such/cnn", "cluster=inline")  # fails once run.json is written
     assert p.returncode != 0 and (tmp_path / "run.json").is_file()
     assert not list(tmp_path.glob("shard-*")) and not list(tmp_path.glob("searches/*.json"))
-    s = clone(tmp_path)  # before: "was started with other settings, and resuming would mix two datasets"
+    s = clone(tmp_path, "cluster=inline")  # before: "was started with other settings, and resuming would mix two datasets"
     assert s["ok"] and s["shards_written"] == 12
 
 
@@ -228,14 +228,14 @@ def small_disk(tmp_path):
 
 
 def test_a_full_disk_commits_no_partial_shard_and_says_so(small_disk, reference):
-    p = clone_cli(small_disk)
+    p = clone_cli(small_disk, "cluster=inline")  # the disk is the subject: the worker runs in the driver's process
     assert p.returncode == 1 and "No space left on device" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert "failed after" in p.stderr  # the shard units that could not be written are reported as failed
     valid, problems = Manifest(Storage(small_disk)).validate("deep")
     assert not problems and 0 < len(valid) < 12  # what was committed is whole; nothing half-written
     assert not list(small_disk.rglob("*.tmp")) and len(list(small_disk.glob("shard-*.tar"))) == len(valid)
     subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)  # space freed: resume
-    assert clone(small_disk)["shards_reused"] == len(valid)
+    assert clone(small_disk, "cluster=inline")["shards_reused"] == len(valid)
     assert sample_hashes(small_disk) == reference[2]
 
 

@@ -288,7 +288,7 @@ def test_an_object_store_that_hiccups_or_goes_away_for_a_while_costs_a_pause(s3_
 
     from pipeline.clone import api
     from helpers.clone import SMALL
-    s = api.run(api.load(["paths.output_dir=s3://clones/hiccups", *SMALL]), on_event=on_event).to_dict()
+    s = api.run(api.load(["paths.output_dir=s3://clones/hiccups", *SMALL, "cluster=inline"]), on_event=on_event).to_dict()
     assert s["ok"] and s["shards_written"] == 12 and not s["failures"], s
     assert went_down.is_set() and proxy.failed >= 5
     assert downloaded(s3_server, "clones/hiccups", tmp_path / "got") == reference[2]
