@@ -6,6 +6,7 @@ import os
 import pytest
 
 from pipeline.clone.dataset import ClassInfo
+from pipeline.clone.layout import Layout
 from pipeline.clone.manifest import Manifest
 from pipeline.clone.plan import ClonePlan
 from pipeline.clone.shards import tar_keys, verify_shard, write_shard
@@ -89,7 +90,7 @@ def test_plan_splits_classes_into_named_shards():
     units = [u for u in plan.shard_units() if u.classes == (classes[1],)]
     assert [(u.shard, u.indices(0)[0], u.count) for u in units] == [
         ("shard-000003.tar", 0, 20), ("shard-000004.tar", 20, 20), ("shard-000005.tar", 40, 5)]
-    assert plan.num_shards == 9 == len(plan.shard_names()) and plan.total_images == 135
+    assert plan.num_shards == 9 == len(plan.shard_units()) and plan.total_images == 135
     with pytest.raises(ConfigError, match="no classes"):
         ClonePlan([], 4, 4, "class", 0)
 
@@ -98,7 +99,7 @@ def test_shuffled_plan_mixes_classes_and_places_every_sample_once():
     classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(50)]
     plan = ClonePlan(classes, images_per_class=40, shard_size=100, order="shuffled", seed=3)
     units = plan.shard_units()
-    assert len(units) == plan.num_shards == 20 and [u.shard for u in units] == plan.shard_names()
+    assert len(units) == plan.num_shards == 20 and [u.shard for u in units] == [Layout.shard_name(j) for j in range(20)]
     places = [(u.classes[k].id, i) for u in units for k, i in u.members.tolist()]
     assert sorted(places) == sorted((c.id, i) for c in classes for i in range(40))  # each sample once
     assert min(len(u.classes) for u in units) >= 35  # 100 samples of 50 classes: nearly every class in every shard

@@ -148,12 +148,6 @@ class ClonePlan:
             return [self._class_shard(c, part) for c in self.classes for part in range(self.shards_per_class)]
         return [self._shuffled_shard(j) for j in range(self.num_shards)]
 
-    def shard_names(self) -> list[str]:
-        """The file names of :meth:`shard_units`, in the same order, without building the units."""
-        if self.order == "class":
-            return [Layout.shard_name(c.index * self.shards_per_class + p) for c in self.classes for p in range(self.shards_per_class)]
-        return [Layout.shard_name(j) for j in range(self.num_shards)]
-
 
 Unit = SearchUnit | ShardUnit  # what the driver queues and a worker runs
 

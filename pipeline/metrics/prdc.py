@@ -1,8 +1,7 @@
 """Improved precision/recall (Kynkäänniemi et al. 2019) and density/coverage (Naeem et al. 2020).
 
-torchmetrics has neither, so this is a torchmetrics ``Metric`` (``update``/``compute``/``reset``) whose
-compute works in row chunks: no N×M distance matrix is ever held, so 50,000 × 50,000 features fit in
-a few GiB. With ``r_i`` the distance from real point i to its k-th nearest real neighbour (itself
+torchmetrics has neither, so :func:`prdc` computes them in row chunks: no N×M distance matrix is ever held, so
+50,000 × 50,000 features fit in a few GiB. With ``r_i`` the distance from real point i to its k-th nearest real neighbour (itself
 excluded) and likewise ``s_j`` for fake points (strict inequalities, as in the reference ``prdc``)::
 
     precision = mean_j 1[∃i: d(x_i, y_j) < r_i]       recall   = mean_i 1[∃j: d(x_i, y_j) < s_j]
@@ -12,8 +11,6 @@ excluded) and likewise ``s_j`` for fake points (strict inequalities, as in the r
 from __future__ import annotations
 
 import torch
-from torchmetrics import Metric
-from torchmetrics.utilities.data import dim_zero_cat
 
 
 def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -54,21 +51,3 @@ def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 3, chunk: int = 1024) 
         "density": (density_count.sum() / (k * len(fake))).item(),
         "coverage": real_covered.double().mean().item(),
     }
-
-
-class PrecisionRecallDensityCoverage(Metric):
-    """Streams feature batches (``update(features, real)``) and returns the four metrics on ``compute``."""
-
-    full_state_update = False
-
-    def __init__(self, k: int = 3, chunk: int = 1024, dtype: torch.dtype = torch.float32, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.k, self.chunk, self.feature_dtype = k, chunk, dtype
-        self.add_state("real", default=[], dist_reduce_fx="cat")
-        self.add_state("fake", default=[], dist_reduce_fx="cat")
-
-    def update(self, features: torch.Tensor, real: bool) -> None:
-        (self.real if real else self.fake).append(features.detach().to("cpu", self.feature_dtype))
-
-    def compute(self) -> dict[str, float]:
-        return prdc(dim_zero_cat(self.real), dim_zero_cat(self.fake), self.k, self.chunk)
