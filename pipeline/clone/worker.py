@@ -121,8 +121,8 @@ class CloneWorker:
         self._sources: dict[ClassInfo, ClassSource] = {}
         self._sources_lock = threading.Lock()
         if c.worker_warmup:  # the device's set-up (CUDA context, cuBLAS, kernels of the call size) before the first unit
-            gen = self.stack.generator
-            gen.generate(["a warm-up"] * self.pool.batch_size, list(range(self.pool.batch_size)))
+            prompt = self.stack.full_grammar.decode(next(iter(self.stack.full_grammar.grid())))  # one any generator reads
+            self.stack.generator.generate([prompt] * self.pool.batch_size, list(range(self.pool.batch_size)))
 
     def _set_threads(self) -> None:
         """torch's thread count, in the thread that runs a unit (Ray runs a threaded actor's calls in its own threads)."""
