@@ -85,22 +85,21 @@ def to_pil(image: Any) -> Image.Image:
     uint8 on the host) rounded as diffusers rounds its ``pil`` output (the same bytes)."""
     if isinstance(image, Image.Image):
         return image
-    import torch
-
-    x = image.detach()
-    if x.dtype != torch.uint8:
-        x = (x.float().cpu() * 255).round().to(torch.uint8)
-    return Image.fromarray(x.cpu().permute(1, 2, 0).numpy(), "RGB")
+    return Image.fromarray(to_host(image).permute(1, 2, 0).numpy(), "RGB")
 
 
 def to_host(image: Any) -> Any:
     """A render kept for later (a search's reusable renders, a shard's best failed try): a device tensor is copied to
-    the host as uint8 (a quarter of its float size, and off the device's memory); a PIL image stays as it is."""
+    the host as uint8 (a quarter of its float size, and off the device's memory); a uint8 tensor or a PIL image stays
+    as it is."""
     if isinstance(image, Image.Image):
         return image
     import torch
 
-    return (image.detach().float() * 255).round().to(torch.uint8).cpu()
+    x = image.detach()
+    if x.dtype != torch.uint8:
+        x = (x.float() * 255).round().to(torch.uint8)
+    return x.cpu()
 
 
 def is_tensor(image: Any) -> bool:

@@ -9,12 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.bench.common import clone
+from pipeline.bench.common import SHAPES, clone
 from pipeline.clone.layout import Layout
 from pipeline.markdown import table
-
-
-SHAPES = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"]
 
 
 def run(model: str | None, classes: int, budget: int | None, images: int, batch: int) -> dict:

@@ -10,6 +10,8 @@ from pathlib import Path
 from pipeline.clone.layout import Layout
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (the package is installed editable: make setup)
+#: the shapes world's classes, in the order the benchmarks take their first n
+SHAPES = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"]
 
 
 def clone(out: Path, *overrides: str) -> dict:

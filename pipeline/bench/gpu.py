@@ -39,10 +39,11 @@ from typing import Any, Callable, TextIO
 
 import torch
 
+from pipeline.bench.common import SHAPES
+
 CONFIGS = Path(__file__).resolve().parents[2] / "models" / "configs"
 PROMPTS = ["a large red solid star on a white background", "a small blue dotted circle on a black background",
            "a medium green striped square on a grey background", "a large yellow solid cross on a blue background"]
-SHAPES = ["circle", "octagon", "hexagon", "pentagon", "square", "diamond", "triangle", "star", "cross", "crescent"]
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,8 @@ def timed_calls(gen: Any, batch: int, calls: int) -> dict[str, Any]:
     return {"images_per_s": round(rate, 3), "first_call_s": round(first, 2), **_memory()}
 
 
-def _free(gen: Any = None) -> None:
-    del gen
+def _free() -> None:
+    """Hand the device memory of the models dropped so far back (call after their last reference is gone)."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -204,7 +205,8 @@ def bare_stage(arch: str) -> Callable[[Check], dict[str, Any]]:
         for batch in c.s.batches:
             gen.max_batch_size = batch
             rows[str(batch)] = timed_calls(gen, batch, c.s.calls)
-        _free(gen)
+        del gen
+        _free()
         return {"steps": c.s.sd_steps if arch == "sd21" else 1, "batches": rows}
 
     return run
@@ -214,7 +216,8 @@ def compile_stage(c: Check) -> dict[str, Any]:
     batch = c.s.clone_batch
     gen = generator("sd21", c.folders["sd21"], c.s, batch, compile=True)
     row = timed_calls(gen, batch, c.s.calls)
-    _free(gen)
+    del gen
+    _free()
     return {"batch": batch, "on": row, "speedup_over_bare": round(row["images_per_s"] / c.bare_rate("sd21", batch), 3)}
 
 

@@ -10,6 +10,7 @@ worker to lose (a crash of the process is a crash of the run, which resumes like
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING, Any, Callable
@@ -58,14 +59,13 @@ class InlinePool(WorkerPool):
         if self.workers or self.starting:
             raise ConfigError("cluster.backend=inline holds one worker; a second was asked for")
         self._threads[wid] = ThreadPoolExecutor(self.units_per_worker, thread_name_prefix=f"unit-{wid}")
-        holder: dict[str, Any] = {}
+        handle = _Handle(wid)
 
-        def load() -> dict[str, Any]:
-            holder["worker"] = CloneWorker(self.cfg, wid, self.identity_hash)
-            return holder["worker"].ping()
+        def load() -> dict[str, Any]:  # models load now, in this process; a failure is the ping's error
+            handle.worker = CloneWorker(self.cfg, wid, self.identity_hash)
+            return handle.worker.ping()
 
-        ping = _done(load)
-        return _Handle(wid, holder), ping
+        return handle, _done(load)
 
     def _submit(self, worker: Any, unit: Unit) -> Any:
         w = worker.worker
@@ -99,12 +99,9 @@ class InlinePool(WorkerPool):
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+@dataclass
 class _Handle:
-    """The inline worker as the pool holds it (its models load when the run starts)."""
+    """The inline worker as the pool holds it (None until its models have loaded)."""
 
-    def __init__(self, wid: int, holder: dict[str, Any]) -> None:
-        self.wid, self._holder = wid, holder
-
-    @property
-    def worker(self) -> CloneWorker:
-        return self._holder["worker"]
+    wid: int
+    worker: CloneWorker | None = None
