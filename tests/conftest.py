@@ -36,6 +36,11 @@ def encoder() -> PixelStatsEncoder:
 
 @pytest.fixture(scope="session")
 def reward(encoder):
+    """The paper's three similarity rewards with conf's Reward 1 settings, and no class-consistency term: the search
+    tests measure searches as optimisers against this reward's exhaustive optimum. ``reward=pixel_stats`` composed
+    with a semantic encoder adds the term (weight 0, but it marks states accepted), and Q-learning then restarts
+    from accepted states instead of its best one (docs/results.md, search cost): with that reward the goal-mode
+    Q-learning test reaches 1 goal of 3 in its budget (the 1% tests still pass)."""
     return build_reward(encoder, PaletteSegmenter(), {"segmentation": 1.0, "features": 1.0, "embedding": 1.0}, SEGMENTATION)
 
 

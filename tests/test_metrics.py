@@ -13,7 +13,7 @@ from scipy import linalg
 
 from pipeline.metrics.features import FeatureSet
 from pipeline.metrics.prdc import prdc
-from pipeline.metrics.scores import frechet_distance, score_sets
+from pipeline.metrics.scores import Distances, frechet_distance, score_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,6 +74,11 @@ def test_per_class_metrics_on_a_three_class_toy_set():
     assert set(per) == {"a", "b", "c"} and all(per[c]["n_real"] == per[c]["n_fake"] == 100 for c in per)
     assert per["c"]["fd"] > 5 * max(per["a"]["fd"], per["b"]["fd"])
     assert per["c"]["precision"] < per["a"]["precision"]
+    # one pair of metric objects serves every class: reset between classes, nothing carries over
+    for name, lab in (("a", 0), ("c", 2)):
+        fresh = Distances(6, kid_subsets=10, kid_subset_size=50)
+        r, f = real.features[labels == lab], fake.features[labels == lab]
+        assert per[name]["fd"] == fresh.frechet(r, f) and (per[name]["kid"], per[name]["kid_std"]) == fresh.kernel(r, f)
 
 
 def test_clip_and_dinov2_extractors_on_tiny_random_models(tmp_path, grammar):
