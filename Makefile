@@ -64,8 +64,10 @@ metrics-baseline: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
+# Every test, a test file per core at a time (pytest-xdist; the longest files start first: tests/conftest.py).
+TEST_WORKERS ?= auto
 test-full: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # Benchmarks (ratios measured side by side; several minutes on 2 cores).
 bench: $(STAMP)

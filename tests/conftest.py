@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from helpers import ROOT  # first: it sets RAY_AUTH_MODE before anything imports ray
-from helpers.clone import clone, sample_hashes
+from helpers.clone import SHUFFLED, clone, sample_hashes
 from helpers.components import SEGMENTATION
 from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
 from pipeline.generators.procedural import ProceduralGenerator
 from pipeline.grammar import Grammar
 from pipeline.rewards import build_reward
 from pipeline.shapes.world import ShapesWorld
+
+
+#: the test files that take longest, in that order (``--durations`` of make test-full on 2 cores): they start first, so
+#: that the processes of a parallel run (make test-full: pytest-xdist, a file per process at a time) end together
+LONGEST_FIRST = ["test_clone_e2e.py", "test_cluster_e2e.py", "test_offline_install.py", "test_standin_e2e.py", "test_search.py",
+                 "test_evaluate.py", "test_object_store.py", "test_full_batches.py", "test_metrics.py", "test_cas.py",
+                 "test_clone_quality.py", "test_gpu_bench.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the other files keep their order
+
+
+def _share_the_cores() -> None:
+    """In a parallel run each test process, and what it starts, gets its share of the cores for torch and OpenMP:
+    processes that each use every core spend their time waiting on each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+_share_the_cores()
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +77,10 @@ def reference(tmp_path_factory):
     """A clean clone with the SMALL settings, shared by every test that compares against one: (folder, summary, hashes)."""
     out = tmp_path_factory.mktemp("reference")
     return out, clone(out), sample_hashes(out)
+
+
+@pytest.fixture(scope="session")
+def shuffled(tmp_path_factory):
+    """The SMALL clone in shuffled shards, in this process (``cluster=inline``): (folder, summary)."""
+    out = tmp_path_factory.mktemp("shuffled")
+    return out, clone(out, "cluster=inline", *SHUFFLED)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from helpers.clone import SMALL, clone, clone_cli, clone_cmd, last_summary, sample_hashes
+from helpers.clone import SHUFFLED, SMALL, clone, clone_cli, clone_cmd, file_hashes, last_summary, sample_hashes
 from helpers.processes import count, crash_when
 import pipeline.clone as clone_api
 from pipeline.clone import dry_run, load
@@ -89,18 +89,26 @@ def test_a_search_whose_renders_are_lost_is_redone_identically(reference, tmp_pa
     assert s["searches_run"] == 1 and s["shards_written"] == 3 and sample_hashes(out) == reference[2]
 
 
-def test_driver_sigkill_then_resume_is_byte_identical(reference, tmp_path):
+@pytest.mark.parametrize("order", ["class", "shuffled"])
+def test_a_sigkilled_clone_resumes_byte_identical(order, request, tmp_path):
+    """The machine "crashes" (driver, Ray and workers SIGKILLed) once a shard is committed; the same command then
+    finishes a folder whose every shard file is byte-identical to an uninterrupted clone's. Class order runs on Ray,
+    against the session's reference; shuffled shards in-process, against the session's shuffled clone. One worker
+    running one unit at a time: with reused search renders a shard takes milliseconds, and a wider run could commit
+    every shard between two polls. (The 1000-class stand-in killed mid-search: tests/test_standin_e2e.py.)"""
+    if order == "class":
+        ref_out, overrides, total = request.getfixturevalue("reference")[0], [], 12
+    else:
+        ref_out, overrides, total = request.getfixturevalue("shuffled")[0], [*SHUFFLED, "cluster=inline"], 8
     out = tmp_path / "killed"
     records = out / "manifest"
-    crash_when(clone_cmd(out, "search=qlearning"), lambda: count(records, "*.json") > 0, timeout=240)
+    crash_when(clone_cmd(out, *overrides, "cluster.num_workers=1", "cluster.units_per_worker=1", "cluster.max_in_flight=1"),
+               lambda: count(records, "*.json") > 0, timeout=240)
     done_at_kill = len(list(records.glob("*.json")))
-    assert 1 <= done_at_kill < 12
-    # resume with the same search as the reference, so the samples must match it exactly
-    ref_out = tmp_path / "reference_q"
-    clone(ref_out, "search=qlearning")
-    s = clone(out, "search=qlearning")
-    assert s["ok"] and s["shards_reused"] >= done_at_kill - 1
-    assert sample_hashes(out) == sample_hashes(ref_out)
+    assert 1 <= done_at_kill < total
+    s = clone(out, *overrides)  # the runtime knobs back to their defaults: they are not settings of the output
+    assert s["ok"] and s["shards_reused"] >= done_at_kill - 1 and s["shards_reused"] + s["shards_written"] == total
+    assert file_hashes(out) == file_hashes(ref_out)
 
 
 def test_worker_killed_mid_run_loses_nothing(tmp_path):
@@ -149,10 +157,16 @@ def test_invalid_config_is_one_line(tmp_path, overrides, message, capsys, monkey
     ("clone.shard_size=abc", "clone.shard_size must be an integer, got 'abc'"),
     ("clone.max_tries=0", "clone.max_tries must be >= 1"),  # was caught in the workers, after Ray started
 ])
-def test_wrong_types_and_ranges_stop_before_anything_starts(tmp_path, override, message):
-    p = clone_cli(tmp_path, override)  # as a process: the exit status and the one line a shell sees
-    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
-    assert not list(tmp_path.iterdir())  # nothing written: no run.json, no clone.log
+def test_wrong_types_and_ranges_stop_before_anything_starts(tmp_path, override, message, capsys, monkeypatch):
+    """In this process, as the one above (tests/test_configs.py runs the console command as a process once)."""
+    from pipeline.cli.clone import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main([f"paths.output_dir={tmp_path / 'out'}", *SMALL, override])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()  # nothing written: no run.json, no clone.log
 
 
 def test_a_failed_first_start_does_not_block_the_corrected_command(tmp_path):

@@ -113,9 +113,12 @@ def test_wrong_values_and_combinations_are_refused_in_one_line(override, message
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_the_cli_says_it_in_one_line_and_exits_2():
-    p = subprocess.run(cli_command("dataset=imagenet1k"), capture_output=True, text=True)
+def test_the_cli_says_it_in_one_line_and_exits_2(tmp_path):
+    """The console command as a process, once: the exit status and the one line a shell sees (the other invalid
+    settings run it in-process, tests/test_clone_e2e.py)."""
+    p = subprocess.run(cli_command(f"paths.output_dir={tmp_path / 'out'}", "dataset=imagenet1k"), capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("error: dataset=imagenet1k puts")
+    assert not (tmp_path / "out").exists()  # nothing written before the settings are checked
 
 
 def test_identity_follows_the_schema_marks():

@@ -1,38 +1,15 @@
-"""clone.shard_order=shuffled on a real local Ray: shards mix classes in one global order, hold exactly the
-samples a class-order clone holds, resume byte-identically after a SIGKILL, and load with webdataset and
-Hugging Face datasets' webdataset loader."""
+"""clone.shard_order=shuffled (the session's ``shuffled`` clone, in-process): shards mix classes in one global order,
+hold exactly the samples a class-order clone holds, and load with webdataset and Hugging Face datasets' webdataset
+loader. Their resume after a SIGKILL is tests/test_clone_e2e.py's ``test_a_sigkilled_clone_resumes_byte_identical``."""
 
-import hashlib
 import json
 
 import pytest
 import webdataset as wds
 
-from helpers.clone import clone as clone_small, clone_cmd as clone_cmd_small, sample_hashes
-from helpers.processes import count, crash_when
+from helpers.clone import sample_hashes
 
 pytestmark = pytest.mark.slow
-SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # 4 classes x 12 images in 8 shards
-
-
-def clone(out, *overrides, **kw):
-    """The SMALL clone in this process (``cluster=inline``): what this module tests is not Ray (tests/test_clone_e2e.py
-    and tests/test_cluster_e2e.py are), and an in-process worker starts in a second, not ten."""
-    return clone_small(out, "cluster=inline", *overrides, **kw)
-
-
-def clone_cmd(out, *overrides):
-    return clone_cmd_small(out, "cluster=inline", *overrides)
-
-
-def file_hashes(out):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("shard-*.tar"))}
-
-
-@pytest.fixture(scope="module")
-def shuffled(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shuffled")
-    return out, clone(out, *SHUFFLED)
 
 
 def test_shuffled_shards_mix_classes_and_hold_the_class_order_samples(shuffled, reference):
@@ -48,21 +25,6 @@ def test_shuffled_shards_mix_classes_and_hold_the_class_order_samples(shuffled, 
     positions = [k for rec in manifest["shards"] for k in
                  (x["__key__"] for x in wds.WebDataset(str(out / rec["shard"]), shardshuffle=False))]
     assert positions != sorted(positions)  # not class order
-
-
-def test_shuffled_resume_after_sigkill_is_byte_identical(shuffled, tmp_path):
-    ref_out, _ = shuffled
-    out = tmp_path / "killed"
-    records = out / "manifest"
-    # one worker, one unit at a time: with reused search renders a shard takes milliseconds, and two workers
-    # could commit all 8 between two polls (seen on a clean-clone run)
-    crash_when(clone_cmd(out, *SHUFFLED, "cluster.num_workers=1", "cluster.units_per_worker=1", "cluster.max_in_flight=1"),
-               lambda: count(records, "*.json") > 0, timeout=240)
-    done_at_kill = len(list(records.glob("*.json")))
-    assert 1 <= done_at_kill < 8
-    s = clone(out, *SHUFFLED)
-    assert s["ok"] and s["shards_reused"] >= done_at_kill - 1 and s["shards_reused"] + s["shards_written"] == 8
-    assert file_hashes(out) == file_hashes(ref_out)  # every shard file, not just the samples
 
 
 def test_shuffled_shards_load_with_hugging_face_datasets(shuffled, tmp_path, monkeypatch):

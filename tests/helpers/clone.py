@@ -16,6 +16,7 @@ from pipeline.clone.layout import Layout
 CLASSES = "dataset.only=[circle,square,star,cross]"
 SMALL = ["model=procedural", "reward=learned_shapes", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
          "env.budget=64", "search=noisy_gradient", "cluster.num_cpus=2"]
+SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # with SMALL: 4 classes x 12 images in 8 shards
 
 
 def clone(out, *overrides, ok=True) -> dict:
@@ -38,6 +39,11 @@ def clone_cli(out, *overrides):
 def last_summary(out) -> dict:
     """The summary the latest run wrote beside the shards (how a test reads a run it started as a process)."""
     return json.loads(Path(Layout(str(out)).summary).read_text())
+
+
+def file_hashes(out) -> dict[str, str]:
+    """shard file name -> sha256 of its bytes."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(out).glob("shard-*.tar"))}
 
 
 def sample_hashes(out):
