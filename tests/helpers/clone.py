@@ -20,7 +20,8 @@ SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # with SMALL: 4
 
 
 def clone(out, *overrides, ok=True) -> dict:
-    """The clone API in this process (Ray started and stopped by it) with the SMALL settings; its summary."""
+    """The clone API in this process (Ray started and stopped by it, unless the caller has started one) with the SMALL
+    settings; its summary."""
     s = clone_api.run(clone_api.load([f"paths.output_dir={out}", *SMALL, *overrides])).to_dict()
     if ok:
         assert s["ok"], s
