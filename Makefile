@@ -17,13 +17,14 @@ RAY        ?= 1
 CHECK_PY   ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 GPU_OUT    ?= runs/gpu-check.jsonl
 
-.PHONY: setup demo demo-clean test test-full search clone metrics metrics-baseline bench gpu-check wheelhouse eval eval-quick clean help
+.PHONY: setup demo demo-clean test test-full test-gpu search clone metrics metrics-baseline bench gpu-check wheelhouse eval eval-quick clean help
 
 help:
 	@echo "make setup   install into $(VENV) (TORCH='$(TORCH)')"
 	@echo "make demo    run the main job on the embedded shapes world"
 	@echo "make test    the fast tests (no Ray started, nothing trained; a few minutes)"
 	@echo "make test-full  every test, the end-to-end Ray runs, kills and resumes included (what CI runs)"
+	@echo "make test-gpu   the GPU tier (needs CUDA)"
 	@echo "make bench   benchmarks; make eval (eval-quick): clone quality per method -> docs/results.md"
 	@echo "make wheelhouse  wheels for an offline node (HAVE=, PY_VERSION=, PLATFORM=, RAY=0); make gpu-check  the staged GPU check"
 
@@ -60,14 +61,22 @@ metrics: $(STAMP)
 metrics-baseline: $(STAMP)
 	$(PY) scripts/metrics.py synthetic=shapes:train real=shapes:val paths.output_dir=runs/metrics-baseline $(ARGS)
 
+# Tests run a test file per core at a time (pytest-xdist; the longest files start first: tests/conftest.py), on the
+# cores this process may use (at most 8: each test process holds its own models and Ray).
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(8, len(os.sched_getaffinity(0))))')
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 # The fast tier: unit and in-process tests; the end-to-end tests that start Ray or train are marked slow.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow and not gpu" tests
 
-# Every test, a test file per core at a time (pytest-xdist; the longest files start first: tests/conftest.py).
-TEST_WORKERS ?= auto
+# Every test (what CI runs; the GPU tier skips without CUDA).
 test-full: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
+	$(PYTEST) tests
+
+# The GPU tier alone (tests/test_gpu.py), on a machine with CUDA.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu tests
 
 # Benchmarks (ratios measured side by side; several minutes on 2 cores).
 bench: $(STAMP)

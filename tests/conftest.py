@@ -29,12 +29,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the other files keep their order
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The GPU tier (tests/test_gpu.py, ``make test-gpu``) runs where CUDA is, and skips elsewhere."""
+    if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+        pytest.skip("the GPU tier needs a CUDA GPU")
+
+
 def _share_the_cores() -> None:
     """In a parallel run each test process, and what it starts, gets its share of the cores for torch and OpenMP:
     processes that each use every core spend their time waiting on each other."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 
