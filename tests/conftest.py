@@ -9,6 +9,7 @@ import torch
 
 from helpers import ROOT  # first: it sets RAY_AUTH_MODE before anything imports ray
 from helpers.clone import SHUFFLED, clone, sample_hashes
+from helpers.s3 import s3_server as running_s3_server
 from helpers.components import SEGMENTATION
 from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
 from pipeline.generators.procedural import ProceduralGenerator
@@ -90,3 +91,12 @@ def shuffled(tmp_path_factory):
     """The SMALL clone in shuffled shards, in this process (``cluster=inline``): (folder, summary)."""
     out = tmp_path_factory.mktemp("shuffled")
     return out, clone(out, "cluster=inline", *SHUFFLED)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3-protocol server for a module's tests (:func:`helpers.s3.s3_server`): an ``s3fs`` filesystem on it."""
+    for module in ("boto3", "s3fs", "moto.server"):
+        pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[dev]')")
+    with running_s3_server() as fs:
+        yield fs

@@ -94,17 +94,36 @@ def check_timm_info(folder, images):
 
 
 @pytest.mark.slow
-def test_a_resume_rewrites_the_card_and_timms_info(tmp_path, monkeypatch):
-    out = tmp_path / "grown"
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_a_resume_rewrites_the_card_and_timms_info(store, request, tmp_path, monkeypatch):
+    """A folder of one class, then a resume that adds three: the card and ``_info.json`` are rewritten, and the
+    dataset loads; on local disk, and on an object store (moto's S3 server) once copied as its card says."""
+    monkeypatch.chdir(tmp_path)
+    if store == "s3":
+        fs, out = request.getfixturevalue("s3_server"), "s3://clones/card"
+
+        def copied(name):  # what the card says to do: copy the folder, then load it
+            fs.get("clones/card/", str(tmp_path / name), recursive=True)
+            return tmp_path / name
+    else:
+        out = tmp_path / "grown"
+
+        def copied(name):
+            return out
     clone(out, "dataset.only=[circle]")
-    assert "| 12 | 1 | 3 |" in (out / "README.md").read_text()
-    check_timm_info(out, 12)
+    folder = copied("first")
+    assert "| 12 | 1 | 3 |" in (folder / "README.md").read_text()
+    check_timm_info(folder, 12)
     s = clone(out, CLASSES)  # class order: the other classes' shards join the folder
     assert s["shards_reused"] == 3
-    check_timm_info(out, 48)
-    card = (out / "README.md").read_text()
+    folder = copied("after")
+    check_timm_info(folder, 48)
+    card = (folder / "README.md").read_text()
     assert "| 48 | 4 | 12 |" in card and "48 synthetic images of 4 of the 10 classes" in card
-    assert load(out, tmp_path, monkeypatch).num_rows == 48
+    assert ("aws s3 sync s3://clones/card path/to/card" in card) == (store == "s3")
+    ds = load(folder, tmp_path, monkeypatch)
+    assert ds.num_rows == 48 and ds.features["cls"].names[7] == "star"
+    assert sorted({ds.features["cls"].int2str(c) for c in ds["cls"]}) == ["circle", "cross", "square", "star"]
 
 
 def test_the_card_lists_per_class_how_many_images_passed():

@@ -7,7 +7,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,38 +26,6 @@ def clone(out, *overrides, **kw):
     """The SMALL clone in this process (``cluster=inline``): what this module tests is not Ray (tests/test_clone_e2e.py
     and tests/test_cluster_e2e.py are), and an in-process worker starts in a second, not ten."""
     return clone_small(out, "cluster=inline", *overrides, **kw)
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on a free local port, with the AWS variables that point clients (and Ray workers,
-    which inherit the environment) at it; stopped at the end."""
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "moto_server did not start"
-                time.sleep(0.2)
-        boto3.client("s3").create_bucket(Bucket="clones")
-        yield s3fs.S3FileSystem()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def downloaded(fs, prefix, dest):
@@ -87,24 +54,6 @@ def test_clone_to_s3_resumes_after_lost_and_truncated_objects(s3_server, referen
     assert s["shards_written"] == 2 and s["shards_reused"] == 10 and set(s["corrupt_redone"]) == {"shard-000001.tar", "shard-000013.tar"}
     assert downloaded(fs, "clones/run", tmp_path / "resumed") == ref_hashes
     assert fs.cat("clones/run/clone.log").decode().count('"event": "plan"') == 2  # both runs' events, in order
-
-
-def test_the_card_on_s3_loads_once_copied_and_a_resume_rewrites_it(s3_server, tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets", reason="datasets is not installed (pip install -e '.[dev]')")
-    fs = s3_server
-    monkeypatch.chdir(tmp_path)
-    clone("s3://clones/card", "dataset.only=[circle]")
-    first = fs.cat("clones/card/README.md").decode()
-    assert "| 12 | 1 | 3 |" in first and "aws s3 sync s3://clones/card path/to/card" in first
-    clone("s3://clones/card")  # SMALL's four classes: the resume adds three
-    card = fs.cat("clones/card/README.md").decode()
-    assert "| 48 | 4 | 12 |" in card, card
-    copy = tmp_path / "card"  # what the card says to do: copy the folder, then load it
-    fs.get("clones/card/", str(copy), recursive=True)
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    ds = datasets.load_dataset(str(copy), split="train", cache_dir=str(tmp_path / "hf"))
-    assert ds.num_rows == 48 and ds.features["cls"].names[7] == "star"
-    assert sorted({ds.features["cls"].int2str(c) for c in ds["cls"]}) == ["circle", "cross", "square", "star"]
 
 
 def relay(src: socket.socket, dst: socket.socket, see=lambda chunk: None) -> None:
