@@ -9,8 +9,8 @@ import torch
 
 from helpers import ROOT  # first: it sets RAY_AUTH_MODE before anything imports ray
 from helpers.clone import SHUFFLED, clone, sample_hashes
-from helpers.s3 import s3_server as running_s3_server
 from helpers.components import SEGMENTATION
+from helpers.s3 import s3_server as running_s3_server
 from pipeline.encoders.pixel_stats import PaletteSegmenter, PixelStatsEncoder
 from pipeline.generators.procedural import ProceduralGenerator
 from pipeline.grammar import Grammar
