@@ -9,18 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 
 import pipeline.clone as clone_api
-from helpers.clone import clone as clone_small
+from helpers.clone import TINY_SD, clone as clone_small
 from helpers.components import CountingGenerator
 from pipeline.clone.plan import SearchUnit
 from pipeline.clone.worker import CloneWorker
 
 pytestmark = pytest.mark.slow
-
-# the embedded diffusion model at 2 steps (its kernels and padding, a tenth of the time), Q-learning, 3 classes x 4
-# images in shuffled shards of 4, one worker; search renders are not reused so every image is a generation render
-TINY_SD = ["model=tiny_shapes", "model.num_inference_steps=2", "dataset.only=[circle,square,star]",
-           "clone.images_per_class=4", "clone.shard_size=4", "clone.shard_order=shuffled", "clone.reuse_search_renders=false",
-           "env.budget=16", "search=qlearning_batched", "cluster.num_workers=1"]
 
 
 def clone(out, *overrides, **kw):

@@ -10,16 +10,13 @@ import pytest
 from hydra.utils import instantiate
 
 from helpers import ROOT
-from helpers.clone import clone
+from helpers.clone import TINY_SD, clone
 from pipeline.compose import load_config
 
 pytestmark = pytest.mark.gpu
 
 PROMPTS = ["a large red solid star on a white background", "a small blue dotted circle on a black background",
            "a medium green striped square on a grey background"]
-#: the embedded diffusion model at 2 steps on the GPU, 3 classes x 4 images, in this process
-TINY_SD = ["model=tiny_shapes", "model.num_inference_steps=2", "model.device=cuda", "dataset.only=[circle,square,star]",
-           "clone.images_per_class=4", "clone.shard_size=4", "env.budget=16", "search=qlearning_batched", "cluster=inline"]
 
 
 def test_renders_are_made_and_kept_on_the_gpu():
@@ -44,6 +41,6 @@ def test_the_gpu_check_runs_its_stages_on_the_gpu(tmp_path):
 
 
 def test_a_clone_writes_its_shards_from_the_gpu(tmp_path):
-    s = clone(tmp_path, *TINY_SD)
+    s = clone(tmp_path, *TINY_SD, "model.device=cuda", "cluster=inline")  # 3 classes x 4 images, in this process
     assert s["images_written"] == 12 and s["shards_written"] == 3
     assert s["worker_devices"]["0"]["device"].startswith("cuda") and s["worker_devices"]["0"]["device_name"] != "cpu"

@@ -17,6 +17,12 @@ CLASSES = "dataset.only=[circle,square,star,cross]"
 SMALL = ["model=procedural", "reward=learned_shapes", CLASSES, "clone.images_per_class=12", "clone.shard_size=4", "clone.progress=false",
          "env.budget=64", "search=noisy_gradient", "cluster.num_cpus=2"]
 SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # with SMALL: 4 classes x 12 images in 8 shards
+#: with SMALL, the embedded diffusion model at 2 steps (its kernels and padding, a tenth of the time), Q-learning,
+#: 3 classes x 4 images in shuffled shards of 4, one worker; search renders are not reused, so every image is a
+#: generation render
+TINY_SD = ["model=tiny_shapes", "model.num_inference_steps=2", "dataset.only=[circle,square,star]",
+           "clone.images_per_class=4", "clone.shard_size=4", "clone.shard_order=shuffled", "clone.reuse_search_renders=false",
+           "env.budget=16", "search=qlearning_batched", "cluster.num_workers=1"]
 
 
 def clone(out, *overrides, ok=True) -> dict:
