@@ -36,7 +36,9 @@ class SearchStack:
     semantic_encoder: SemanticEncoder
     search: Any
     env: EnvSettings  # the MDP's settings, typed (conf/env/default.yaml)
+    models: RewardModels | None = None  # what built the reward and the semantic encoder (a group's context reader too)
     _by_group: dict[str, tuple[Grammar, Grammar]] = field(default_factory=dict, repr=False)
+    _readers: dict[str, tuple[SemanticEncoder, Grammar]] = field(default_factory=dict, repr=False)
 
     def grammars(self, group: str | None = None, class_choices: Sequence[str] | None = None) -> tuple[Grammar, Grammar]:
         """(search grammar, full grammar) of one class: the class group's vocabulary where the grammar has
@@ -52,6 +54,22 @@ class SearchStack:
         if class_choices is not None:
             grammar = grammar.with_choices(grammar.class_axis, class_choices)
         return grammar, full
+
+    def context_reader(self, group: str | None = None, group_classes: Sequence[str] | None = None) -> tuple[SemanticEncoder, Grammar]:
+        """The semantic encoder and the grammar a class's context is read over (``clone.propose=inputs``): the stack's
+        own without class groups; else one per group over the group's vocabulary, its class axis the group's classes
+        (``group_classes``: a zero-shot reader's prompts name them, so its scenes are read as that group's are)."""
+        if group is None or not self.full_grammar.groups:
+            return self.semantic_encoder, self.full_grammar
+        if group not in self._readers:
+            full = self.full_grammar.for_group(group)
+            if group_classes:
+                full = full.with_choices(full.class_axis, list(group_classes))
+            if self.models is None:
+                raise ConfigError("a class group's context reader needs the stack's reward models")
+            self._readers[group] = (self.models.semantic_encoder(grammar=full, generator=self.generator,
+                                                                 image_encoder=self.models.image_encoder), full)
+        return self._readers[group]
 
 
 def instantiate_model(model_cfg: DictConfig, grammar: Grammar) -> Generator:
@@ -73,7 +91,7 @@ def build_stack(cfg: DictConfig, class_names: list[str] | None = None) -> Search
     models: RewardModels = instantiate(cfg.reward, _convert_="all")
     reward, semantic = models.build(full, generator)
     search = instantiate(cfg.search)
-    return SearchStack(grammar, full, generator, models.image_encoder, reward, semantic, search, env)
+    return SearchStack(grammar, full, generator, models.image_encoder, reward, semantic, search, env, models)
 
 
 def class_candidates(stack: SearchStack, grammar: Grammar, probs: np.ndarray, k: int) -> list[str]:

@@ -44,7 +44,7 @@ IMAGE_FORMATS = ("png", "jpg", "webp")  # pipeline.clone.shards.encode_image
 CONFIG_CHANGE_POLICIES = ("error", "allow")  # a resume under other settings: refuse, or record the change
 ENV_MODES = tuple(m.value for m in RewardMode)
 BACKENDS = ("ray", "inline")  # cluster.backend: Ray actors, or one worker in the driver's process
-PROPOSALS = ("random", "accepted")  # pipeline.clone.proposals
+PROPOSALS = ("inputs", "random", "accepted")  # pipeline.clone.proposals, pipeline.clone.context_prior
 FILL_MODES = ("best", "strict")  # pipeline.clone.worker: an image none of whose tries passed keeps its best, or is left out
 STATE_SEEDS = ("per_state", "shared")  # pipeline.env.StateEvaluator
 
@@ -60,6 +60,7 @@ class CloneSettings:
     reuse_max_share: float = setting(ge=0, le=1)
     verify_images: bool = setting()
     propose: str = setting(choices=PROPOSALS)
+    context_prior: Any = setting()  # empirical | a pseudo-count >= 0 (pipeline.clone.context_prior)
     fill: str = setting(choices=FILL_MODES)
     max_shortfall: float = setting(ge=0, le=1, runtime=True)
     verify: str = setting(choices=VERIFY_MODES, runtime=True)
@@ -171,6 +172,8 @@ class MetricsApp:
     n_real: Optional[int] = setting(ge=1)
     n_fake: Optional[int] = setting(ge=1)
     shapes_n: int = setting(ge=1)
+    shapes_context: Optional[float] = setting()
+    shapes_context_seed: int = setting()
     batch_size: int = setting(ge=1)
     workers: int = setting(ge=0)
     device: str = setting()
@@ -322,12 +325,20 @@ def _check_reward(cfg: DictConfig) -> None:
         check_reward_weights(OmegaConf.to_container(reward.weights, resolve=True), reward.get("segmenter") is not None)
 
 
+def _check_context_prior(cfg: DictConfig) -> None:
+    if "clone" in cfg and "context_prior" in cfg.clone:
+        from pipeline.clone.context_prior import check_strength
+
+        check_strength(cfg.clone.context_prior)
+
+
 def validate(cfg: DictConfig, schema: type = CloneApp) -> None:
     """Ranges, choices, component keys and cross-group rules, in one step before anything starts. Types were
     checked when the config was composed against the schema."""
     _check_ranges(cfg, schema, "")
     _check_workers(cfg)
     _check_reward(cfg)
+    _check_context_prior(cfg)
     for group in COMPONENT_GROUPS:
         if group in cfg:
             check_component(group, cfg[group])

@@ -21,9 +21,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--grammar", default="conf/grammar/shapes.yaml")
+    p.add_argument("--context", type=float, default=None,
+                   help="a Dirichlet concentration: each class's own attribute distribution (dataset.context); default: uniform")
+    p.add_argument("--context-seed", type=int, default=0, help="which contexts the classes draw (dataset.context_seed)")
     a = p.parse_args()
     with user_errors():
-        world = ShapesWorld(Grammar.from_yaml(a.grammar), a.image_size)
+        world = ShapesWorld(Grammar.from_yaml(a.grammar), a.image_size, a.context, a.context_seed)
         paths = write_split(world, a.out, a.n, a.split, a.format, a.seed, a.shard_size)
         print("\n".join(str(x) for x in paths))
 

@@ -20,7 +20,7 @@ def run(cfg: DictConfig) -> dict:
     if str(cfg.real).startswith("shapes") or str(cfg.synthetic).startswith("shapes"):
         from pipeline.shapes.world import ShapesWorld
 
-        world = ShapesWorld(instantiate(cfg.grammar), int(cfg.image_size))
+        world = ShapesWorld(instantiate(cfg.grammar), int(cfg.image_size), cfg.shapes_context, int(cfg.shapes_context_seed))
     # a real ImageFolder tree is labelled as the clone labelled its classes (an ImageNet-100 clone's cls values
     # are ImageNet-1k labels; its 100-folder tree would otherwise be numbered 0-99)
     labels = clone_class_labels(str(cfg.synthetic))

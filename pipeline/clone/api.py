@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.assembly import instantiate_model
@@ -115,7 +115,19 @@ def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar, list[ClassInfo]]
                           "so the grammar must name it")
     grammar.restrict(cfg.env.fix, cfg.env.exclude)  # a bad env.fix / env.exclude fails here, in one line
     labels = list(dataset.all_classes())
+    check_reader_classes(cfg.reward, [k.prompt for k in labels])
     return plan, search, grammar.with_choices(grammar.class_axis, [k.prompt for k in labels]), labels
+
+
+def check_reader_classes(reward: DictConfig, names: list[str]) -> None:
+    """A semantic encoder with a fixed set of classes reads classes by name, whatever order the dataset gives them; a
+    class name it does not know is refused here, in one line, before anything runs (its ``check_classes``)."""
+    node = reward.get("semantic_encoder")
+    if node is None or "_target_" not in node:
+        return
+    check = getattr(get_class(node._target_), "check_classes", None)
+    if check is not None:
+        check(names, **{k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")})
 
 
 def dry_run(cfg: DictConfig) -> dict[str, Any]:

@@ -247,8 +247,39 @@ def timm_info(facts: CardFacts, records: Sequence[ShardRecord]) -> dict[str, Any
                                                         "shard_lengths": [r.count for r in ordered]}}}
 
 
-def dataset_card(facts: CardFacts, records: Sequence[ShardRecord], summary: dict[str, Any], folder: str) -> str:
-    """The whole ``README.md``: YAML header and body. ``folder``: where a reader loads it from, as the card shows it."""
+def dataset_card(facts: CardFacts, records: Sequence[ShardRecord], summary: dict[str, Any], folder: str,
+                 contexts: dict[str, Any] | None = None) -> str:
+    """The whole ``README.md``: YAML header and body. ``folder``: where a reader loads it from, as the card shows it;
+    ``contexts``: ``contexts.json`` (clone.propose=inputs), whose estimates the card lists."""
     images = sum(r.count for r in records)
     meta = yaml.safe_dump(header(facts, images), sort_keys=False, allow_unicode=True)
-    return f"---\n{meta}---\n\n{body(facts, records, images, summary, folder)}"
+    return f"---\n{meta}---\n\n{body(facts, records, images, summary, folder)}" + "\n".join(context_section(contexts))
+
+
+#: classes whose context estimate the card lists (every class's is in contexts.json)
+CARD_CONTEXT_CLASSES = 20
+
+
+def context_section(contexts: dict[str, Any] | None) -> list[str]:
+    """Each class's context, as read from its inputs (``clone.propose=inputs``): the prior of each axis and, for the first
+    classes, the likeliest choice of each axis with its estimated share of the class's images."""
+    if not contexts or not contexts.get("classes"):
+        return []
+    priors = contexts["priors"]
+    lines = ["", "", "## Each class's context", "",
+             "Each class's images follow what its input images show beyond the class (`clone.propose=inputs`): on every "
+             "non-class axis, the mean of the semantic encoder's readings of its inputs, smoothed towards a prior learned from "
+             f"every class (`clone.context_prior={contexts['context_prior']}`; strength in inputs: small where classes differ, "
+             "large where they share one distribution). The estimates are in `contexts.json`.", "",
+             "| axis | choices | prior strength | classes |", "|---|---|---|---|"]
+    lines += [f"| {p['axis']} | {len(p['choices'])} | {p['strength']:.3g} | {p['classes']} |" for p in priors]
+    classes = sorted(contexts["classes"])
+    axes = sorted({a for est in contexts["classes"].values() for a in est})
+    lines += ["", "| class | " + " | ".join(axes) + " |", "|---|" + "---|" * len(axes)]
+    for cid in classes[:CARD_CONTEXT_CLASSES]:
+        est = contexts["classes"][cid]  # axis -> {choice: estimated share}
+        cells = [f"{max(est[a], key=est[a].get)} ({max(est[a].values()):.0%})" if a in est else "" for a in axes]
+        lines.append(f"| {cid} | " + " | ".join(cells) + " |")
+    if len(classes) > CARD_CONTEXT_CLASSES:
+        lines += ["", f"and {len(classes) - CARD_CONTEXT_CLASSES} more classes in `contexts.json`."]
+    return lines

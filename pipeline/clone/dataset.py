@@ -48,6 +48,15 @@ def _check_inputs(k: Any) -> int:
     return int(k)
 
 
+def _check_context_inputs(m: Any, k: int) -> int:
+    """``dataset.context_inputs``: the inputs a class's context is read from (null: its ``inputs_per_class``)."""
+    if m is None:
+        return k
+    if int(m) < k:
+        raise ConfigError(f"dataset.context_inputs must be null or >= dataset.inputs_per_class ({k}), got {m}")
+    return int(m)
+
+
 def _key_safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "class"
 
@@ -104,10 +113,26 @@ class _Catalogue:
         return self._all
 
     inputs_per_class: int  # set by each source from dataset.inputs_per_class
+    context_inputs: int  # dataset.context_inputs (>= inputs_per_class)
+
+    def _set_inputs(self, inputs_per_class: Any, context_inputs: Any) -> None:
+        self.inputs_per_class = _check_inputs(inputs_per_class)
+        self.context_inputs = _check_context_inputs(context_inputs, self.inputs_per_class)
 
     def inputs(self, cls: ClassInfo) -> list[InputImage]:
         """The class's ``inputs_per_class`` input images, the same ones on every call and every machine."""
         return [self._input(cls, j) for j in range(self.inputs_per_class)]
+
+    def context_extra(self, cls: ClassInfo) -> list[InputImage]:
+        """The inputs the class's context is read from besides :meth:`inputs`: the next ones, up to
+        ``dataset.context_inputs`` in all, as many as the class has (reading them costs no renders)."""
+        out = []
+        for j in range(self.inputs_per_class, self.context_inputs):
+            try:
+                out.append(self._input(cls, j))
+            except InputError:  # a class with fewer images reads what it has
+                break
+        return out
 
     def input_image(self, cls: ClassInfo) -> Image.Image:
         """The class's first input image (the single input of the paper's setting)."""
@@ -127,25 +152,26 @@ class _DrawnWorld(_Catalogue):
 
     def _input(self, cls: ClassInfo, j: int) -> InputImage:
         extra = (j,) if j else ()
-        attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id, *extra))
-        attrs[self.grammar.class_axis or "object"] = cls.name
+        attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id, *extra), cls.name)
         image = self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id, *extra)).image
         return InputImage(f"input_seed={self.input_seed}/{cls.id}/{j}", image)
 
 
 class ShapesDataset(_DrawnWorld):
-    """The shapes world: classes are the grammar's class-axis choices; input images are drawn."""
+    """The shapes world: classes are the grammar's class-axis choices; input images are drawn (from each class's
+    context, ``context``: :mod:`pipeline.contexts`)."""
 
     def __init__(self, grammar: Grammar, image_size: int = 32, only: Sequence[str] | None = None, input_seed: int = 0,
-                 name: str = "shapes", inputs_per_class: int = 1) -> None:
+                 name: str = "shapes", inputs_per_class: int = 1, context: float | None = None, context_seed: int = 0,
+                 context_inputs: int | None = None) -> None:
         from pipeline.shapes.world import ShapesWorld
 
         self.name = name
-        self.world = ShapesWorld(grammar, image_size)
+        self.world = ShapesWorld(grammar, image_size, context, context_seed)
         self.grammar, self.input_seed = grammar, int(input_seed)
         axis = grammar.class_axis or "object"
         self._set_classes(grammar.axis(axis).choices, only, "the shapes world")
-        self.inputs_per_class = _check_inputs(inputs_per_class)
+        self._set_inputs(inputs_per_class, context_inputs)
 
 
 class GlyphsDataset(_DrawnWorld):
@@ -154,7 +180,8 @@ class GlyphsDataset(_DrawnWorld):
 
     def __init__(self, grammar: Grammar, num_classes: int = 1000, image_size: int = 40, only: Sequence[str] | None = None,
                  input_seed: int = 0, name: str = "glyphs", inputs_per_class: int = 1, family_size: int = 1,
-                 occlusion: float = 0.0) -> None:
+                 occlusion: float = 0.0, context: float | None = None, context_seed: int = 0,
+                 context_inputs: int | None = None) -> None:
         from pipeline.glyphs.world import GlyphWorld, glyph_name
 
         if int(num_classes) < 1:
@@ -162,10 +189,10 @@ class GlyphsDataset(_DrawnWorld):
         self.name = name
         names = [glyph_name(k) for k in range(int(num_classes))]
         self.grammar = grammar.with_choices(grammar.class_axis or "object", names)
-        self.world = GlyphWorld(self.grammar, image_size, family_size, occlusion)
+        self.world = GlyphWorld(self.grammar, image_size, family_size, occlusion, context, context_seed)
         self.input_seed = int(input_seed)
         self._set_classes(names, only, "the glyphs world")
-        self.inputs_per_class = _check_inputs(inputs_per_class)
+        self._set_inputs(inputs_per_class, context_inputs)
 
 
 class ImageFolderDataset(_Catalogue):
@@ -175,7 +202,7 @@ class ImageFolderDataset(_Catalogue):
 
     def __init__(
         self, root: str, classes: Sequence[Any] | None = None, only: Sequence[str] | None = None, input_index: int = 0,
-        name: str = "imagefolder", inputs_per_class: int = 1,
+        name: str = "imagefolder", inputs_per_class: int = 1, context_inputs: int | None = None,
     ) -> None:
         self.name = name
         self.root = Path(str(root)).expanduser()
@@ -187,7 +214,7 @@ class ImageFolderDataset(_Catalogue):
                 raise ConfigError(f"dataset.root '{self.root}' has no class folders")
         self._set_classes(classes, only, str(self.root))
         self.input_index = int(input_index)
-        self.inputs_per_class = _check_inputs(inputs_per_class)
+        self._set_inputs(inputs_per_class, context_inputs)
 
     def _input(self, cls: ClassInfo, j: int) -> InputImage:
         folder = next((self.root / n for n in (cls.wnid, cls.name) if n and (self.root / n).is_dir()), None)
@@ -206,7 +233,7 @@ class WebDatasetSource(_Catalogue):
     the input images of class k are the first ``inputs_per_class`` samples whose ``cls`` is k."""
 
     def __init__(self, urls: str, classes: Sequence[Any], only: Sequence[str] | None = None, name: str = "webdataset",
-                 inputs_per_class: int = 1) -> None:
+                 inputs_per_class: int = 1, context_inputs: int | None = None) -> None:
         import braceexpand
 
         self.name = name
@@ -216,11 +243,11 @@ class WebDatasetSource(_Catalogue):
         if missing:
             raise ConfigError(f"dataset.urls: shard '{missing[0]}' does not exist")
         self._set_classes(classes, only, "dataset.classes")
-        self.inputs_per_class = _check_inputs(inputs_per_class)
+        self._set_inputs(inputs_per_class, context_inputs)
         self._inputs: dict[int, list[tuple[str, bytes]]] = {}  # label -> its first samples' (key, image bytes)
 
     def _input(self, cls: ClassInfo, j: int) -> InputImage:
-        k = self.inputs_per_class
+        k = self.context_inputs
         if len(self._inputs.get(cls.index, ())) < k:
             import webdataset as wds
 
@@ -235,6 +262,6 @@ class WebDatasetSource(_Catalogue):
         got = self._inputs.get(cls.index, [])
         if len(got) <= j:
             raise InputError(f"dataset.urls has {len(got)} samples of class {cls.index} ('{cls.name}'), "
-                             f"{'dataset.inputs_per_class needs ' + str(k) if got else 'none to use as its input'}")
+                             f"{'dataset.inputs_per_class needs ' + str(self.inputs_per_class) if got else 'none to use as its input'}")
         key, data = got[j]
         return InputImage(key, decode_image(data, f"of class {cls.index} ('{cls.name}') in dataset.urls"))

@@ -20,6 +20,7 @@ survives failures.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -28,6 +29,7 @@ from functools import partial
 from typing import Any, Callable
 
 from pipeline.clone.card import CardFacts
+from pipeline.clone.context_prior import check_strength, estimate_prior, posterior
 from pipeline.clone.events import EventLog
 from pipeline.clone.finish import finish
 from pipeline.clone.identity import folder_identities, identity_hash
@@ -66,6 +68,7 @@ class CloneDriver:
         self.verify_mode = str(clone.verify)
         self.class_pos = class_pos
         self._readings: dict[str, tuple[str | None, float | None]] = {}  # class id -> what its search read (this run)
+        self._contexts: dict[str, dict] = {}  # class id -> its context reading (clone.propose=inputs)
         self.stop_grace = float(cluster.stop_grace_s)
         self._stop_signal: str | None = None  # the first SIGTERM / SIGINT received
         self._stop_at = 0.0
@@ -108,6 +111,7 @@ class CloneDriver:
             self.event("record_rebuilt", shard=shard)
         summary.corrupt_redone = {k: v for k, v in inv.damaged.items() if k.endswith(".tar")}
         self._readings = dict(inv.readings)
+        self._contexts = dict(inv.contexts)
         shards = [u for u in units if u.shard not in inv.valid]
         summary.shards_reused = len(units) - len(shards)
         needed = {c.id for u in shards for c in u.classes}
@@ -154,7 +158,10 @@ class CloneDriver:
             self.event("config_changed", changes=self.identity_changes)
         searches, shards = self._todo(summary)
         self.event("plan", searches=len(searches), shards=len(shards), reused_shards=summary.shards_reused)
-        sched = Schedule.of(searches, shards)
+        hold = self.cfg.clone.propose == "inputs"  # the prior of every class's context comes before any image
+        sched = Schedule.of(searches, shards, hold)
+        if hold and shards and not searches:
+            self._write_contexts()
         bar = None
         try:
             if sched.queue:
@@ -235,7 +242,12 @@ class CloneDriver:
             summary.searches_found_class += out.found_class
             summary.search_renders += out.renders
             self._readings[unit.cls.id] = (out.read_class, out.read_prob)
+            if out.context is not None:
+                self._contexts[unit.cls.id] = out.context
             sched.searched(unit.cls.id)
+            if sched.held and sched.searches_pending == 0:
+                self._write_contexts()
+                sched.release()
             self.event("search_done", cls=unit.cls.id, worker=wid, **out.log_fields())
         else:
             summary.shards_written += 1
@@ -254,6 +266,20 @@ class CloneDriver:
         bar.detail(searched=summary.searches_run + summary.searches_reused,
                    shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
                    img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}", **per_call)
+
+    def _write_contexts(self) -> None:
+        """``contexts.json``: the context prior learned from every class's reading and each class's estimate
+        (:mod:`pipeline.clone.context_prior`), written before any shard unit is dispatched; the workers read the prior
+        from it. It depends on the persisted search results only, so a resume writes the same bytes."""
+        strength = check_strength(self.cfg.clone.context_prior)
+        readings = {c.id: self._contexts[c.id] for c in self.plan.classes if c.id in self._contexts}
+        priors = estimate_prior(readings.values(), strength)
+        doc = {"context_prior": strength, "priors": [p.to_dict() for p in priors],
+               "classes": {cid: {axis: dict(zip(r["axes"][axis]["choices"], (round(v, 6) for v in p))) for axis, p in posterior(r, priors).items()}
+                           for cid, r in readings.items()}}
+        self.storage.write_bytes(LAYOUT.contexts, json.dumps(doc, indent=1).encode())
+        self.event("context_prior", classes=len(readings), priors=[{"axis": p.axis, "choices": len(p.choices), "strength": round(p.strength, 3),
+                                                                    "classes": p.classes} for p in priors])
 
     def _lost(self, wid: int, unit: Unit, sched: Schedule, summary: CloneSummary, err: str) -> None:
         """A worker died under ``unit``: the unit and, at the first news of it, the worker's other units go back to the

@@ -83,7 +83,8 @@ def write_card(storage: Storage, card: CardFacts, records: list, summary: CloneS
     shown = (str(storage.url) if not storage.is_local
              else os.path.relpath(root) if root.startswith(os.getcwd() + os.sep) else root)
     try:
-        text = dataset_card(card, sorted(records, key=lambda r: r.shard), summary.to_dict(), shown)
+        contexts = json.loads(storage.read_bytes(LAYOUT.contexts)) if storage.exists(LAYOUT.contexts) else None
+        text = dataset_card(card, sorted(records, key=lambda r: r.shard), summary.to_dict(), shown, contexts)
         storage.write_bytes(LAYOUT.card, text.encode())
         storage.write_bytes(LAYOUT.timm_info, json.dumps(timm_info(card, records), indent=1).encode())
     except (OSError, PipelineError) as err:

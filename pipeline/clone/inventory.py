@@ -42,6 +42,8 @@ class Inventory:
     searches_done: set[str] = field(default_factory=set)  # class ids
     #: class id -> (the class read in its input images, its probability) of each usable search result
     readings: dict[str, tuple[str | None, float | None]] = field(default_factory=dict)
+    #: class id -> its context reading (clone.propose=inputs: pipeline.clone.context_prior), where its search made one
+    contexts: dict[str, dict] = field(default_factory=dict)
 
 
 def output_tags(storage: Storage) -> set[str]:
@@ -152,4 +154,6 @@ def take_inventory(storage: Storage, units: list[ShardUnit], class_ids: list[str
             else:
                 inv.searches_done.add(cid)
                 inv.readings[cid] = (info.get("read_class"), info.get("read_prob"))
+                if info.get("context") is not None:
+                    inv.contexts[cid] = info["context"]
     return inv

@@ -7,6 +7,7 @@
       manifest/shard-000000.json one record per committed shard (the truth a resume reads)
       manifest.json              all records in shard order, class labels (a convenience view)
       searches/<class>.json      a class's search result; searches/<class>.renders.tar its reusable renders
+      contexts.json              clone.propose=inputs: the context prior and each class's estimate (pipeline.clone.context_prior)
       run.json                   the settings the samples depend on (pipeline.clone.identity)
       clone.log                  one JSON event per line, every run appended
       summary.json               the summary of the latest run
@@ -48,6 +49,10 @@ class Layout:
     @property
     def summary(self) -> str:
         return self._at("summary.json")
+
+    @property
+    def contexts(self) -> str:
+        return self._at("contexts.json")
 
     @property
     def card(self) -> str:

@@ -77,10 +77,11 @@ class SearchDone:
     class_source: str  # env.class_source the search ran under
     calls: dict[str, CallStats]  # the worker's generator-call statistics so far (cumulative), per phase
     oom_backoffs: list[int]  # the worker's batch sizes after each CUDA out-of-memory back-off so far
+    context: dict[str, Any] | None = None  # clone.propose=inputs: the class's context reading (pipeline.clone.context_prior)
 
     def log_fields(self) -> dict[str, Any]:
         """What the ``search_done`` event records."""
-        return {k: v for k, v in asdict(self).items() if k not in ("calls", "oom_backoffs")}
+        return {k: v for k, v in asdict(self).items() if k not in ("calls", "oom_backoffs", "context")}
 
 
 @dataclass(frozen=True)
@@ -154,12 +155,14 @@ Unit = SearchUnit | ShardUnit  # what the driver queues and a worker runs
 
 @dataclass
 class Schedule:
-    """The scheduling loop's state: units queued and in flight, shards waiting for their classes' searches,
-    retries, and per-worker throughput."""
+    """The scheduling loop's state: units queued and in flight, shards waiting for their classes' searches (or, held,
+    for every search), retries, and per-worker throughput."""
 
     queue: deque  # units ready to dispatch, in order
     waiting: dict[str, int]  # shard -> classes whose search it still waits for
     by_class: dict[str, list[ShardUnit]]  # class -> shards waiting for its search
+    held: list[ShardUnit] = field(default_factory=list)  # shards that wait for every search (released by the driver)
+    searches_pending: int = 0  # searches queued or in flight
     in_flight: dict[Any, tuple[Unit, int]] = field(default_factory=dict)  # call ref -> (unit, worker id)
     attempts: dict[str, int] = field(default_factory=dict)  # unit id -> failed tries
     busy: dict[int, list[float]] = field(default_factory=dict)  # worker id -> [images, seconds]
@@ -168,8 +171,11 @@ class Schedule:
     alone_since: float | None = None  # since when no worker has been alive
 
     @classmethod
-    def of(cls, searches: list[SearchUnit], shards: list[ShardUnit]) -> "Schedule":
-        """Searches first; a shard is ready once every class it draws from has its search persisted."""
+    def of(cls, searches: list[SearchUnit], shards: list[ShardUnit], hold: bool = False) -> "Schedule":
+        """Searches first; a shard is ready once every class it draws from has its search persisted, or, with ``hold``
+        (what every class's search gives its images: ``clone.propose=inputs``'s prior), held until :meth:`release`."""
+        if hold and searches:
+            return cls(deque(searches), {}, {}, list(shards), len(searches))
         unsearched = {u.cls.id for u in searches}
         waiting: dict[str, int] = {}
         by_class: dict[str, list[ShardUnit]] = {}
@@ -181,11 +187,17 @@ class Schedule:
             waiting[u.shard] = len(missing)
             for c in missing:
                 by_class.setdefault(c, []).append(u)
-        return cls(deque(searches + ready), waiting, by_class)
+        return cls(deque(searches + ready), waiting, by_class, searches_pending=len(searches))
+
+    def release(self) -> None:
+        """The held shards join the queue (every search is persisted)."""
+        self.queue.extend(self.held)
+        self.held = []
 
     def searched(self, class_id: str) -> None:
         """A class's search is persisted: the shards it completes go first (short units, early committed
         output, finer-grained resume)."""
+        self.searches_pending -= 1
         ready = []
         for u in self.by_class.pop(class_id, []):
             self.waiting[u.shard] -= 1
@@ -194,4 +206,4 @@ class Schedule:
         self.queue.extendleft(reversed(ready))
 
     def left(self) -> int:
-        return len(self.queue) + len(self.in_flight) + sum(1 for n in self.waiting.values() if n > 0)
+        return len(self.queue) + len(self.in_flight) + len(self.held) + sum(1 for n in self.waiting.values() if n > 0)

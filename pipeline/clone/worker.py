@@ -10,6 +10,7 @@ a unit after a crash rewrites identical bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from omegaconf import OmegaConf
 
 import pipeline
 from pipeline.assembly import build_stack, make_env, prepare, read
+from pipeline.clone.context_prior import on_grammar, posterior, propose_from_context, reading as context_reading
 from pipeline.clone.dataset import ClassInfo
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.manifest import Manifest
@@ -59,9 +61,10 @@ class ClassSource:
     full: Grammar  # the full grammar, whose encodings the samples record
     seq: list[Candidate]  # the balanced sequence of accepted states the images draw from (clone.fill=best: else the best scored)
     prepared: dict[str, Any] | None  # the reward's prepared input (verification), None without
-    reused: dict[int, SearchRender]  # image index -> the search render it is (clone.reuse_search_renders)
+    reused: dict[int, tuple[Candidate, SearchRender]]  # image index -> its state and the search render it is (clone.reuse_search_renders)
     free: list[int]  # the non-class axes of :attr:`grammar` with a choice: what proposals vary
     propose_seed: int  # the class's proposals' seed (pipeline.clone.proposals)
+    contexts: dict[int, Any] | None = None  # clone.propose=inputs: each of :attr:`free` -> the class's context estimate on it
 
 
 class Kept(NamedTuple):
@@ -120,6 +123,10 @@ class CloneWorker:
         self._encoder = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="encode")
         self._sources: dict[ClassInfo, ClassSource] = {}
         self._sources_lock = threading.Lock()
+        self._priors: list[dict[str, Any]] | None = None  # clone.propose=inputs: contexts.json's priors, read once
+        self._group_classes: dict[str | None, list[str]] = {}  # class group -> its classes' prompts (a group's context reader)
+        for k in self.dataset.all_classes():
+            self._group_classes.setdefault(k.group, []).append(k.prompt)
         if c.worker_warmup:  # the device's set-up (CUDA context, cuBLAS, kernels of the call size) before the first unit
             prompt = self.stack.full_grammar.decode(next(iter(self.stack.full_grammar.grid())))  # one any generator reads
             self.stack.generator.generate([prompt] * self.pool.batch_size, list(range(self.pool.batch_size)))
@@ -179,12 +186,28 @@ class CloneWorker:
             result.info["reusable_renders"] = [r.to_dict() for r in write_renders(self.storage, cls.id, reusable)]
         if self._backed_off_to() is not None:  # its renders may not be the pixels of a run without the back-off
             result.info["backed_off_to"] = self._backed_off_to()
+        if self.propose == "inputs":  # what the class's inputs show beyond the class (no renders)
+            result.info["context"] = self._read_context(cls, inputs)
         self.storage.write_bytes(LAYOUT.search(cls.id), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         checked = reading.rendered["renders"] if reading.rendered else 0  # class_source=rendered: the candidates' renders
         return SearchDone(result.renders + checked, result.best.reward, time.perf_counter() - t0,
                           best is not None and best.lower() == cls.prompt.lower(), **reading.describe(),
-                          calls=self.pool.call_stats(), oom_backoffs=list(self.pool.renderer.backoffs))
+                          calls=self.pool.call_stats(), oom_backoffs=list(self.pool.renderer.backoffs),
+                          context=result.info.get("context"))
+
+    def _read_context(self, cls: ClassInfo, inputs: list) -> dict[str, Any]:
+        """The class's context reading (:func:`pipeline.clone.context_prior.reading`): its inputs and the next ones up to
+        ``dataset.context_inputs``, read over its group's vocabulary."""
+        encoder, grammar = self.stack.context_reader(cls.group, self._group_classes.get(cls.group))
+        images = [i.image for i in inputs] + [i.image for i in self.dataset.context_extra(cls)]
+        return context_reading(encoder, grammar, images)
+
+    def _context_priors(self) -> list[dict[str, Any]]:
+        """contexts.json's priors, which the driver writes once every search is persisted (before any shard unit)."""
+        if self._priors is None:
+            self._priors = json.loads(self.storage.read_bytes(LAYOUT.contexts))["priors"]
+        return self._priors
 
     def _read(self, cls: ClassInfo, inputs: list | None = None, recorded: dict[str, Any] | None = None) -> InputReading:
         """The semantic encoder's reading of the class's input images, anchored on its label with env.class_source=label.
@@ -229,8 +252,10 @@ class CloneWorker:
         base = self._next_candidate(src.seq, j, tried)
         tried.add(base.prompt)  # the next attempt starts from another accepted state where there is one
         last = attempt > 0 and attempt == self.max_tries - 1
-        if self.propose != "random" or not src.free or base.encoding is None or last:
+        if self.propose == "accepted" or not src.free or base.encoding is None or last:
             return base
+        if src.contexts is not None:  # clone.propose=inputs
+            return propose_from_context(src.grammar, base, src.contexts, self.images_per_class, j, src.propose_seed)
         return propose(src.grammar, base, src.free, j, src.propose_seed)
 
     def _render_shard(self, unit: ShardUnit, sources: list[ClassSource]) -> tuple[dict[tuple[int, int], Kept], int]:
@@ -250,8 +275,8 @@ class CloneWorker:
         for k, (cls, src) in enumerate(zip(unit.classes, sources)):
             for i in unit.indices(k):
                 if i in src.reused:
-                    r = src.reused[i]
-                    kept[(k, i)] = Kept(src.seq[i], r.seed, read_render(self.storage, cls.id, r), r.score, 0)
+                    state, r = src.reused[i]
+                    kept[(k, i)] = Kept(state, r.seed, read_render(self.storage, cls.id, r), r.score, 0)
                 elif src.seq and self.max_tries > 0:
                     queue.append((k, i, 0))
                     tried[(k, i)] = set()
@@ -298,8 +323,17 @@ class CloneWorker:
                             fallback=FALLBACK_STATES if self.fill == "best" else 0)
         prepared = prepare(self.stack, self._read(cls, recorded=result.info)) if self.verify and seq else None
         index = [SearchRender(**r) for r in result.info.get("reusable_renders", [])] if self.reuse else []
-        reused = assign(seq, index, self.images_per_class, self.reuse_limit)
-        source = ClassSource(result, grammar, full, seq, prepared, reused, free, derive_seed(self.seed, "propose", cls.id))
+        contexts = None
+        if self.propose == "inputs" and "context" in result.info:
+            estimate = posterior(result.info["context"], self._context_priors())
+            contexts = {m: on_grammar(estimate, result.info["context"], grammar, m) for m in free}
+        source = ClassSource(result, grammar, full, seq, prepared, {}, free, derive_seed(self.seed, "propose", cls.id), contexts)
+        firsts = seq  # the states the images' first attempts render: search renders of the same states are reused
+        if contexts is not None and seq:  # proposals: an image reuses a search render of the very state proposed
+            accepted = {c.prompt: c for c in result.accepted}
+            firsts = [accepted.get(p.prompt, p) for p in (self._pick(source, i, 0, set()) for i in range(self.images_per_class))]
+        reused = {i: (firsts[i], r) for i, r in assign(firsts, index, self.images_per_class, self.reuse_limit).items()}
+        source = dataclasses.replace(source, reused=reused)
         with self._sources_lock:
             self._sources[cls] = source
             while len(self._sources) > CLASS_CACHE:

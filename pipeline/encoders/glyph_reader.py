@@ -37,6 +37,12 @@ class GlyphReader:
         ids = [glyph_index(n) for n in names]
         self.bitmaps = glyph_bitmaps(1 + max(ids), int(family_size))[ids].reshape(len(ids), -1).astype(np.float32)
 
+    @staticmethod
+    def check_classes(names: Sequence[str], **_: Any) -> None:
+        """Refuse, in one line, class names that are not glyphs (the reader knows the glyphs by their names)."""
+        for n in names:
+            glyph_index(n)
+
     def _read(self, x: np.ndarray) -> dict[str, Any]:
         h, w, _ = x.shape
         border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])

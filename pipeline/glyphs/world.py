@@ -23,6 +23,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
+from pipeline.contexts import WorldContexts
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
 from pipeline.seeding import rng_for
@@ -96,7 +97,10 @@ def _families(families: int, size: int) -> np.ndarray:
 class GlyphWorld:
     """Draws glyph classes (the grammar's class axis, ``glyph NNN`` terminals) at ``image_size`` pixels."""
 
-    def __init__(self, grammar: Grammar, image_size: int = 40, family_size: int = 1, occlusion: float = 0.0) -> None:
+    def __init__(self, grammar: Grammar, image_size: int = 40, family_size: int = 1, occlusion: float = 0.0,
+                 context: float | None = None, context_seed: int = 0) -> None:
+        """``context``: a Dirichlet concentration, each class's own distribution over each non-class axis
+        (:mod:`pipeline.contexts`); None: uniform, independent of the class."""
         if image_size < 16:
             raise ConfigError(f"glyphs world image_size must be >= 16, got {image_size}")
         if not 0 <= occlusion <= 1:
@@ -108,10 +112,11 @@ class GlyphWorld:
         self.image_size = int(image_size)
         self.classes = grammar.axis("object").choices
         self.bitmaps = glyph_bitmaps(1 + max(glyph_index(c) for c in self.classes), self.family_size)
+        self.contexts = WorldContexts(grammar, context, context_seed)
 
-    def sample_attributes(self, seed: int) -> dict[str, str]:
-        rng = rng_for("glyph-attributes", seed)
-        return {a.name: a.choices[int(rng.integers(len(a)))] for a in self.grammar.axes}
+    def sample_attributes(self, seed: int, cls: str | None = None) -> dict[str, str]:
+        """The class ``cls`` (else drawn evenly) and the other attributes from its context, reproducible from ``seed``."""
+        return self.contexts.sample_attributes("glyph-attributes", seed, cls)
 
     def render(self, attributes: Mapping[str, str], seed: int) -> Rendering:
         attrs = dict(attributes)

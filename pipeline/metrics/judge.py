@@ -20,10 +20,12 @@ from pipeline.shapes.world import ShapesWorld
 
 
 def train_judge(world: ShapesWorld, n: int, steps: int, cache: Path | None = None) -> ShapesNet:
-    """The judge (seed 7, split 'judge'); with ``cache``, loaded from / saved to that folder."""
+    """The judge (seed 7, split 'judge'); with ``cache``, loaded from / saved to that folder. It learns from the world
+    without contexts (uniform attributes), so it reads each attribute, not what a class's context makes likely."""
     if cache is not None and (cache / "config.json").is_file():
         return ShapesNet.from_pretrained(str(cache)).eval()
-    net = train_shapes_net(world, render_arrays(world, n, "judge", seed=7), steps, seed=7)
+    uniform = ShapesWorld(world.grammar, world.image_size)
+    net = train_shapes_net(uniform, render_arrays(uniform, n, "judge", seed=7), steps, seed=7)
     if cache is not None:
         net.save_pretrained(str(cache))
     return net

@@ -102,8 +102,8 @@ class WorldImages(Dataset):
     """A drawn world's real split (the shapes or the glyphs world), rendered on the fly (``n`` images, disjoint
     across split names).
 
-    With ``classes``, sample ``i`` shows ``classes[i % len(classes)]`` (its other attributes stay random):
-    a class-balanced real set of just those classes.
+    With ``classes``, sample ``i`` shows ``classes[i % len(classes)]`` (its other attributes drawn from that class's
+    context, uniform in a world without contexts): a class-balanced real set of just those classes.
     """
 
     def __init__(self, world, split: str, n: int, size: int, seed: int = 0, classes=None) -> None:
@@ -113,19 +113,19 @@ class WorldImages(Dataset):
         self.classes = list(classes) if classes else None
         self._seed = sample_seed
         kind = type(world).__name__.removesuffix("World").lower()  # shapes, glyph
-        self.fingerprint = hashlib.sha256(json.dumps([kind, split, n, seed, world.image_size, self.classes]).encode()).hexdigest()[:16]
+        ctx = world.contexts
+        context = [] if ctx.uniform else [["context", ctx.concentration, ctx.seed]]  # a uniform world keeps its fingerprint
+        self.fingerprint = hashlib.sha256(json.dumps([kind, split, n, seed, world.image_size, self.classes, *context]).encode()).hexdigest()[:16]
         which = f", classes {', '.join(self.classes)}" if self.classes and len(self.classes) <= 20 else \
             f", {len(self.classes)} classes" if self.classes else ""
-        self.description = f"{kind} world, real split '{split}' ({n} images{which})"
+        self.description = f"{kind} world{'' if ctx.uniform else f' with contexts (α = {ctx.concentration:g})'}, real split '{split}' ({n} images{which})"
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         seed = self._seed(self.seed, self.split, i)
-        attrs = self.world.sample_attributes(seed)
-        if self.classes:
-            attrs["object"] = self.classes[i % len(self.classes)]
+        attrs = self.world.sample_attributes(seed, self.classes[i % len(self.classes)] if self.classes else None)
         r = self.world.render(attrs, seed)
         return _to_tensor(r.image, self.size), self.world.classes.index(r.attributes["object"])
 

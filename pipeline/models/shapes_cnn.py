@@ -22,10 +22,14 @@ def conv_stage(cin: int, cout: int) -> nn.Sequential:
 
 
 class ShapesNet(nn.Module, PyTorchModelHubMixin):
-    def __init__(self, axis_sizes: list[int], axis_names: list[str], seg_classes: int, widths: list[int] = (16, 32, 64, 128)) -> None:
+    def __init__(self, axis_sizes: list[int], axis_names: list[str], seg_classes: int, widths: list[int] = (16, 32, 64, 128),
+                 axis_choices: list[list[str]] | None = None) -> None:
+        """``axis_choices``: each head's choices in its output order (its vocabulary, as a classifier's ``id2label``),
+        so a reader maps them to a grammar by name; None (a model saved before it was recorded): the grammar's order."""
         super().__init__()
         w = list(widths)
         self.axis_names = list(axis_names)
+        self.axis_choices = [list(c) for c in axis_choices] if axis_choices is not None else None
         self.stem = conv_block(3, w[0], 1)  # 32x32
         self.stages = nn.ModuleList([conv_stage(w[0], w[1]), conv_stage(w[1], w[2]), conv_stage(w[2], w[3])])  # 16, 8, 4
         self.heads = nn.ModuleList([nn.Linear(w[3] + w[2], k) for k in axis_sizes])
@@ -56,7 +60,8 @@ def train_shapes_net(world, data, steps: int, seed: int, lr: float = 3e-3, batch
 
     g = world.grammar
     torch.manual_seed(seed)
-    net = ShapesNet([len(a) for a in g.axes], [a.name for a in g.axes], seg_classes=len(world.classes) + 1)
+    net = ShapesNet([len(a) for a in g.axes], [a.name for a in g.axes], seg_classes=len(world.classes) + 1,
+                    axis_choices=[list(a.choices) for a in g.axes])
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255.0
     y, m = torch.from_numpy(data.labels), torch.from_numpy(data.masks).long()

@@ -14,6 +14,7 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pipeline.contexts import WorldContexts
 from pipeline.errors import ConfigError
 from pipeline.grammar import Grammar
 from pipeline.seeding import rng_for
@@ -101,9 +102,10 @@ def check_drawable(grammar: Grammar, world: str, axes: Sequence[str], known: Map
 
 
 class ShapesWorld:
-    """Draws the shapes world at ``image_size`` pixels (32 by default, any size by config)."""
+    """Draws the shapes world at ``image_size`` pixels (32 by default, any size by config); with ``context`` (a Dirichlet
+    concentration, :mod:`pipeline.contexts`) each class has a distribution of its own over each non-class axis."""
 
-    def __init__(self, grammar: Grammar, image_size: int = 32) -> None:
+    def __init__(self, grammar: Grammar, image_size: int = 32, context: float | None = None, context_seed: int = 0) -> None:
         if image_size < 8:
             raise ConfigError(f"shapes world image_size must be >= 8, got {image_size}")
         check_drawable(grammar, "shapes", AXES,
@@ -111,12 +113,13 @@ class ShapesWorld:
         self.grammar = grammar
         self.image_size = int(image_size)
         self.classes = grammar.axis("object").choices
+        self.contexts = WorldContexts(grammar, context, context_seed)
 
     # ------------------------------------------------------------------ sampling
-    def sample_attributes(self, seed: int) -> dict[str, str]:
-        """Uniformly random attributes (one terminal per axis), reproducible from ``seed``."""
-        rng = rng_for("shapes-attributes", seed)
-        return {a.name: a.choices[int(rng.integers(len(a)))] for a in self.grammar.axes}
+    def sample_attributes(self, seed: int, cls: str | None = None) -> dict[str, str]:
+        """Random attributes (one terminal per axis), reproducible from ``seed``: the class ``cls`` (else drawn evenly)
+        and the others from its context (uniform in a world without contexts)."""
+        return self.contexts.sample_attributes("shapes-attributes", seed, cls)
 
     def render(self, attributes: Mapping[str, str], seed: int) -> Rendering:
         """Draw ``attributes``; ``seed`` fixes position, rotation and colour jitter."""
