@@ -28,13 +28,14 @@ class Method:
     label: str
     overrides: tuple[str, ...]
     needs_class_name: bool = False
+    contexts: bool = False  # compared by scripts/evaluate_contexts.py (the others: make eval, scripts/evaluate_standin.py)
 
 
 def load_methods(path: Path = METHODS_FILE) -> dict[str, Method]:
     """The methods, in table order."""
     spec = yaml.safe_load(path.read_text())["methods"]
-    return {name: Method(name, m["label"], tuple(_flat(m["overrides"])), bool(m.get("needs_class_name", False)))
-            for name, m in spec.items()}
+    return {name: Method(name, m["label"], tuple(_flat(m["overrides"])), bool(m.get("needs_class_name", False)),
+                         bool(m.get("contexts", False))) for name, m in spec.items()}
 
 
 def _flat(items: list) -> list[str]:
@@ -72,6 +73,37 @@ def run_clone(out: Path, overrides: list[str]) -> dict:
     summary["wall_s_command"] = round(time.perf_counter() - t0, 1)
     record.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def sample_encodings(folder: Path) -> dict[str, list[list[int]]]:
+    """Class name -> the ``encoding`` of each of its samples, from a clone's shards (on a procedural world: what its
+    images show)."""
+    import tarfile
+
+    out: dict[str, list[list[int]]] = {}
+    for shard in sorted(Path(folder).glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    sample = json.load(tar.extractfile(member))
+                    out.setdefault(sample["class_name"], []).append(sample["encoding"])
+    return out
+
+
+def cached(path: Path, key: dict, compute) -> tuple[Any, bool]:
+    """``compute()``'s result, kept in ``path`` under ``key`` (e.g. the training and test sets' fingerprints, steps and
+    seed): a rerun, or a run stopped between sets, computes only what it has not. Also returns whether the result was
+    kept from an earlier run."""
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept.get("key") == key:
+            return kept["value"], True
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "value": value}, indent=1))
+    tmp.replace(path)
+    return value, False
 
 
 def versions() -> dict:

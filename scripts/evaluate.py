@@ -123,7 +123,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="20 images per class, budget 64, short CAS training (< 10 min on 2 cores)")
     p.add_argument("--images-per-class", type=int, default=None, help="default 200 (quick: 20)")
     p.add_argument("--budget", type=int, default=None, help="renders per class for each search (default: env.budget; quick: 64)")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--methods", default=",".join(m for m in METHODS if not METHODS[m].contexts))
     p.add_argument("--classes", default=None, help="comma-separated subset of classes (default: all)")
     p.add_argument("--model", default=None, help="a model= option (default: conf/clone.yaml's)")
     p.add_argument("--reward", default=None, help="a reward= option (default: conf/clone.yaml's)")

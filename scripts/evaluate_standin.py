@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.evaluation import LABELS, NEEDS_CLASS_NAME, ROOT, fmt, method_overrides, run_clone, versions, write_results
+from pipeline.evaluation import LABELS, NEEDS_CLASS_NAME, ROOT, cached, fmt, method_overrides, run_clone, sample_encodings, versions, write_results
 
 METHODS = ("class_name_random", "qlearning", "qlearning_k5", "qlearning_k5_rendered", "qlearning_label")
 IMAGE_SIZE = 40  # the stand-in's renders (conf/dataset/glyphs.yaml)
@@ -140,40 +140,15 @@ def attribute_entropy(folder: Path, grammar) -> dict[str, float]:
     """Per non-class axis of ``grammar``, the normalised entropy of the samples' choices within a class (mean over
     classes with two images or more; 1 = even), from the shards' ``encoding``: on this procedural world, what the
     images show. Class name + random attributes draws them at random, so its row is the reference."""
-    import tarfile
-    from collections import defaultdict
-
     import numpy as np
 
     from pipeline.metrics.judge import normalised_entropy
 
-    by_class: dict[int, list[list[int]]] = defaultdict(list)
-    for shard in sorted(folder.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if member.name.endswith(".json"):
-                    sample = json.load(tar.extractfile(member))
-                    by_class[sample["class_index"]].append(sample["encoding"])
+    by_class = sample_encodings(folder)
     axes = [(j, a) for j, a in enumerate(grammar.axes) if a.name != grammar.class_axis]
     classes = [np.array(e) for e in by_class.values() if len(e) >= 2]
     return {a.name: float(np.mean([normalised_entropy(e[:, j], len(a)) for e in classes])) if classes else float("nan")
             for j, a in axes}
-
-
-def cached(path: Path, key: dict, compute) -> tuple[dict, bool]:
-    """``compute()``'s result, kept in ``path`` under ``key`` (the training and test sets' fingerprints, steps and
-    seed): a rerun, or a run stopped between sets, trains only the classifiers it has not trained. Also returns
-    whether the result was kept from an earlier run."""
-    if path.is_file():
-        kept = json.loads(path.read_text())
-        if kept.get("key") == key:
-            return kept["value"], True
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "value": value}, indent=1))
-    tmp.replace(path)
-    return value, False
 
 
 def markdown(res: dict) -> str:

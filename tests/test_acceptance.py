@@ -53,13 +53,17 @@ def standin(tmp_path, *overrides):
 
 def clone_in_process(worker, plan):
     """Every search, then every shard; (samples' json, searches' accepted states per class)."""
+    from pipeline.clone.context_prior import write_contexts
     from pipeline.clone.plan import SearchUnit
     from pipeline.search.result import SearchResult
 
-    accepted = {}
+    accepted, results = {}, {}
     for cls in plan.classes:
         worker.search(SearchUnit(cls))
-        accepted[cls.id] = len(SearchResult.from_dict(json.loads(worker.storage.read_bytes(f"searches/{cls.id}.json"))).accepted)
+        results[cls.id] = SearchResult.from_dict(json.loads(worker.storage.read_bytes(f"searches/{cls.id}.json")))
+        accepted[cls.id] = len(results[cls.id].accepted)
+    if worker.propose == "inputs":  # the driver's step between the searches and the shards: every class's context prior
+        write_contexts(worker.storage, {c: r.info["context"] for c, r in results.items()}, worker.cfg.clone.context_prior)
     metas = []
     for unit in plan.shard_units():
         out = worker.generate(unit)

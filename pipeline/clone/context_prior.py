@@ -20,6 +20,7 @@ as closely as whole images allow (largest remainders), in a seeded order, each a
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -156,6 +157,20 @@ def stratified_values(p: np.ndarray, n: int, j: int, seed: Any) -> int:
     block, pos = divmod(int(j), int(n))
     values = np.repeat(np.arange(len(p)), stratified_counts(p, n))
     return int(values[rng_for("propose-context", seed, block).permutation(len(values))[pos]])
+
+
+def write_contexts(storage: Any, readings: Mapping[str, Mapping[str, Any]], setting: Any) -> list[AxisPrior]:
+    """``contexts.json`` in ``storage``: the prior learned from ``readings`` (class id -> its context reading) under
+    ``clone.context_prior`` = ``setting``, and each class's estimate (axis -> choice -> share); returns the prior."""
+    from pipeline.clone.layout import LAYOUT
+
+    strength = check_strength(setting)
+    priors = estimate_prior(readings.values(), strength)
+    doc = {"context_prior": strength, "priors": [p.to_dict() for p in priors],
+           "classes": {cid: {axis: dict(zip(r["axes"][axis]["choices"], (round(v, 6) for v in p))) for axis, p in posterior(r, priors).items()}
+                       for cid, r in readings.items()}}
+    storage.write_bytes(LAYOUT.contexts, json.dumps(doc, indent=1).encode())
+    return priors
 
 
 def propose_from_context(grammar: Grammar, base: Candidate, contexts: Mapping[int, np.ndarray], n: int, j: int, seed: int) -> Candidate:

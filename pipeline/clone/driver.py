@@ -20,7 +20,6 @@ survives failures.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -29,7 +28,7 @@ from functools import partial
 from typing import Any, Callable
 
 from pipeline.clone.card import CardFacts
-from pipeline.clone.context_prior import check_strength, estimate_prior, posterior
+from pipeline.clone.context_prior import write_contexts
 from pipeline.clone.events import EventLog
 from pipeline.clone.finish import finish
 from pipeline.clone.identity import folder_identities, identity_hash
@@ -271,13 +270,8 @@ class CloneDriver:
         """``contexts.json``: the context prior learned from every class's reading and each class's estimate
         (:mod:`pipeline.clone.context_prior`), written before any shard unit is dispatched; the workers read the prior
         from it. It depends on the persisted search results only, so a resume writes the same bytes."""
-        strength = check_strength(self.cfg.clone.context_prior)
         readings = {c.id: self._contexts[c.id] for c in self.plan.classes if c.id in self._contexts}
-        priors = estimate_prior(readings.values(), strength)
-        doc = {"context_prior": strength, "priors": [p.to_dict() for p in priors],
-               "classes": {cid: {axis: dict(zip(r["axes"][axis]["choices"], (round(v, 6) for v in p))) for axis, p in posterior(r, priors).items()}
-                           for cid, r in readings.items()}}
-        self.storage.write_bytes(LAYOUT.contexts, json.dumps(doc, indent=1).encode())
+        priors = write_contexts(self.storage, readings, self.cfg.clone.context_prior)
         self.event("context_prior", classes=len(readings), priors=[{"axis": p.axis, "choices": len(p.choices), "strength": round(p.strength, 3),
                                                                     "classes": p.classes} for p in priors])
 
