@@ -128,6 +128,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", default=None, help="a model= option (default: conf/clone.yaml's)")
     p.add_argument("--reward", default=None, help="a reward= option (default: conf/clone.yaml's)")
     p.add_argument("--input-seed", type=int, default=0, help="which drawn input image each class is cloned from (dataset.input_seed)")
+    p.add_argument("--context", type=float, default=None,
+                   help="a world whose classes have contexts (dataset.context, a Dirichlet concentration): inputs, real splits and CAS test")
+    p.add_argument("--context-seed", type=int, default=0, help="dataset.context_seed")
     p.add_argument("--judge-train", type=int, default=20000, help="real renders the judge is trained on")
     p.add_argument("--judge-steps", type=int, default=3000, help="judge training steps (cached in <out>/judge)")
     p.add_argument("--workers", type=int, default=2, help="Ray workers (one torch thread each)")
@@ -171,6 +174,7 @@ class Plan:
         a, ipc = self.a, self.images_per_class
         common = [*([f"model={a.model}"] if a.model else []), *([f"reward={a.reward}"] if a.reward else []),
                   f"dataset.input_seed={a.input_seed}", f"seed={a.seed}", f"clone.images_per_class={ipc}",
+                  *([f"dataset.context={a.context}", f"dataset.context_seed={a.context_seed}"] if a.context is not None else []),
                   f"clone.shard_size={min(ipc, 50)}", f"cluster.num_workers={a.workers}", "cluster.threads_per_worker=1",
                   f"clone.progress={'true' if a.progress else 'false'}", *a.overrides]
         if len(self.classes) < len(self.class_names):
@@ -260,7 +264,7 @@ def main() -> None:
     t_start = time.perf_counter()
     cfg = load_config("metrics", ["synthetic=none", "workers=0"])  # features extracted in this process, beside the clones' Ray
     grammar = instantiate(cfg.grammar)
-    world = ShapesWorld(grammar, 32)
+    world = ShapesWorld(grammar, 32, a.context, a.context_seed)  # the real splits follow the clones' world
     plan = make_plan(a, list(world.classes))
     if a.fresh:
         for m in METHODS:

@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--experiment", default="confusable1000", help="the stand-in preset (experiment=…)")
     p.add_argument("--input-seed", type=int, default=0, help="which drawn input images each class is cloned from")
+    p.add_argument("--context", type=float, default=None,
+                   help="a world whose classes have contexts (dataset.context): inputs and real renders follow them")
+    p.add_argument("--context-seed", type=int, default=0, help="dataset.context_seed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images-per-class", type=int, default=None, help="default: the preset's (10)")
     p.add_argument("--n-cas-test", type=int, default=5000, help="real renders CAS is tested on (class-balanced)")
@@ -60,6 +63,7 @@ def parse_args() -> argparse.Namespace:
 
 def common_overrides(a: argparse.Namespace) -> list[str]:
     return [f"experiment={a.experiment}", f"dataset.input_seed={a.input_seed}", f"seed={a.seed}",
+            *([f"dataset.context={a.context}", f"dataset.context_seed={a.context_seed}"] if a.context is not None else []),
             *([f"clone.images_per_class={a.images_per_class}"] if a.images_per_class else []),
             f"clone.progress={'true' if a.progress else 'false'}", *a.overrides]
 

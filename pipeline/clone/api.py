@@ -151,7 +151,15 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
         else:
             model = instantiate_model(cfg.model, grammar)
             throughput, source = measure_throughput(model, grammar, c.warmup_images, c.batch_size)
-    return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, _planned_workers(cfg.cluster.num_workers), source)
+    return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, _planned_workers(cfg.cluster.num_workers), source,
+                       inputs_read(cfg))
+
+
+def inputs_read(cfg: DictConfig) -> int:
+    """Input images read per class: ``dataset.inputs_per_class``, or with ``clone.propose=inputs`` its
+    ``dataset.context_inputs`` where that is more (what the dry run counts beside the renders)."""
+    k, m = int(cfg.dataset.get("inputs_per_class", 1)), cfg.dataset.get("context_inputs")
+    return max(k, int(m)) if cfg.clone.propose == "inputs" and m is not None else k
 
 
 def _planned_workers(n: Any) -> int:

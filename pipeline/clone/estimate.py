@@ -52,7 +52,10 @@ def measure_throughput(generator: Generator, grammar: Grammar, images: int, batc
     return done / (time.perf_counter() - t0), f"measured here ({where}): {done} images in calls of {batch} after a warm-up call"
 
 
-def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers: int, source: str) -> dict[str, Any]:
+def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers: int, source: str,
+                inputs_read: int = 1) -> dict[str, Any]:
+    """``inputs_read``: input images the semantic encoder reads per class (the class's, and with clone.propose=inputs
+    its context's): one encoder pass each, no renders."""
     renders = plan.total_images + search_renders * len(plan.classes)
     hours = renders / throughput / 3600 if throughput > 0 else float("inf")
     return {
@@ -63,6 +66,8 @@ def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers
         "shards": plan.num_shards,
         "shard_order": plan.order,
         "search_renders_per_class_max": search_renders,
+        "input_images_read_per_class": inputs_read,
+        "input_images_read": inputs_read * len(plan.classes),
         "renders_total_max": renders,
         "throughput_images_per_s_per_worker": round(throughput, 3),
         "throughput_source": source,
