@@ -25,7 +25,6 @@ Results go to ``<out>/results.json`` and a marked block of ``--markdown`` (docs/
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time

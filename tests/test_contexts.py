@@ -244,3 +244,14 @@ def test_the_dry_run_counts_the_inputs_read_for_each_class_context(tmp_path):
     random = clone_api.dry_run(clone_api.load(["experiment=imagenet100_sd21", "clone.dry_run=true", f"dataset.root={tmp_path}",
                                                f"paths.output_dir={tmp_path / 'o'}", "clone.throughput=1.0", "clone.propose=random"]))
     assert random["input_images_read_per_class"] == 5
+
+
+def test_clip_reads_a_class_by_its_name_whatever_the_class_order():
+    from pipeline.encoders.clip import ClipEncoder, ClipZeroShotSemanticEncoder
+
+    clip = ClipEncoder(str(ROOT / "models/tiny_clip"), device="cpu")
+    images = [ShapesWorld(SHAPES, 64).sample(s).image for s in range(6)]
+    p = ClipZeroShotSemanticEncoder(SHAPES, clip, prompts_per_choice=2).probabilities(images)[0]
+    q = ClipZeroShotSemanticEncoder(shuffled(SHAPES), clip, prompts_per_choice=2).probabilities(images)[0]
+    order = [SHAPES.axis("object").choices.index(c) for c in shuffled(SHAPES).axis("object").choices]
+    np.testing.assert_allclose(q, p[:, order], atol=1e-5)

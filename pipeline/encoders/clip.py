@@ -112,18 +112,19 @@ class ClipZeroShotSemanticEncoder:
     """Image -> encoding by CLIP zero-shot, axis by axis.
 
     The text side of choice c of axis a is the mean embedding of ``prompts_per_choice`` grammar prompts
-    with a = c and the other axes random (prompt ensembling); the image's encoding takes, per axis, the
+    with a = c and the other axes random (prompt ensembling), drawn from a seed of (axis, c) by name, so a class
+    reads the same whatever order the dataset lists the classes in; the image's encoding takes, per axis, the
     most similar choice. No renders: the generator is not used.
     """
 
     def __init__(self, grammar: Grammar, image_encoder: ClipEncoder, generator: Generator | None = None,
                  prompts_per_choice: int = 16, seed: int = 0, logit_scale: float | None = None) -> None:
         self.grammar, self.clip = grammar, image_encoder
-        rng = rng_for("zero-shot-prompts", seed)
         self.text: list[np.ndarray] = []
         for ai, axis in enumerate(grammar.axes):
             prompts = []
             for ci in range(len(axis)):
+                rng = rng_for("zero-shot-prompts", seed, axis.name, axis.choices[ci].lower())
                 for _ in range(prompts_per_choice):
                     enc = [int(rng.integers(n)) for n in grammar.shape]
                     enc[ai] = ci
