@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -155,8 +156,14 @@ def stratified_values(p: np.ndarray, n: int, j: int, seed: Any) -> int:
     images), each block a seeded order of :func:`stratified_counts` ``(p, n)``, so the class's first attempts follow
     ``p`` as closely as ``n`` images can, and each retry block does again."""
     block, pos = divmod(int(j), int(n))
-    values = np.repeat(np.arange(len(p)), stratified_counts(p, n))
-    return int(values[rng_for("propose-context", seed, block).permutation(len(values))[pos]])
+    return _block(tuple(float(v) for v in p), int(n), seed, block)[pos]
+
+
+@lru_cache(maxsize=4096)
+def _block(p: tuple[float, ...], n: int, seed: Any, block: int) -> tuple[int, ...]:
+    """One block of :func:`stratified_values` (kept: a class's n images each ask for their place in it)."""
+    values = np.repeat(np.arange(len(p)), stratified_counts(np.array(p), n))
+    return tuple(int(v) for v in values[rng_for("propose-context", seed, block).permutation(len(values))])
 
 
 def write_contexts(storage: Any, readings: Mapping[str, Mapping[str, Any]], setting: Any) -> list[AxisPrior]:
