@@ -48,6 +48,15 @@ LABELS = {**{m.name: m.label for m in METHODS.values()}, "real": "real data (hel
 NEEDS_CLASS_NAME = {m.name for m in METHODS.values() if m.needs_class_name}
 
 
+def parse_methods(spec: str, allowed) -> list[str]:
+    """``--methods``: comma-separated names, each one of ``allowed``; exits with one line naming the unknown ones."""
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(allowed))
+    if unknown:
+        raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(allowed)}")
+    return methods
+
+
 def method_overrides(method: str, budget: int | None) -> list[str]:
     """A method's clone overrides; every search gets the same render budget (``env.budget``: conf's unless ``budget``)."""
     return ([f"env.budget={budget}"] if budget else []) + list(METHODS[method].overrides)

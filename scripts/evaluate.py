@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.clone.layout import Layout
-from pipeline.evaluation import LABELS, METHODS, NEEDS_CLASS_NAME, ROOT, fmt, method_overrides, run_clone, versions, write_results
+from pipeline.evaluation import LABELS, METHODS, NEEDS_CLASS_NAME, ROOT, fmt, method_overrides, parse_methods, run_clone, versions, write_results
 
 def _passed(row: dict, cls: str) -> str:
     """``passed/written`` of a class in a method's clone (its summary's per-class counts), or — without a clone."""
@@ -183,10 +183,7 @@ class Plan:
 
 
 def make_plan(a: argparse.Namespace, class_names: list[str]) -> Plan:
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    methods = parse_methods(a.methods, METHODS)
     chosen = [c.strip() for c in a.classes.split(",")] if a.classes else list(class_names)
     bad = sorted(set(chosen) - set(class_names))
     if bad:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.evaluation import (LABELS, METHODS, NEEDS_CLASS_NAME, ROOT, cached, fmt, method_overrides, run_clone,
+from pipeline.evaluation import (LABELS, METHODS, NEEDS_CLASS_NAME, ROOT, cached, fmt, method_overrides, parse_methods, run_clone,
                                  sample_encodings, versions, write_results)
 
 DEFAULT_METHODS = ("class_name_random", *(m for m in METHODS if METHODS[m].contexts))
@@ -115,10 +115,7 @@ def main() -> None:
     from pipeline.metrics.sources import ShardImages, WorldImages
 
     a = parse_args()
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    methods = parse_methods(a.methods, METHODS)
     torch.set_num_threads(2)
     out = a.out or ROOT / "runs" / "eval-contexts" / f"{a.world}-{a.context}"
     if a.fresh:
@@ -184,7 +181,7 @@ def markdown(res: dict) -> str:
              "distance of each class's attribute histogram to its true distribution (real data: the floor sampling sets at "
              f"this count). Per class: FD, precision, recall, coverage against as many real images (`{res['extractor']}` "
              f"features), mean over classes. Entropy within class: per non-class axis, the mean normalised entropy of a class's "
-             "choices (1 = even), the lowest axis. CAS: {res['cas_steps']} steps, tested on {a['n_cas_test']} real images.", ""]
+             f"choices (1 = even), the lowest axis. CAS: {res['cas_steps']} steps, tested on {a['n_cas_test']} real images.", ""]
     rows = []
     for name in (*METHODS, "real"):
         r = res["rows"].get(name)

@@ -30,7 +30,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.evaluation import LABELS, NEEDS_CLASS_NAME, ROOT, cached, fmt, method_overrides, run_clone, sample_encodings, versions, write_results
+from pipeline.evaluation import (LABELS, NEEDS_CLASS_NAME, ROOT, cached, fmt, method_overrides, parse_methods, run_clone, sample_encodings,
+                                 versions, write_results)
 
 METHODS = ("class_name_random", "qlearning", "qlearning_k5", "qlearning_k5_rendered", "qlearning_label")
 IMAGE_SIZE = 40  # the stand-in's renders (conf/dataset/glyphs.yaml)
@@ -74,10 +75,7 @@ def main() -> None:
     import pipeline.clone as clone_api
 
     a = parse_args()
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown:
-        raise SystemExit(f"error: unknown method(s) {unknown}; choose from {list(METHODS)}")
+    methods = parse_methods(a.methods, METHODS)
     torch.set_num_threads(a.threads)
     if a.fresh:
         for m in (*METHODS, "cas"):
