@@ -244,9 +244,7 @@ class CloneDriver:
             if out.context is not None:
                 self._contexts[unit.cls.id] = out.context
             sched.searched(unit.cls.id)
-            if sched.held and sched.searches_pending == 0:
-                self._write_contexts()
-                sched.release()
+            self._release_held(sched)
             self.event("search_done", cls=unit.cls.id, worker=wid, **out.log_fields())
         else:
             summary.shards_written += 1
@@ -266,10 +264,20 @@ class CloneDriver:
                    shards=f"{summary.shards_written + summary.shards_reused}/{summary.shards_total}",
                    img_s=f"{summary.images_written / max(elapsed, 1e-9):.1f}", **per_call)
 
+    def _release_held(self, sched: Schedule) -> None:
+        """Once no search is pending (each persisted or given up), the context prior, then the held shards."""
+        if sched.held and sched.searches_pending == 0 and not sched.released:
+            self._write_contexts()
+            sched.release()
+
     def _write_contexts(self) -> None:
         """``contexts.json``: the context prior learned from every class's reading and each class's estimate
         (:mod:`pipeline.clone.context_prior`), written before any shard unit is dispatched; the workers read the prior
-        from it. It depends on the persisted search results only, so a resume writes the same bytes."""
+        from it. Written once: a resume keeps it (the shards already written followed it), and a first write depends on
+        the persisted search results only."""
+        if self.storage.exists(LAYOUT.contexts):
+            self.event("context_prior", reused=True)
+            return
         readings = {c.id: self._contexts[c.id] for c in self.plan.classes if c.id in self._contexts}
         priors = write_contexts(self.storage, readings, self.cfg.clone.context_prior)
         self.event("context_prior", classes=len(readings), priors=[{"axis": p.axis, "choices": len(p.choices), "strength": round(p.strength, 3),
@@ -310,3 +318,6 @@ class CloneDriver:
             sched.queue.append(unit)
         else:
             summary.failures.append({"unit": unit.id, "attempts": sched.attempts[unit.id], "error": msg})
+            if isinstance(unit, SearchUnit):  # the other classes' shards need not wait for it
+                sched.search_failed(unit.cls.id)
+                self._release_held(sched)

@@ -163,6 +163,8 @@ class Schedule:
     by_class: dict[str, list[ShardUnit]]  # class -> shards waiting for its search
     held: list[ShardUnit] = field(default_factory=list)  # shards that wait for every search (released by the driver)
     searches_pending: int = 0  # searches queued or in flight
+    searches_failed: set[str] = field(default_factory=set)  # classes whose search was given up
+    released: bool = False  # the held shards were released
     in_flight: dict[Any, tuple[Unit, int]] = field(default_factory=dict)  # call ref -> (unit, worker id)
     attempts: dict[str, int] = field(default_factory=dict)  # unit id -> failed tries
     busy: dict[int, list[float]] = field(default_factory=dict)  # worker id -> [images, seconds]
@@ -190,9 +192,16 @@ class Schedule:
         return cls(deque(searches + ready), waiting, by_class, searches_pending=len(searches))
 
     def release(self) -> None:
-        """The held shards join the queue (every search is persisted)."""
-        self.queue.extend(self.held)
-        self.held = []
+        """The held shards join the queue (every search is persisted or given up), but those drawing from a class whose
+        search was given up, which stay held (left undone, as an unsearched class's shards are)."""
+        blocked = [u for u in self.held if any(c.id in self.searches_failed for c in u.classes)]
+        self.queue.extend(u for u in self.held if not any(c.id in self.searches_failed for c in u.classes))
+        self.held, self.released = blocked, True
+
+    def search_failed(self, class_id: str) -> None:
+        """A class's search was given up: it is no longer pending."""
+        self.searches_pending -= 1
+        self.searches_failed.add(class_id)
 
     def searched(self, class_id: str) -> None:
         """A class's search is persisted: the shards it completes go first (short units, early committed
