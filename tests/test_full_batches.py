@@ -3,6 +3,7 @@ a shuffled shard's bytes and a search's result do not depend on the batch size o
 worker's calls in a shuffled clone are full, and the summary says how full they were."""
 
 import hashlib
+import json
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 import pipeline.clone as clone_api
 from helpers.clone import TINY_SD, clone as clone_small
 from helpers.components import CountingGenerator
+from pipeline.clone.context_prior import write_contexts
 from pipeline.clone.plan import SearchUnit
 from pipeline.clone.worker import CloneWorker
 
@@ -78,6 +80,8 @@ def test_a_shuffled_clone_renders_in_full_calls(tmp_path):
     gen = CountingGenerator(worker.stack.generator)
     worker.pool.renderer.generator = gen
     in_threads(worker.pool, worker.search, [SearchUnit(c) for c in plan.classes])
+    contexts = {c.id: json.loads(worker.storage.read_bytes(f"searches/{c.id}.json"))["info"]["context"] for c in plan.classes}
+    write_contexts(worker.storage, contexts, worker.cfg.clone.context_prior)  # the driver's step between the phases
     search_calls = list(gen.batches)
     # a call is short only when every running search waits with fewer than 16 new renders between them: the
     # first (each search renders its start state alone), the last ones as the searches finish, rarely others

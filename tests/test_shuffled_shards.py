@@ -7,7 +7,7 @@ import json
 import pytest
 import webdataset as wds
 
-from helpers.clone import sample_hashes
+from helpers.clone import SHUFFLED, clone, sample_hashes
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +27,14 @@ def test_shuffled_shards_mix_classes_and_hold_the_class_order_samples(shuffled, 
     assert positions != sorted(positions)  # not class order
 
 
-def test_shuffled_shards_load_with_hugging_face_datasets(shuffled, tmp_path, monkeypatch):
+def test_shuffled_shards_load_with_hugging_face_datasets(tmp_path, monkeypatch):
+    """Hugging Face's generic webdataset loader infers the json's types from the first samples: with random proposals
+    the first shard holds search renders (a float `reward`); a first batch of proposals only (`reward` null, as
+    clone.propose=inputs gives here) fails to cast (issue 45; `load_dataset(<folder>)` reads the card's types)."""
     datasets = pytest.importorskip("datasets", reason="datasets is not installed (pip install -e '.[dev]')")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    out, _ = shuffled
+    out = tmp_path / "random"
+    clone(out, "cluster=inline", *SHUFFLED, "clone.propose=random")
     files = sorted(str(p) for p in out.glob("shard-*.tar"))
     ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", cache_dir=str(tmp_path / "hf"))
     assert ds.num_rows == 48 and {"png", "cls", "json", "__key__"} <= set(ds.column_names)

@@ -20,7 +20,7 @@ SHUFFLED = ["clone.shard_order=shuffled", "clone.shard_size=6"]  # with SMALL: 4
 #: with SMALL, the embedded diffusion model at 2 steps (its kernels and padding, a tenth of the time), Q-learning,
 #: 3 classes x 4 images in shuffled shards of 4, one worker; search renders are not reused, so every image is a
 #: generation render
-TINY_SD = ["model=tiny_shapes", "model.num_inference_steps=2", "dataset.only=[circle,square,star]",
+TINY_SD = ["model=tiny_shapes", "model.num_inference_steps=2", "dataset.only=[circle,square,star]", "clone.propose=random",
            "clone.images_per_class=4", "clone.shard_size=4", "clone.shard_order=shuffled", "clone.reuse_search_renders=false",
            "env.budget=16", "search=qlearning_batched", "cluster.num_workers=1"]
 
