@@ -168,7 +168,8 @@ class MetricsApp:
 
     synthetic: str = setting()
     real: str = setting()
-    image_size: int = setting(ge=8)
+    real_labels: Optional[str] = setting()
+    image_size: Optional[int] = setting(ge=8)
     n_real: Optional[int] = setting(ge=1)
     n_fake: Optional[int] = setting(ge=1)
     shapes_n: int = setting(ge=1)

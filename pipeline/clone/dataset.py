@@ -150,10 +150,13 @@ class _DrawnWorld(_Catalogue):
     grammar: Grammar
     input_seed: int
 
+    def input_attributes(self, cls: ClassInfo, j: int) -> dict[str, str]:
+        """What input ``j`` of class ``cls`` shows: its attributes, drawn from the class's context."""
+        return self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id, *((j,) if j else ())), cls.name)
+
     def _input(self, cls: ClassInfo, j: int) -> InputImage:
-        extra = (j,) if j else ()
-        attrs = self.world.sample_attributes(derive_seed("input", self.input_seed, cls.id, *extra), cls.name)
-        image = self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id, *extra)).image
+        attrs = self.input_attributes(cls, j)
+        image = self.world.render(attrs, derive_seed("input-render", self.input_seed, cls.id, *((j,) if j else ()))).image
         return InputImage(f"input_seed={self.input_seed}/{cls.id}/{j}", image)
 
 

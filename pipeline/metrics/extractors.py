@@ -1,7 +1,9 @@
 """Feature extractors for the metrics: ``nn.Module`` s from uint8 images ``[N, 3, H, W]`` to ``[N, D]``.
 
-Each carries ``num_features`` (torchmetrics reads it) and ``name`` (the report always names the
-extractor: distances from different extractors are not comparable).
+Each carries ``num_features`` (torchmetrics reads it), ``name`` (the report always names the extractor: distances
+from different extractors are not comparable) and ``input_size``: the side, in pixels, of the images it was made for
+(Inception 299, DINOv2 224, a CLIP model its config's). The metrics load every image at that size unless told otherwise
+(``image_size``), so no extractor scores thumbnails without the report saying so.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pipeline.encoders.segformer import IMAGENET_MEAN, IMAGENET_STD
 class _Normalised(nn.Module):
     def __init__(self, size: int, mean, std) -> None:
         super().__init__()
-        self.size = int(size)
+        self.size = self.input_size = int(size)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         self.resize = "bicubic, antialias (torch)"
@@ -87,6 +89,7 @@ class InceptionFeatures(nn.Module):
                 ) from None
             raise
         self.num_features = 2048
+        self.input_size = 299  # what the FID Inception was trained at; torchmetrics resizes anything else to it
         self.resize = f"bilinear{', antialias' if antialias else ' (TF1 compatible)'} to 299 (torchmetrics)"
         self.name = "inception-v3-compat (torch-fidelity weights)" + (f" from {weights_path}" if weights_path else "")
 
@@ -101,6 +104,7 @@ class PrecomputedFeatures(nn.Module):
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.num_features = int(num_features)
+        self.input_size = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

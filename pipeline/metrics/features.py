@@ -52,7 +52,7 @@ def extract(
     loader = DataLoader(source, batch_size=batch_size, num_workers=workers, shuffle=False,
                         persistent_workers=False, prefetch_factor=2 if workers > 0 else None)
     feats, labels, thumbs, seen = [], [], {}, 0
-    total = n if n is not None else (None if iterable else len(source))
+    total = n if n is not None else (getattr(source, "samples", None) if iterable else len(source))
     bar = tqdm(total=total, desc=f"features {label}".strip(), unit="img", leave=False)
     extractor = extractor.to(device)
     try:

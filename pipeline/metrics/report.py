@@ -65,6 +65,7 @@ def write_report(result: dict[str, Any], real: FeatureSet, fake: FeatureSet, out
         f"<b>Real:</b> {html.escape(real.description)} ({len(real)} images)<br>"
         f"<b>Synthetic:</b> {html.escape(fake.description)} ({len(fake)} images)<br>"
         f"<b>Resize:</b> {html.escape(result['resize'])}; k = {result['k']} for precision/recall/density/coverage.</p>",
+        *([f"<p><b>Warning:</b> {html.escape(result['warning'])}</p>"] if result.get("warning") else []),
         "<h2>Overall</h2>", _table([("all classes", result["overall"])]),
     ]
     if per:

@@ -1,4 +1,5 @@
-"""Image sets for the metrics: WebDataset shards, an ImageFolder tree, or a drawn world's real split.
+"""Image sets for the metrics: a clone (its folder or object-store prefix, read through its manifest), WebDataset
+shards, an ImageFolder tree, a flat folder with a label file (ImageNet val as it ships), or a drawn world's real split.
 
 Every source yields ``(uint8 tensor [3, S, S], class label)`` resized to one size with PIL bicubic
 (the resize clean-fid recommends), and has a ``fingerprint`` that changes when its content does. Files,
@@ -75,6 +76,64 @@ class ShardImages(IterableDataset):
             yield _decode(data, where, self.size), label
 
 
+def _tar_samples(stream, where: str) -> Iterator[dict]:
+    """WebDataset samples of a tar stream: members grouped by key (the name up to its first dot), in order."""
+    import tarfile
+
+    sample: dict = {}
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.partition(".")
+                if sample and sample["__key__"] != key:
+                    yield sample
+                    sample = {}
+                sample.setdefault("__key__", key)
+                sample[ext] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise InputError(f"cannot read shard {where} ({type(e).__name__}: {e})") from None
+    if sample:
+        yield sample
+
+
+class CloneImages(IterableDataset):
+    """A clone's output: a local folder or an object-store prefix (``s3://bucket/clone``: any fsspec URL). The shards
+    are those its manifest's records list, the truth a resume reads: every committed shard, and nothing a stopped run
+    left half-written. Labels from each sample's ``cls``."""
+
+    def __init__(self, spec: str, size: int) -> None:
+        from pipeline.clone.manifest import Manifest
+        from pipeline.storage import Storage
+
+        self.spec, self.size = spec, size
+        storage = Storage(spec, retry_s=60.0)
+        records = sorted(Manifest(storage).records().values(), key=lambda r: r.shard)
+        if not records:
+            raise InputError(f"clone '{spec}' has no committed shards (its manifest/ folder lists none)")
+        self.urls = [storage.path(r.shard) for r in records]  # the DataLoader splits shards over its workers
+        self.samples = sum(r.count for r in records)
+        self.fingerprint = hashlib.sha256(json.dumps([spec, [(r.shard, r.sha256) for r in records]]).encode()).hexdigest()[:16]
+        self.description = f"clone {spec} ({len(records)} shards, {self.samples} images, from its manifest)"
+        self._fs = storage.fs
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        worker = torch.utils.data.get_worker_info()
+        urls = self.urls if worker is None else self.urls[worker.id :: worker.num_workers]
+        for url in urls:
+            with self._fs.open(url, "rb") as f:
+                for sample in _tar_samples(f, f"'{url}'"):
+                    data = sample_image(sample)
+                    where = f"'{sample['__key__']}' in '{url}'"
+                    if data is None:
+                        raise InputError(f"sample {where} has no image field")
+                    yield _decode(data, where, self.size), int(sample["cls"]) if "cls" in sample else -1
+
+
 class FolderImages(Dataset):
     """``root/<class>/<image>``; labels from ``labels`` (folder name -> label, e.g. a clone's classes: only
     those folders are read), else by sorted folder name (:func:`pipeline.image_sets.class_folders`)."""
@@ -96,6 +155,90 @@ class FolderImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.files[i]
         return _decode(path.read_bytes(), f"'{path}'", self.size), label
+
+
+class LabelledFiles(Dataset):
+    """A flat folder of images and a label file, as ImageNet's validation set ships (:func:`read_label_file`);
+    class ids become labels through ``labels`` (e.g. a clone's ``class_labels``: only those classes are read), else
+    by sorted id."""
+
+    def __init__(self, root: str, label_file: str, size: int, labels: Mapping[str, int] | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(f"image folder '{root}' does not exist")
+        files = image_files(self.root)
+        if not files:
+            raise InputError(f"image folder '{root}' holds no image files")
+        ids = read_label_file(label_file, files)
+        if labels is None:
+            labels = {c: i for i, c in enumerate(sorted(set(ids.values())))}
+        self.files = [(f, int(labels[ids[f.name]])) for f in files if ids.get(f.name) in labels]
+        if not self.files:
+            raise InputError(f"none of the classes of '{label_file}' is one of the clone's {len(labels)} (e.g. '{next(iter(labels))}')")
+        kept = {label for _, label in self.files}
+        self.classes = {int(v): c for c, v in labels.items() if int(v) in kept}
+        self.size = size
+        digest = _file_fingerprint([f for f, _ in self.files] + [Path(label_file)])
+        self.fingerprint = hashlib.sha256(json.dumps([digest, [label for _, label in self.files]]).encode()).hexdigest()[:16]
+        self.description = f"{root} labelled by {label_file} ({len(self.files)} images, {len(self.classes)} classes)"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.files[i]
+        return _decode(path.read_bytes(), f"'{path}'", self.size), label
+
+
+def read_label_file(path: str, files: list[Path]) -> dict[str, str]:
+    """File name -> class id (e.g. a WordNet id) for the images ``files`` of a flat folder, from ``path``:
+
+    * a CSV with ``ImageId`` and ``PredictionString`` columns (Kaggle's ``LOC_val_solution.csv``: the class is the
+      first word of the prediction string);
+    * lines ``<file> <class>`` (space, tab or comma; the file by name or by name without its suffix);
+    * one class per line, as many lines as images, in the images' sorted order (TensorFlow's
+      ``imagenet_2012_validation_synset_labels.txt``);
+    * the ImageNet devkit's ``ILSVRC2012_validation_ground_truth.txt`` (ILSVRC2012_IDs 1-1000): its ``meta.mat``
+      beside it maps them to WordNet ids.
+    """
+    import csv
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"label file '{path}' does not exist")
+    lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    by_name = {f.name: f.name for f in files} | {f.stem: f.name for f in files}
+    if lines and "ImageId" in lines[0] and "PredictionString" in lines[0]:
+        rows = csv.DictReader(lines)
+        ids = {by_name[r["ImageId"]]: r["PredictionString"].split()[0] for r in rows if r["ImageId"] in by_name and r["PredictionString"]}
+    elif lines and len(lines[0].replace(",", " ").split()) >= 2:
+        ids = {}
+        for ln in lines:
+            name, cls = ln.replace(",", " ").split()[:2]
+            if name in by_name:
+                ids[by_name[name]] = cls
+    elif len(lines) == len(files):
+        ids = {f.name: c for f, c in zip(files, lines)}
+        if all(c.isdigit() for c in lines):
+            ids = {f: devkit_wnids(p)[int(c)] for f, c in ids.items()}
+    else:
+        raise InputError(f"label file '{path}' has {len(lines)} lines of one column for {len(files)} images: one class per "
+                         "image in sorted order, lines '<file> <class>', or a CSV with ImageId,PredictionString")
+    if not ids:
+        raise InputError(f"label file '{path}' names none of the {len(files)} images of the folder (e.g. '{files[0].name}')")
+    return ids
+
+
+def devkit_wnids(ground_truth: Path) -> dict[int, str]:
+    """ILSVRC2012_ID -> WordNet id, from the devkit's ``meta.mat`` beside its ground-truth file."""
+    meta = ground_truth.parent / "meta.mat"
+    if not meta.is_file():
+        raise InputError(f"'{ground_truth}' holds ILSVRC2012_IDs: the devkit's meta.mat must be beside it to name their "
+                         f"classes (or give a label file of WordNet ids, e.g. LOC_val_solution.csv)")
+    from scipy.io import loadmat
+
+    synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
+    return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
 
 
 class WorldImages(Dataset):
@@ -133,25 +276,56 @@ class WorldImages(Dataset):
 def clone_class_labels(spec: str) -> dict[str, int] | None:
     """A clone output folder's class id -> label (``manifest.json``'s ``class_labels``), or None if ``spec``
     is not one: what an ImageFolder real set is labelled by, so per-class metrics compare the same classes."""
-    manifest = Path(Layout(spec).manifest)
-    if not manifest.is_file():
-        return None
+    import fsspec
+
+    from pipeline.storage import store_problem
+
     try:
-        labels = json.loads(manifest.read_text()).get("class_labels")
-    except ValueError:
+        with fsspec.open(Layout(spec).manifest, "rb") as f:
+            labels = json.loads(f.read()).get("class_labels")
+    except (OSError, ValueError):  # not a clone (a missing manifest.json is a FileNotFoundError)
         return None
+    except Exception as e:  # noqa: BLE001 - an object store's own errors (credentials, endpoint)
+        raise InputError(f"cannot read '{spec}': {store_problem(e)}") from None
     return {str(k): int(v) for k, v in labels.items()} if labels else None
 
 
-def open_source(spec: str, size: int, world=None, shapes_n: int = 2000, labels: Mapping[str, int] | None = None) -> Dataset | IterableDataset:
-    """``shapes`` / ``shapes:<split>``, a folder of shards, a shard pattern, or an ImageFolder root (labelled
-    by ``labels`` where given)."""
+def is_clone(spec: str) -> bool:
+    """Whether ``spec`` is a clone's output (local folder or fsspec URL): it holds ``manifest/`` records."""
+    if "://" not in spec:
+        return (Path(spec) / Layout().records).is_dir()
+    import fsspec
+
+    from pipeline.storage import store_problem
+
+    try:
+        fs, root = fsspec.core.url_to_fs(spec)
+        return bool(fs.exists(f"{root.rstrip('/')}/{Layout().records}"))
+    except (ImportError, ValueError) as e:
+        raise InputError(f"cannot read '{spec}': {e}") from None
+    except Exception as e:  # noqa: BLE001 - an object store's own errors
+        raise InputError(f"cannot read '{spec}': {store_problem(e)}") from None
+
+
+def open_source(spec: str, size: int, world=None, shapes_n: int = 2000, labels: Mapping[str, int] | None = None,
+                label_file: str | None = None) -> Dataset | IterableDataset:
+    """``shapes`` / ``shapes:<split>``; a clone's folder or ``s3://`` prefix (its manifest's shards); a folder of shards
+    or a shard pattern; an ImageFolder root (labelled by ``labels`` where given); a flat folder with ``label_file``."""
     if spec == "shapes" or spec.startswith("shapes:"):
         split = spec.split(":", 1)[1] if ":" in spec else "val"
         return WorldImages(world, split, shapes_n, size)
+    if label_file:
+        return LabelledFiles(spec, label_file, size, labels)
+    if is_clone(spec):
+        return CloneImages(spec, size)
+    if "://" in spec:
+        raise InputError(f"'{spec}' is not a clone (it holds no manifest/ records): only a clone is read from an object store")
     p = Path(spec)
     if spec.endswith(".tar") or "{" in spec or (p.is_dir() and any(p.glob("*.tar"))):
         return ShardImages(spec, size)
     if p.is_dir():
+        if not any(q.is_dir() and not q.name.startswith(".") for q in p.iterdir()) and image_files(p):
+            raise InputError(f"'{spec}' holds images but no class folders: give its label file (real_labels=…; for "
+                             "ImageNet val, LOC_val_solution.csv or the devkit's ILSVRC2012_validation_ground_truth.txt)")
         return FolderImages(spec, size, labels)
-    raise InputError(f"'{spec}' is not a shard pattern, a folder of shards, an image folder or 'shapes[:split]'")
+    raise InputError(f"'{spec}' is not a clone, a shard pattern, a folder of shards, an image folder or 'shapes[:split]'")
