@@ -2,6 +2,7 @@
 control and concept exclusion, a search that explores once it has the class, per-image verification."""
 
 import json
+import math
 from collections import Counter
 
 import numpy as np
@@ -232,7 +233,7 @@ def test_proposals_spread_the_non_class_axes_and_keep_the_class(tmp_path):
     out = worker.generate(shard_of["star"])
     metas = [json.loads(s) for s in tar_members(tmp_path / out.record.shard, ".json")]
     assert out.images == 6 and all("star" in m["prompt"] and m["accepted"] is True for m in metas)
-    assert sum(m["proposed"] for m in metas) >= 4 and all(m["reward"] is None for m in metas if m["proposed"])
+    assert sum(m["proposed"] for m in metas) >= 4 and all(math.isnan(m["reward"]) for m in metas if m["proposed"])
     g = worker.stack.full_grammar
     for axis, least in (("colour", 4), ("background", 3)):  # the two accepted star states hold 2 values of each
         j = g.axis_index(axis)

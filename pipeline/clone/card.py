@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from pipeline.config import CloneApp
 
 #: the fields of every sample's ``json`` (written by :meth:`pipeline.clone.worker.CloneWorker.generate`) and their
-#: Arrow types in the card; ``None`` values (no encoding for a free-text prompt, no score without verification) load
-#: as nulls
+#: Arrow types in the card. Each field has one type in every sample of a clone: a number that does not exist is NaN
+#: (a proposal's ``reward`` and ``state_score``, which no search rendered; ``score`` without verification), ``encoding``
+#: is null for every sample or none (a free-text prompt has none)
 SAMPLE_FIELDS: dict[str, Any] = {
     "accepted": "bool", "attempt": "int64", "class_id": "string", "class_index": "int64", "class_name": "string", "class_prompt": "string",
     "encoding": ["int64"], "from_search": "bool", "model_id": "string", "pipeline_version": "string", "prompt": "string",

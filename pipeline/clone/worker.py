@@ -79,9 +79,11 @@ class Kept(NamedTuple):
     passed: bool | None = True
 
 
-def _rounded(x: float) -> float | None:
-    """A sample's state reward or score as its ``json`` records it: None for a proposal, which no search rendered."""
-    return None if math.isnan(x) else round(x, 6)
+def _rounded(x: float) -> float:
+    """A sample's reward or score as its ``json`` records it: NaN where there is none (a proposal's state, which no
+    search rendered; an image not scored), never null, so every sample's field has one type and a loader that infers
+    the schema from the first samples (Hugging Face's generic webdataset loader) reads every later one."""
+    return float("nan") if x is None or math.isnan(x) else round(x, 6)
 
 
 def image_seed(run_seed: int, cls: ClassInfo, index: int, attempt: int) -> int:
@@ -375,7 +377,7 @@ class CloneWorker:
                 "class_index": cls.index, "class_id": cls.id, "wnid": cls.wnid, "class_name": cls.name,
                 "class_prompt": cls.prompt, "encoding": list(enc) if enc is not None else None, "prompt": pick.prompt,
                 "seed": seed, "reward": _rounded(pick.reward), "state_score": _rounded(pick.score),
-                "score": round(score, 6) if self.verify or reused else None, "attempt": attempt,
+                "score": _rounded(score if self.verify or reused else None), "attempt": attempt,
                 "from_search": reused, "accepted": passed, "proposed": math.isnan(pick.reward),
                 "model_id": self.stack.generator.model_id, "search": src.result.method, "pipeline_version": pipeline.__version__,
             }
