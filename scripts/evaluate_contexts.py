@@ -92,6 +92,26 @@ def min_entropy(per_class: dict[str, np.ndarray], grammar) -> float:
     return min(float(np.mean([normalised_entropy(enc[:, j], len(a)) for enc in per_class.values()])) for j, a in axes)
 
 
+def bound_distance(dataset, grammar, per_class: int, inputs: int, alpha: float | None) -> float:
+    """The context distance of a clone that reads its ``inputs`` inputs per class perfectly (their true attributes) and
+    knows the world's true prior (symmetric Dirichlet ``alpha``): the posterior mean, stratified to ``per_class``
+    images. What no reader of that many inputs can beat on average; ``alpha=None`` (uniform world) knows the truth."""
+    from pipeline.clone.context_prior import stratified_counts
+    from pipeline.contexts import total_variation
+
+    axes = [a for a in grammar.axes if a.name != grammar.class_axis]
+    tv = []
+    for cls in dataset.classes():
+        seen = [dataset.input_attributes(cls, j) for j in range(inputs)]
+        counts = {}
+        for a in axes:
+            c = np.array([sum(s[a.name] == choice for s in seen) for choice in a.choices], np.float64)
+            p = np.full(len(a), 1.0 / len(a)) if alpha is None else (c + alpha) / (c.sum() + alpha * len(a))
+            counts[a.name] = stratified_counts(p, per_class)
+        tv.append(total_variation(counts, dataset.world.contexts.distributions(cls.name)))
+    return float(np.mean(tv))
+
+
 def real_encodings(world, grammar, split: str, n: int, names: list[str]) -> dict[str, np.ndarray]:
     """The encodings of a real split's images (:class:`pipeline.metrics.sources.WorldImages`'s draws), per class."""
     from pipeline.shapes.split import sample_seed
@@ -138,6 +158,8 @@ def main() -> None:
     n = per_class * len(names)
     real = real_encodings(world, grammar, "cas-train", n, names)
     rows["real"] = {"tv": context_distance(real, world, grammar), "entropy_min": min_entropy(real, grammar)}
+    alpha = world.contexts.concentration
+    bounds = {k: bound_distance(dataset, grammar, per_class, k, alpha) for k in (5, 20)}  # the methods' input counts
     t_clones = time.perf_counter() - t_start
     sources = {m: ShardImages(str(out / m), size) for m in methods}
     sources["real"] = WorldImages(world, "cas-train", n, size, classes=names)
@@ -161,7 +183,7 @@ def main() -> None:
         print(f"{LABELS[name]}: TV {rows[name]['tv']:.3f}, FD {rows[name]['fd']:.3f}, CAS {cas['accuracy']:.3f}", file=sys.stderr, flush=True)
     result = {"args": {**vars(a), "out": str(out), "markdown": str(a.markdown)}, "classes": len(names), "images_per_class": per_class,
               "budget": int(clone_api.load(common_overrides(a) + method_overrides(methods[0], a.budget or (120 if a.world == "shapes" else None))).env.budget),
-              "cas_steps": steps, "extractor": extractor.name, "rows": rows, "seconds": {"clones": t_clones, "total": time.perf_counter() - t_start},
+              "cas_steps": steps, "extractor": extractor.name, "rows": rows, "bounds": bounds, "seconds": {"clones": t_clones, "total": time.perf_counter() - t_start},
               "command": "python scripts/evaluate_contexts.py " + " ".join(sys.argv[1:]), "versions": versions()}
     block = markdown(result)
     write_results(out, result, a.markdown or out / "results.md", a.block or f"contexts-{a.world}-{a.context}", block,
@@ -194,6 +216,10 @@ def markdown(res: dict) -> str:
                      f"{r['wall_s']:.0f} s" if clone else "—"])
     lines.append(table(["method", "needs class name", "context distance ↓", "entropy within class (lowest axis)", "FD per class ↓", "precision", "recall", "coverage",
                         "CAS", "label accuracy", "renders", "clone wall time"], rows))
+    if res.get("bounds"):
+        lines += ["", "Bound on the context distance (no clone): each class's inputs read perfectly (their true attributes), "
+                  "the world's true prior, the posterior mean stratified to the class's images: " +
+                  "; ".join(f"{k} inputs {fmt(v)}" for k, v in res["bounds"].items()) + "."]
     lines += ["", "Command: `" + res["command"] + "`", "", "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".",
               "", "Clone commands (one per method; `paths.output_dir` differs):", ""]
     lines += [f"- {LABELS[n]}: `{r['command']}`" for n, r in res["rows"].items() if "command" in r]
