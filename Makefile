@@ -63,7 +63,7 @@ metrics-baseline: $(STAMP)
 
 # Tests run a test file per core at a time (pytest-xdist; the longest files start first: tests/conftest.py), on the
 # cores this process may use (at most 8: each test process holds its own models and Ray).
-TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(8, len(os.sched_getaffinity(0))))')
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))')
 PYTEST  = $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The fast tier: unit and in-process tests; the end-to-end tests that start Ray or train are marked slow.

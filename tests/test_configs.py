@@ -135,7 +135,9 @@ def test_identity_follows_the_schema_marks():
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_dry_runs_without_weights(experiment, tmp_path):
     """The presets' plans, with no model weights anywhere (clone.throughput given): a broken flagship config fails here."""
-    extra = [f"dataset.root={tmp_path}"] if experiment.startswith("imagenet") else []
+    extra = [f"dataset.root={tmp_path}"] if experiment.startswith(("imagenet", "imagefolder")) else []
+    for name in ("golden_retriever", "tabby-cat"):  # an own ImageFolder's classes (imagenet's trees are read lazily)
+        (tmp_path / name).mkdir()
     cfg = load([f"experiment={experiment}", "clone.dry_run=true", "clone.throughput=1.5", f"paths.output_dir={tmp_path / 'out'}", *extra])
     plan = dry_run(cfg)
     assert plan["classes"] * cfg.clone.images_per_class == plan["total_images"] and plan["shards"] >= 1
@@ -168,6 +170,22 @@ def test_imagenet_classes_have_unambiguous_prompts_and_a_group():
 
 def by_group(classes, wnid):
     return next(c.group for c in classes if c.wnid == wnid)
+
+
+def test_own_folders_name_classes_in_prompts_and_what_a_prompt_cannot_hold_is_refused(tmp_path):
+    from pipeline.clone.dataset import ImageFolderDataset, _parse_classes
+    from pipeline.errors import ConfigError
+
+    for name in ("golden_retriever", "tabby-cat", ".cache"):
+        (tmp_path / "mine" / name).mkdir(parents=True)
+    data = ImageFolderDataset(str(tmp_path / "mine"))
+    assert [(c.name, c.prompt, c.id) for c in data.classes()] == [("golden_retriever", "golden retriever", "golden_retriever"),
+                                                                   ("tabby-cat", "tabby cat", "tabby-cat")]
+    (tmp_path / "in" / "n01440764").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="folders named by WordNet id .* use dataset=imagenet1k"):
+        ImageFolderDataset(str(tmp_path / "in"))
+    with pytest.raises(ConfigError, match="cannot name a class in a prompt"):
+        _parse_classes([{"name": "a <b>"}])
 
 
 def test_classes_named_alike_in_prompts_are_refused():

@@ -30,7 +30,7 @@ from pipeline.clone.driver import CloneDriver
 from pipeline.clone.summary import CloneSummary
 from pipeline.clone.inline_pool import local_resources
 from pipeline.clone.pool import worker_count
-from pipeline.clone.estimate import measure_throughput, plan_report, search_render_bound
+from pipeline.clone.estimate import image_pixels, measure_throughput, plan_report, resources, search_render_bound
 from pipeline.clone.reference_throughput import reference_throughput
 from pipeline.clone.identity import check_identity, identity_hash, run_identity
 from pipeline.clone.inventory import output_tags
@@ -151,8 +151,11 @@ def dry_run(cfg: DictConfig) -> dict[str, Any]:
         else:
             model = instantiate_model(cfg.model, grammar)
             throughput, source = measure_throughput(model, grammar, c.warmup_images, c.batch_size)
-    return plan_report(clone_plan, search_render_bound(search, cfg.env, grammar), throughput, _planned_workers(cfg.cluster.num_workers), source,
-                       inputs_read(cfg))
+    bound, workers, cl = search_render_bound(search, cfg.env, grammar), _planned_workers(cfg.cluster.num_workers), cfg.cluster
+    gpus = cl.gpus_per_worker if cl.gpus_per_worker is not None else (1 if wants_gpu(cfg.model) else 0)
+    needs = resources(clone_plan, bound, image_pixels(cfg.model), str(c.image_format), workers, float(cl.cpus_per_worker),
+                      float(gpus), int(cl.units_per_worker))
+    return plan_report(clone_plan, bound, throughput, workers, source, inputs_read(cfg), needs)
 
 
 def inputs_read(cfg: DictConfig) -> int:

@@ -71,7 +71,11 @@ def _parse_classes(spec: Sequence[Any]) -> list[ClassInfo]:
             prompt, group = str(c.get("prompt") or name), c.get("group")
         else:
             name, wnid, prompt, group = str(c), None, str(c), None
-        out.append(ClassInfo(i, _key_safe(wnid or name), name, wnid, " ".join(prompt.split()), group))
+        prompt = " ".join(prompt.split())
+        if not prompt or any(ch in prompt for ch in "<>{}"):
+            raise ConfigError(f"dataset class '{name}' cannot name a class in a prompt ('{prompt}': empty, or with one of <>{{}}, "
+                              "which the grammar's templates use): give it a `prompt`")
+        out.append(ClassInfo(i, _key_safe(wnid or name), name, wnid, prompt, group))
     seen: dict[str, ClassInfo] = {}
     for c in out:
         other = seen.setdefault(c.prompt.lower(), c)
@@ -198,6 +202,14 @@ class GlyphsDataset(_DrawnWorld):
         self._set_inputs(inputs_per_class, context_inputs)
 
 
+WNID = re.compile(r"n\d{8}")
+
+
+def folder_prompt(folder: str) -> str:
+    """How a class folder's name reads in a prompt: '_' and '-' as spaces ("golden_retriever" -> "golden retriever")."""
+    return " ".join(re.sub(r"[_-]+", " ", folder).split())
+
+
 class ImageFolderDataset(_Catalogue):
     """``root/<folder>/<image>``; ``classes`` lists ``{wnid, name}`` (folder = wnid, else name) in label order,
     or is null to use the sorted folder names. ``input_index`` picks which image (sorted) is the first input; the
@@ -212,9 +224,15 @@ class ImageFolderDataset(_Catalogue):
         if not self.root.is_dir():
             raise ConfigError(f"dataset.root '{self.root}' does not exist")
         if classes is None:
-            classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            classes = [{"name": f, "prompt": folder_prompt(f)} for f in sorted(p.name for p in self.root.iterdir()
+                                                                          if p.is_dir() and not p.name.startswith("."))]
             if not classes:
                 raise ConfigError(f"dataset.root '{self.root}' has no class folders")
+            ids = [c["name"] for c in classes if WNID.fullmatch(c["name"])]
+            if ids:
+                raise ConfigError(f"dataset.root '{self.root}' has folders named by WordNet id ('{ids[0]}'): a diffusion model "
+                                  "cannot draw an id; use dataset=imagenet1k (it names ImageNet's ids) or list dataset.classes "
+                                  "with a name for each (docs/guide.md, 'Clone your own dataset')")
         self._set_classes(classes, only, str(self.root))
         self.input_index = int(input_index)
         self._set_inputs(inputs_per_class, context_inputs)

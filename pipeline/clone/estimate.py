@@ -1,4 +1,5 @@
-"""Cost estimates for ``--dry-run``: renders a search may spend and the GPU-hours of a plan."""
+"""Cost estimates for ``--dry-run``: renders a search may spend, the GPU-hours of a plan, and what its workers need
+besides their GPU (CPUs, host memory for the renders they hold, disk)."""
 
 from __future__ import annotations
 
@@ -52,8 +53,40 @@ def measure_throughput(generator: Generator, grammar: Grammar, images: int, batc
     return done / (time.perf_counter() - t0), f"measured here ({where}): {done} images in calls of {batch} after a warm-up call"
 
 
+#: encoded size of a photograph-like image, in bits per pixel, by clone.image_format: assumptions, not measured here
+#: (JPEG at quality 95 about 2.5, lossless PNG about 12, WebP at quality 95 about 1.5); the procedural worlds'
+#: flat-coloured images compress far smaller
+BITS_PER_PIXEL = {"jpg": 2.5, "png": 12.0, "webp": 1.5}
+
+
+def image_pixels(model_cfg: Mapping[str, Any]) -> int:
+    """Pixels of one render: the model's ``height`` x ``width``, or ``image_size`` squared (the procedural worlds)."""
+    if model_cfg.get("height") and model_cfg.get("width"):
+        return int(model_cfg["height"]) * int(model_cfg["width"])
+    return int(model_cfg.get("image_size") or 512) ** 2
+
+
+def resources(plan: ClonePlan, search_renders: int, pixels: int, image_format: str, workers: int, cpus_per_worker: float,
+              gpus_per_worker: float, units_per_worker: int) -> dict[str, Any]:
+    """What the plan's workers need besides their GPU: CPUs, host memory for the renders a worker's running searches
+    hold (RGB, until each search ends, for clone.reuse_search_renders), and disk for the shards and the searches'
+    reusable renders, at :data:`BITS_PER_PIXEL`."""
+    per_image = pixels * BITS_PER_PIXEL[image_format] / 8
+    shards = plan.total_images * per_image
+    renders = search_renders * len(plan.classes) * per_image
+    return {
+        "workers": workers,
+        "per_worker": {"gpus": gpus_per_worker, "cpus": cpus_per_worker,
+                       "host_memory_gb_for_renders": round(min(units_per_worker, len(plan.classes)) * search_renders * pixels * 3 / 1e9, 1)},
+        "cpus": workers * cpus_per_worker,
+        "disk_gb": {"shards": round(shards / 1e9, 1), "search_renders": round(renders / 1e9, 1),
+                    "total": round((shards + renders) / 1e9, 1)},
+        "disk_assumes": f"{BITS_PER_PIXEL[image_format]} bits per pixel ({image_format}, photographs), {pixels} pixels per image",
+    }
+
+
 def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers: int, source: str,
-                inputs_read: int = 1) -> dict[str, Any]:
+                inputs_read: int = 1, needs: dict[str, Any] | None = None) -> dict[str, Any]:
     """``inputs_read``: input images the semantic encoder reads per class (the class's, and with clone.propose=inputs
     its context's): one encoder pass each, no renders."""
     renders = plan.total_images + search_renders * len(plan.classes)
@@ -74,4 +107,5 @@ def plan_report(plan: ClonePlan, search_renders: int, throughput: float, workers
         "device_hours_max": round(hours, 3),
         "wall_hours_max": round(hours / max(1, workers), 3),
         "workers": workers,
+        **({"resources": needs} if needs is not None else {}),
     }
