@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
-from PIL import Image
 
 from pipeline.encoders.base import per_image
 from pipeline.errors import ConfigError, PipelineError
@@ -142,33 +141,54 @@ class Renderer:
         """A generator whose calls all have one size: the reward calls are padded to it too."""
         return getattr(self.generator, "call_size", None)
 
+    def _call_size(self) -> int:
+        """What one generator call holds on the device: the padded call size, else the batch size."""
+        return int(self.call_size or self.batch_size)
+
     def _generate(self, prompts: list[str], seeds: list[int]) -> list[Any]:
-        """The generator's images (``[3, H, W]`` device tensors from a generator that has ``render``, else PIL images);
-        on CUDA out-of-memory, half the batch size for the rest of this renderer's life
-        (the generator's own ``max_batch_size`` too), the cache emptied, the call redone in smaller calls."""
+        """The generator's images (``[3, H, W]`` device tensors from a generator that has ``render``, else PIL images).
+
+        On CUDA out-of-memory the call size is halved, from the size the call held on the device (the padded call
+        size, else the batch size: never the call's own count, which depends on timing), for the rest of this
+        renderer's life (the generator's own ``max_batch_size``, and so its padding, too); the cache is emptied and the
+        call redone in calls of the new size. Halving stops at one image, which fails the call with what to change.
+        So the sizes a run backs off to are the configured size halved, whatever calls happened to run out."""
         import torch
 
+        if len(prompts) > self.batch_size:  # a call split before a back-off (here or in another thread): re-split
+            return self._split(prompts, seeds)
+        size = self._call_size()  # before the call: a back-off by another thread meanwhile is not repeated
         try:
             if hasattr(self.generator, "render"):  # a device tensor: scored there, encoded only if it becomes a sample
                 return list(self.generator.render(prompts, seeds))
             return self.generator.generate(prompts, seeds)
         except torch.OutOfMemoryError as e:
-            n = len(prompts)
-            if n <= 1:
+            if size <= 1:
                 raise PipelineError(f"CUDA out of memory rendering one image ({str(e).splitlines()[0][:160]}): "
                                     "use a smaller model.height/width, model.dtype=float16, or a GPU with more memory") from None
             torch.cuda.empty_cache()
-            if self.batch_size >= n:  # this size does not fit (a larger one may come from before a back-off: re-split only)
-                self.batch_size = n // 2
-                if hasattr(self.generator, "max_batch_size"):  # its call_size (padding) follows
-                    self.generator.max_batch_size = min(int(self.generator.max_batch_size), self.batch_size)
-                self.backoffs.append(self.batch_size)
-                log.warning("oom_backoff: CUDA out of memory at batch %d; batch size now %d", n, self.batch_size)
-        out: list[Image.Image] = []
-        step = self.batch_size  # a chunk that runs out of memory again lowers self.batch_size under this loop
+            with self._lock:
+                if self._call_size() >= size:  # not lowered since this call began
+                    self.batch_size = min(self.batch_size, size // 2)
+                    if hasattr(self.generator, "max_batch_size"):  # its call_size (padding) follows
+                        self.generator.max_batch_size = min(int(self.generator.max_batch_size), size // 2)
+                    self.backoffs.append(size // 2)
+                    log.warning("oom_backoff: CUDA out of memory in a call of %d; batch size now %d", size, size // 2)
+        return self._split(prompts, seeds)
+
+    def _split(self, prompts: list[str], seeds: list[int]) -> list[Any]:
+        """``prompts`` in calls of the batch size now (each call re-splits if a back-off lowers it meanwhile)."""
+        out: list[Any] = []
+        step = self.batch_size
         for i in range(0, len(prompts), step):
             out += self._generate(prompts[i : i + step], seeds[i : i + step])
         return out
+
+    def warm_up(self, prompt: str) -> None:
+        """One call of the full call size (the device's set-up: CUDA context, cuBLAS, the kernels of that size) before
+        the first unit, through the same back-off as every call: a size that does not fit is halved here."""
+        n = self.batch_size
+        self._generate([prompt] * n, list(range(n)))
 
     def render(self, jobs: Sequence[RenderJob], source: AheadSource | None = None) -> list[Rendered]:
         """``jobs`` in calls of ``batch_size``; a last, short call takes ``source``'s ahead jobs in its free slots."""

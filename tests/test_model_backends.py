@@ -27,7 +27,7 @@ def generator(sd_folder):
 
 
 def pixels(images):
-    return np.stack([np.asarray(im, dtype=np.int16) for im in images])
+    return np.stack([np.asarray(im).round().astype(np.int16) for im in images])
 
 
 def test_generation_is_reproducible_per_seed(generator):
@@ -36,6 +36,34 @@ def test_generation_is_reproducible_per_seed(generator):
     assert a[0].size == (32, 32)
     assert np.array_equal(pixels(a), pixels(b))
     assert not np.array_equal(pixels(a[:1]), pixels(generator.generate(PROMPTS[:1], [3])))
+
+
+def test_an_out_of_memory_back_off_on_the_diffusion_generator_halves_the_padded_call(sd_folder, reward):
+    """A device that holds at most 2 images: the renderer's padded calls of 8 run out of memory, and the call size is
+    halved from 8 (not from the call's 3 images) to 4, then 2, whatever call hit it; the warm-up goes through the same
+    back-off. What holds after it: every image is the same bytes as a run padded to 2 from the start
+    (model.max_batch_size=2), and within a grey level of the run that never backed off (kernels of another batch)."""
+    from helpers.oom import DeviceOutOfMemoryAbove
+    from pipeline.rendering import Renderer, RenderJob
+
+    def make(max_batch_size):
+        return DiffusersGenerator(str(sd_folder), pipeline_class="StableDiffusionPipeline", device="cpu", num_inference_steps=4,
+                                  guidance_scale=2.0, height=32, width=32, max_batch_size=max_batch_size)
+
+    jobs = [RenderJob(PROMPTS[i % 2], 300 + i) for i in range(3)]
+    device = DeviceOutOfMemoryAbove(make(8), limit=2)
+    renderer = Renderer(device, reward, batch_size=8)
+    backed = pixels(r.image.permute(1, 2, 0).cpu().numpy() * 255 for r in renderer.render_call(jobs))
+    assert renderer.backoffs == [4, 2] and renderer.batch_size == 2 and device.call_size == 2 and device.raised == 2
+    at_two = pixels(r.image.permute(1, 2, 0).cpu().numpy() * 255 for r in Renderer(make(2), reward, 8).render_call(jobs))
+    clean = pixels(r.image.permute(1, 2, 0).cpu().numpy() * 255 for r in Renderer(make(8), reward, 8).render_call(jobs))
+    assert np.array_equal(backed, at_two)
+    assert np.abs(backed - clean).max() <= 1
+    warm = Renderer(DeviceOutOfMemoryAbove(make(8), limit=4), reward, batch_size=8)
+    warm.warm_up(PROMPTS[0])
+    assert warm.backoffs == [4] and warm.batch_size == 4
+    with pytest.raises(Exception, match="CUDA out of memory rendering one image"):
+        Renderer(DeviceOutOfMemoryAbove(make(8), limit=0), reward, batch_size=8).render_call(jobs)
 
 
 def test_an_image_does_not_depend_on_its_batch(generator, sd_folder):

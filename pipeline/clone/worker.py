@@ -131,7 +131,7 @@ class CloneWorker:
             self._group_classes.setdefault(k.group, []).append(k.prompt)
         if c.worker_warmup:  # the device's set-up (CUDA context, cuBLAS, kernels of the call size) before the first unit
             prompt = self.stack.full_grammar.decode(next(iter(self.stack.full_grammar.grid())))  # one any generator reads
-            self.stack.generator.generate([prompt] * self.pool.batch_size, list(range(self.pool.batch_size)))
+            self.pool.renderer.warm_up(prompt)
 
     def _set_threads(self) -> None:
         """torch's thread count, in the thread that runs a unit (Ray runs a threaded actor's calls in its own threads)."""

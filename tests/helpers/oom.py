@@ -26,3 +26,31 @@ class OutOfMemoryAbove:
             self.raised += 1
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a call of {len(prompts)} images")
         return self.inner.generate(prompts, seeds)
+
+
+class DeviceOutOfMemoryAbove:
+    """A real generator (the tiny diffusion model) that runs out of CUDA memory when a call holds more than ``limit``
+    images on the device: its padded call size where it pads (``call_size``), else the call's count."""
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self.__dict__.update(inner=inner, limit=int(limit), raised=0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["inner"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.inner, name, value)  # max_batch_size: the renderer's back-off lowers the generator's own
+
+    def _check(self, n: int) -> None:
+        held = min(self.inner.max_batch_size, n) if self.inner.call_size is None else self.inner.call_size
+        if held > self.limit:
+            self.__dict__["raised"] += 1
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a call of {held} images")
+
+    def render(self, prompts, seeds):
+        self._check(len(prompts))
+        return self.inner.render(prompts, seeds)
+
+    def generate(self, prompts, seeds):
+        self._check(len(prompts))
+        return self.inner.generate(prompts, seeds)
