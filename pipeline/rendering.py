@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
-
 from pipeline.encoders.base import per_image
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.generators.base import Generator
