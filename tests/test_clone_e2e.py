@@ -235,7 +235,8 @@ def test_a_unit_that_keeps_failing_is_reported(tmp_path):
     for name in ("circle", "square", "crescent", "star", "cross"):
         (root / name).mkdir(parents=True)
     # greyscale, 16-bit and transparent inputs simply work
-    Image.new("L", (32, 32), 90).save(root / "circle" / "0.png")
+    (root / "circle" / "0.png").write_bytes(b"")  # an empty file is passed over for the next image
+    Image.new("L", (32, 32), 90).save(root / "circle" / "1.png")
     Image.fromarray(np.full((32, 32), 30000, np.uint16)).save(root / "square" / "0.png")
     Image.new("RGBA", (32, 32), (200, 30, 30, 128)).save(root / "crescent" / "0.png")
     # star has no image, cross a corrupt one: their searches can never start
@@ -243,11 +244,15 @@ def test_a_unit_that_keeps_failing_is_reported(tmp_path):
     p = clone_cli(tmp_path / "out", "dataset=imagefolder", f"dataset.root={root}", "dataset.only=null", "search=random",
                   "env.budget=20", "reward=pixel_stats", "reward.semantic_encoder.samples_per_choice=4")
     assert p.returncode == 1
-    assert "search:star failed after 3 attempts" in p.stderr and "no image number 0" in p.stderr
-    assert "search:cross failed after 3 attempts" in p.stderr and "cannot be read as an image" in p.stderr
+    # an input error is not retried: the same file fails the same way every time
+    assert "search:star failed (not retried" in p.stderr and "has 0 readable images" in p.stderr
+    assert "search:cross failed (not retried" in p.stderr and "1 unreadable skipped" in p.stderr
+    assert p.stderr.count("warning: input skipped for class 'circle': input image") == 1 and "is empty (0 bytes)" in p.stderr
+    assert "cannot be read as an image" in p.stderr
     assert "Traceback" not in p.stderr
     s = last_summary(tmp_path / "out")
     assert s["shards_written"] == 9 and len(s["failures"]) == 2  # the other classes are complete and valid
+    assert [f["file"] for f in s["inputs_skipped"]["circle"]] == ["circle/0.png"] and "circle/0.png" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_dry_run_prints_the_plan(tmp_path):

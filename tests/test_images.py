@@ -44,3 +44,39 @@ def test_empty_corrupt_and_truncated_images_are_one_line(tmp_path, content, mess
     with pytest.raises(InputError, match=message) as e:
         load_image(path)
     assert "\n" not in str(e.value) and "bad.png" in str(e.value)
+
+
+def test_a_real_tree_s_files_are_read_or_passed_over_one_by_one(tmp_path):
+    """What real trees hold (ImageNet's train split has a PNG named .JPEG and CMYK JPEGs; downloads have truncated and
+    empty files): every readable kind is read as 8-bit RGB in name order, an unreadable one is passed over for the next
+    image and listed once with why; a class with too few readable images fails in one line that says what was skipped."""
+    import io
+
+    from pipeline.clone.dataset import ImageFolderDataset
+
+    folder = tmp_path / "tree" / "tench"
+    folder.mkdir(parents=True)
+    full = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(full, format="JPEG")
+    (folder / "a_truncated.JPEG").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
+    (folder / "b_empty.JPEG").write_bytes(b"")
+    (folder / "c_text.JPEG").write_bytes(b"<html>404 not found</html>")
+    save(folder, "d_cmyk.JPEG", Image.new("CMYK", (16, 16), (0, 255, 255, 0)), format="JPEG")
+    save(folder, "e_png_named.JPEG", Image.new("RGB", (16, 16), (0, 200, 0)), format="PNG")
+    save(folder, "f_16bit.png", Image.fromarray(np.full((16, 16), 40000, np.uint16)))
+    save(folder, "g_grey.png", Image.new("L", (16, 16), 90))
+    save(folder, "h_rgba.png", Image.new("RGBA", (16, 16), (200, 30, 30, 128)))
+    save(folder, "i_large.JPEG", Image.new("RGB", (6000, 6000), (90, 90, 90)), format="JPEG", quality=50)
+    data = ImageFolderDataset(str(tmp_path / "tree"), inputs_per_class=6)
+    cls = data.classes()[0]
+    inputs = data.inputs(cls)
+    assert [i.ref for i in inputs] == ["tench/d_cmyk.JPEG", "tench/e_png_named.JPEG", "tench/f_16bit.png", "tench/g_grey.png",
+                                       "tench/h_rgba.png", "tench/i_large.JPEG"]
+    assert all(i.image.mode == "RGB" for i in inputs) and inputs[-1].image.size == (6000, 6000)
+    skipped = data.skipped(cls)
+    assert [s["file"] for s in skipped] == ["tench/a_truncated.JPEG", "tench/b_empty.JPEG", "tench/c_text.JPEG"]
+    assert "is empty (0 bytes)" in skipped[1]["why"] and "cannot be read as an image" in skipped[2]["why"]
+    data.inputs(cls)  # read again (a retried unit): nothing is listed twice
+    assert len(data.skipped(cls)) == 3
+    with pytest.raises(InputError, match=r"has 6 readable images .* 3 unreadable skipped .*: input 7 is needed"):
+        ImageFolderDataset(str(tmp_path / "tree"), inputs_per_class=7).inputs(cls)

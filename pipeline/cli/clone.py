@@ -28,6 +28,11 @@ def report(summary: CloneSummary, cfg: DictConfig) -> int:
     if len(short) > 10:
         print(f"warning: and {len(short) - 10} more classes short, {sum(n for _, n in short[10:])} images in all "
               f"('shortfall' in {LAYOUT.summary})", file=sys.stderr)
+    skipped = [(cid, f) for cid, fs in sorted(summary.inputs_skipped.items()) for f in fs]
+    for cid, f in skipped[:10]:
+        print(f"warning: input skipped for class '{cid}': {f['why']}; the next image was read instead", file=sys.stderr)
+    if len(skipped) > 10:
+        print(f"warning: and {len(skipped) - 10} more input files skipped ('inputs_skipped' in {LAYOUT.summary})", file=sys.stderr)
     if summary.label_accuracy is not None:
         print(f"label accuracy: {summary.label_accuracy:.4f} (samples whose prompt asks for their label's class)")
     ids = sorted(summary.misread)
@@ -52,7 +57,9 @@ def report(summary: CloneSummary, cfg: DictConfig) -> int:
               "clone.max_shortfall=1 accepts any outcome)", file=sys.stderr)
         return 3
     for f in summary.failures:
-        print(f"error: {f['unit']} failed after {f['attempts']} attempts: {f['error']}", file=sys.stderr)
+        how = "(not retried: the same input fails the same way)" if f.get("retried") is False else \
+            f"after {f['attempts']} attempt{'s' if f['attempts'] != 1 else ''}"
+        print(f"error: {f['unit']} failed {how}: {f['error']}", file=sys.stderr)
     if summary.stopped:
         print(f"error: stopped with {summary.units_left} units left: {summary.stopped}; every committed shard is valid, "
               "run the same command again to resume", file=sys.stderr)

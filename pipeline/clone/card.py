@@ -120,6 +120,23 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+#: skipped input files the card names (every one is in summary.json's ``inputs_skipped``)
+CARD_SKIPPED_FILES = 20
+
+
+def _skipped_inputs(skipped: dict[str, list[dict[str, str]]]) -> list[str]:
+    """The input files that could not be read (unreadable, empty, not images), each passed over for the next one."""
+    files = [(cid, f) for cid, fs in sorted(skipped.items()) for f in fs]
+    if not files:
+        return []
+    lines = [f"{len(files)} input files of {len(skipped)} classes could not be read and were passed over (the next image of "
+             "the class was read instead; all in `inputs_skipped` in `summary.json`):", ""]
+    lines += [f"- `{f['file']}`: {f['why']}" for _, f in files[:CARD_SKIPPED_FILES]]
+    if len(files) > CARD_SKIPPED_FILES:
+        lines.append(f"- and {len(files) - CARD_SKIPPED_FILES} more")
+    return lines + [""]
+
+
 def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary: dict[str, Any], folder: str) -> str:
     """The card's text: how the clone was made, what it holds (``images`` samples in ``records``), how to load it."""
     cloned = sorted({c for r in records for c in (r.class_counts or dict.fromkeys(r.classes, 1))})
@@ -157,6 +174,7 @@ def body(facts: CardFacts, records: Sequence[ShardRecord], images: int, summary:
         "(`clone.fill=best`). Filter on it to train on passing images only.",
         *_per_class(records, unpassed, short),
         *_backed_off(records),
+        *_skipped_inputs(summary.get("inputs_skipped") or {}),
         "Label accuracy is the share of samples whose prompt asks for the class of their label; on a procedural world it is "
         "the share whose image shows its label. A class whose input image(s) the semantic encoder read as another class "
         "(`misread` in `summary.json`) shows the class read unless `env.class_source=label` (with `rendered`, the class "

@@ -138,6 +138,10 @@ class _Catalogue:
                 break
         return out
 
+    def skipped(self, cls: ClassInfo) -> list[dict[str, str]]:
+        """The files passed over among the class's inputs so far (unreadable, empty, not images), each with why."""
+        return []
+
     def input_image(self, cls: ClassInfo) -> Image.Image:
         """The class's first input image (the single input of the paper's setting)."""
         return self._input(cls, 0).image
@@ -236,17 +240,38 @@ class ImageFolderDataset(_Catalogue):
         self._set_classes(classes, only, str(self.root))
         self.input_index = int(input_index)
         self._set_inputs(inputs_per_class, context_inputs)
+        self._read: dict[str, dict[str, Any]] = {}  # class id -> the files read so far: next position, readable, skipped
 
     def _input(self, cls: ClassInfo, j: int) -> InputImage:
+        """The class's ``j``-th readable image from ``input_index`` on (sorted by name): a file that cannot be read (truncated,
+        empty, not an image) is passed over with one warning naming it, and the next one is read instead."""
         folder = next((self.root / n for n in (cls.wnid, cls.name) if n and (self.root / n).is_dir()), None)
         if folder is None:
             raise InputError(f"dataset.root '{self.root}' has no folder for class '{cls.name}'")
         files = image_files(folder)
-        n = self.input_index + j
-        if len(files) <= n:
-            raise InputError(f"class folder '{folder}' has no image number {n}" + (
-                f" (dataset.inputs_per_class={self.inputs_per_class} from dataset.input_index={self.input_index})" if j else ""))
-        return InputImage(f"{folder.name}/{files[n].name}", load_image(files[n]))
+        state = self._read.setdefault(cls.id, {"next": self.input_index, "ok": [], "skipped": []})
+        while len(state["ok"]) <= j and state["next"] < len(files):
+            path = files[state["next"]]
+            state["next"] += 1
+            try:
+                image = load_image(path)
+            except InputError as e:
+                state["skipped"].append({"file": f"{folder.name}/{path.name}", "why": str(e)})  # the CLI names it once
+                continue
+            state["ok"].append(path)
+            if len(state["ok"]) > j:
+                return InputImage(f"{folder.name}/{path.name}", image)
+        if len(state["ok"]) <= j:
+            first = state["skipped"][0] if state["skipped"] else None
+            skipped = f", {len(state['skipped'])} unreadable skipped ({first['why']})" if first else ""
+            raise InputError(f"class folder '{folder}' has {len(state['ok'])} readable images from dataset.input_index="
+                             f"{self.input_index}{skipped}: input {j + 1} is needed" + (
+                                 f" (dataset.inputs_per_class={self.inputs_per_class})" if j < self.inputs_per_class else ""))
+        path = state["ok"][j]
+        return InputImage(f"{folder.name}/{path.name}", load_image(path))
+
+    def skipped(self, cls: ClassInfo) -> list[dict[str, str]]:
+        return list(self._read.get(cls.id, {}).get("skipped", []))
 
 
 class WebDatasetSource(_Catalogue):

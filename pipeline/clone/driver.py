@@ -68,6 +68,7 @@ class CloneDriver:
         self.class_pos = class_pos
         self._readings: dict[str, tuple[str | None, float | None]] = {}  # class id -> what its search read (this run)
         self._contexts: dict[str, dict] = {}  # class id -> its context reading (clone.propose=inputs)
+        self._skipped: dict[str, list[dict[str, str]]] = {}  # class id -> input files its search passed over
         self.stop_grace = float(cluster.stop_grace_s)
         self._stop_signal: str | None = None  # the first SIGTERM / SIGINT received
         self._stop_at = 0.0
@@ -111,6 +112,7 @@ class CloneDriver:
         summary.corrupt_redone = {k: v for k, v in inv.damaged.items() if k.endswith(".tar")}
         self._readings = dict(inv.readings)
         self._contexts = dict(inv.contexts)
+        self._skipped = dict(inv.skipped_inputs)
         shards = [u for u in units if u.shard not in inv.valid]
         summary.shards_reused = len(units) - len(shards)
         needed = {c.id for u in shards for c in u.classes}
@@ -227,7 +229,7 @@ class CloneDriver:
             self._lost(wid, unit, sched, summary, str(e))
             return
         except UnitError as e:
-            self._unit_failed(unit, sched, summary, str(e))
+            self._unit_failed(unit, sched, summary, str(e), e.permanent)
             return
         bar.finished(unit, out.renders, out.images if isinstance(unit, ShardUnit) else 0)
         total = lambda stats: sum(c.calls for c in stats.values())  # noqa: E731
@@ -243,6 +245,8 @@ class CloneDriver:
             self._readings[unit.cls.id] = (out.read_class, out.read_prob)
             if out.context is not None:
                 self._contexts[unit.cls.id] = out.context
+            if out.skipped_inputs:
+                self._skipped[unit.cls.id] = list(out.skipped_inputs)
             sched.searched(unit.cls.id)
             self._release_held(sched)
             self.event("search_done", cls=unit.cls.id, worker=wid, **out.log_fields())
@@ -307,17 +311,20 @@ class CloneDriver:
         for phase, c in summary.generator_calls.items():
             self.event("generator_calls", phase=phase, **c)
         if not self.lease.lost:  # else the folder's files are the new holder's to write
+            summary.inputs_skipped = {cid: self._skipped[cid] for cid in sorted(self._skipped)}
             finish(summary, self.plan, self.cfg.clone, self.manifest, self.storage, self.card, self._readings, self.event)
         self.event.upload()
         return summary
 
-    def _unit_failed(self, unit: Unit, sched: Schedule, summary: CloneSummary, msg: str) -> None:
+    def _unit_failed(self, unit: Unit, sched: Schedule, summary: CloneSummary, msg: str, permanent: bool = False) -> None:
+        """A unit's own error: retried up to ``clone.max_attempts`` times; a permanent one (unreadable inputs) not at all."""
         sched.attempts[unit.id] = sched.attempts.get(unit.id, 0) + 1
-        self.event("unit_error", unit=unit.id, attempt=sched.attempts[unit.id], error=msg)
-        if sched.attempts[unit.id] < self.max_attempts:
+        self.event("unit_error", unit=unit.id, attempt=sched.attempts[unit.id], error=msg, **({"permanent": True} if permanent else {}))
+        if sched.attempts[unit.id] < self.max_attempts and not permanent:
             sched.queue.append(unit)
         else:
-            summary.failures.append({"unit": unit.id, "attempts": sched.attempts[unit.id], "error": msg})
+            summary.failures.append({"unit": unit.id, "attempts": sched.attempts[unit.id], "error": msg,
+                                     **({"retried": False} if permanent else {})})
             if isinstance(unit, SearchUnit):  # the other classes' shards need not wait for it
                 sched.search_failed(unit.cls.id)
                 self._release_held(sched)

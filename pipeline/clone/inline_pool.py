@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pipeline.clone.plan import SearchUnit
 from pipeline.clone.pool import UnitError, WorkerPool
 from pipeline.clone.worker import CloneWorker
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, InputError
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class InlinePool(WorkerPool):
         try:
             return ref.result()
         except Exception as e:  # noqa: BLE001 - a unit's own error, retried by the driver
-            raise UnitError(self.failure(e)) from e
+            raise UnitError(self.failure(e), permanent=isinstance(e, InputError)) from e
 
     def failure(self, exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

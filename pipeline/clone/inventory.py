@@ -44,6 +44,8 @@ class Inventory:
     readings: dict[str, tuple[str | None, float | None]] = field(default_factory=dict)
     #: class id -> its context reading (clone.propose=inputs: pipeline.clone.context_prior), where its search made one
     contexts: dict[str, dict] = field(default_factory=dict)
+    #: class id -> the input files its search passed over (unreadable, empty, not images), where there were any
+    skipped_inputs: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
 def output_tags(storage: Storage) -> set[str]:
@@ -156,4 +158,6 @@ def take_inventory(storage: Storage, units: list[ShardUnit], class_ids: list[str
                 inv.readings[cid] = (info.get("read_class"), info.get("read_prob"))
                 if info.get("context") is not None:
                     inv.contexts[cid] = info["context"]
+                if info.get("skipped_inputs"):
+                    inv.skipped_inputs[cid] = info["skipped_inputs"]
     return inv

@@ -78,10 +78,11 @@ class SearchDone:
     calls: dict[str, CallStats]  # the worker's generator-call statistics so far (cumulative), per phase
     oom_backoffs: list[int]  # the worker's batch sizes after each CUDA out-of-memory back-off so far
     context: dict[str, Any] | None = None  # clone.propose=inputs: the class's context reading (pipeline.clone.context_prior)
+    skipped_inputs: tuple[dict[str, str], ...] = ()  # input files passed over (unreadable, empty, not images), with why
 
     def log_fields(self) -> dict[str, Any]:
         """What the ``search_done`` event records."""
-        return {k: v for k, v in asdict(self).items() if k not in ("calls", "oom_backoffs", "context")}
+        return {k: v for k, v in asdict(self).items() if k not in ("calls", "oom_backoffs", "context") and (v or k != "skipped_inputs")}
 
 
 @dataclass(frozen=True)

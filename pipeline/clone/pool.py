@@ -30,7 +30,12 @@ class WorkerLost(Exception):
 
 
 class UnitError(Exception):
-    """A unit's own code raised: the unit is retried up to ``clone.max_attempts`` times."""
+    """A unit's own code raised: the unit is retried up to ``clone.max_attempts`` times, unless the error is
+    ``permanent`` (an :class:`~pipeline.errors.InputError`: a class with no readable input fails the same way every time)."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def worker_count(cluster: Any, res: dict[str, float]) -> int:

@@ -14,6 +14,7 @@ from pipeline.clone.plan import SearchUnit
 from pipeline.clone.pool import UnitError, WorkerLost, WorkerPool, worker_count
 from pipeline.clone.progress import PROGRESS_GROUP
 from pipeline.clone.worker import CloneWorker
+from pipeline.errors import InputError
 from pipeline.storage import Storage
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class RayPool(WorkerPool):
         except RayActorError as e:
             raise WorkerLost(self.failure(e)) from e
         except RayTaskError as e:
-            raise UnitError(self.failure(e)) from e
+            raise UnitError(self.failure(e), permanent=isinstance(e, InputError)) from e  # Ray's error is also its cause's class
 
     def ask_progress(self, wid: int, worker: Any) -> Any:
         return worker.progress.options(concurrency_group=PROGRESS_GROUP).remote()

@@ -35,6 +35,8 @@ class CloneSummary:
     #: class id -> {label, read, prob}: classes whose input image(s) the semantic encoder read as another class
     #: (with env.class_source=read their images show the class read, with rendered the class chosen; rerun them with dataset.only=[...])
     misread: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: class id -> the input files its search passed over (unreadable, empty, not images: each named once, with why)
+    inputs_skipped: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     #: committed shards rendered after a CUDA out-of-memory back-off (their records say at which call size): same prompts,
     #: seeds and noise as without it, pixels possibly not (kernels follow the batch size)
     shards_after_oom_backoff: int = 0

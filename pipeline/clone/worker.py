@@ -190,13 +190,16 @@ class CloneWorker:
             result.info["backed_off_to"] = self._backed_off_to()
         if self.propose == "inputs":  # what the class's inputs show beyond the class (no renders)
             result.info["context"] = self._read_context(cls, inputs)
+        skipped = self.dataset.skipped(cls)  # files a real tree holds that cannot be read, each passed over once
+        if skipped:
+            result.info["skipped_inputs"] = skipped
         self.storage.write_bytes(LAYOUT.search(cls.id), json.dumps(result.to_dict()).encode())
         best = env.grammar.describe(result.best.encoding)[class_axis] if result.best.encoding is not None else None
         checked = reading.rendered["renders"] if reading.rendered else 0  # class_source=rendered: the candidates' renders
         return SearchDone(result.renders + checked, result.best.reward, time.perf_counter() - t0,
                           best is not None and best.lower() == cls.prompt.lower(), **reading.describe(),
                           calls=self.pool.call_stats(), oom_backoffs=list(self.pool.renderer.backoffs),
-                          context=result.info.get("context"))
+                          context=result.info.get("context"), skipped_inputs=tuple(skipped))
 
     def _read_context(self, cls: ClassInfo, inputs: list) -> dict[str, Any]:
         """The class's context reading (:func:`pipeline.clone.context_prior.reading`): its inputs and the next ones up to
