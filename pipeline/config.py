@@ -308,9 +308,12 @@ def _check_combination(cfg: DictConfig) -> None:
     classes = ds.get("classes")
     groups = {c.get("group") for c in classes if isinstance(c, DictConfig)} - {None} if classes else set()
     if groups and not set(groups) <= set((grammar.get("groups") or {}).keys()):
-        missing = sorted(set(groups) - set((grammar.get("groups") or {}).keys()))
-        raise ConfigError(f"dataset={ds.name} puts its classes in groups ({', '.join(missing[:4])}…) that grammar={grammar.name} "
-                          "has no vocabulary for; use a grammar with those groups (grammar=imagenet)")
+        known = sorted((grammar.get("groups") or {}).keys())
+        missing = sorted(set(groups) - set(known))
+        hint = (f" (its groups: {', '.join(known)}); use one of those, or add yours to the grammar's `groups`" if known
+                else "; use a grammar with groups (grammar=imagenet)")
+        raise ConfigError(f"dataset={ds.name} puts its classes in groups ({', '.join(missing[:4])}{'…' if len(missing) > 4 else ''}) "
+                          f"that grammar={grammar.name} has no vocabulary for{hint}")
 
 
 def _check_workers(cfg: DictConfig) -> None:

@@ -79,6 +79,7 @@ def resources(plan: ClonePlan, search_renders: int, pixels: int, image_format: s
         "per_worker": {"gpus": gpus_per_worker, "cpus": cpus_per_worker,
                        "host_memory_gb_for_renders": round(min(units_per_worker, len(plan.classes)) * search_renders * pixels * 3 / 1e9, 1)},
         "cpus": workers * cpus_per_worker,
+        "host_memory_gb_for_renders": round(workers * min(units_per_worker, len(plan.classes)) * search_renders * pixels * 3 / 1e9, 1),
         "disk_gb": {"shards": round(shards / 1e9, 1), "search_renders": round(renders / 1e9, 1),
                     "total": round((shards + renders) / 1e9, 1)},
         "disk_assumes": f"{BITS_PER_PIXEL[image_format]} bits per pixel ({image_format}, photographs), {pixels} pixels per image",
