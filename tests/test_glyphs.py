@@ -29,6 +29,26 @@ def test_glyphs_are_1000_distinct_bitmaps_that_fill_their_grid():
     assert (glyph_bitmaps(10) == b[:10]).all()  # a prefix of one sequence: glyph 007 is the same in every world
 
 
+def test_imagenet_21k_s_21841_glyphs_are_distinct_and_keep_the_first_ones():
+    """Past what a 5x5 grid holds at MIN_DISTANCE, the sequence goes on one cell closer; every glyph stays distinct,
+    and the first 1000 are the bitmaps every 1000-class world has always drawn (checked by the all-pairs test above)."""
+    from pipeline.glyphs.world import DISTANT_GLYPHS, _ball
+
+    n = 21841
+    b = glyph_bitmaps(n)
+    codes = (b.reshape(n, -1).astype(np.int64) << np.arange(25)).sum(1)
+    assert (b[:1000] == glyph_bitmaps(1000)).all() and b[:, 0].any(1).all() and b[:, :, -1].any(1).all()
+
+    def others_within(radius, upto):  # codes among the first `upto` with another of them within `radius` cells
+        seen = np.zeros(1 << 25, np.int32)
+        np.add.at(seen, codes[:upto], 1)
+        ball = _ball(radius)[1:]
+        return sum(int(seen[c ^ ball].sum() + seen[c] - 1) for c in codes[:upto].tolist())
+
+    assert others_within(MIN_DISTANCE - 1, DISTANT_GLYPHS) == 0  # the first 10,000 differ in >= 5 cells
+    assert others_within(MIN_DISTANCE - 2, n) == 0  # all 21,841 in >= 4
+
+
 def test_reader_recognises_the_class_of_real_renders(dataset):
     world = dataset.world
     reader = GlyphReader(dataset.grammar)

@@ -2,9 +2,12 @@
 nuisance axes (colour, background, size, pattern).
 
 Class ``k`` is a 5×5 bitmap ("glyph 042" is bitmap 42) drawn from a fixed seed: every bitmap touches all
-four sides of its grid (so its bounding box is its grid) and any two differ in at least
-:data:`MIN_DISTANCE` cells, so a reader that samples the object's 5×5 cells tells them apart. The seed of a
-render fixes what the grammar does not name: position and a small colour jitter.
+four sides of its grid (so its bounding box is its grid) and any two of the first :data:`DISTANT_GLYPHS` differ in
+at least :data:`MIN_DISTANCE` cells, so a reader that samples the object's 5×5 cells tells them apart. A 5×5 grid
+holds only about 14,600 such glyphs (drawn greedily: 14,646 after 2·10⁸ draws), so the glyphs after the first
+10,000, which ImageNet-21k's 21,841 classes need, differ from every other in at least ``MIN_DISTANCE - 1`` cells
+(50,000 of them in a few seconds). The seed of a render fixes what the grammar does not name: position and a small
+colour jitter.
 
 **Confusable families** (``family_size`` F > 1, the CLIP-like stand-in ``experiment=confusable1000``): classes
 come in families of F near-identical glyphs, as ImageNet's dog breeds or mushrooms: a family's base bitmap
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import combinations
 from typing import Mapping
 
 import numpy as np
@@ -30,7 +34,9 @@ from pipeline.seeding import rng_for
 from pipeline.shapes.world import BACKGROUNDS, COLOURS, PATTERNS, Rendering, check_drawable
 
 GRID = 5
-MIN_DISTANCE = 5  # cells in which any two glyphs differ
+MIN_DISTANCE = 5  # cells in which any two of the first DISTANT_GLYPHS glyphs differ (later ones: MIN_DISTANCE - 1)
+DISTANT_GLYPHS = 10_000
+_DRAWS = 1 << 14  # candidates drawn at a time: part of the sequence's definition once past DISTANT_GLYPHS
 MIN_FAMILY_DISTANCE = MIN_DISTANCE + 2  # cells in which any two family bases differ (siblings are 1 flip from theirs)
 OCCLUDER_CELLS = 2.0  # the occluder's side, in glyph cells (its centre falls over the 3×3 interior)
 INTERIOR = [(i, j) for i in range(1, GRID - 1) for j in range(1, GRID - 1)]  # flipping these keeps the bounding box
@@ -52,6 +58,46 @@ def glyph_index(name: str) -> int:
     return int(m.group(1))
 
 
+def _ball(radius: int) -> np.ndarray:
+    """Every 25-bit mask of at most ``radius`` set bits: ``code ^ _ball(r)`` is the Hamming ball of radius r around code."""
+    return np.array([sum(1 << b for b in c) for k in range(radius + 1) for c in combinations(range(GRID * GRID), k)], np.int64)
+
+
+def _draw_codes(n: int, rng: np.random.Generator, min_sum: int, distance: int, switch_at: int | None = None) -> list[int]:
+    """The first ``n`` candidate bitmaps (25-bit codes, cell (i, j) is bit 5i + j) drawn from ``rng`` that touch all four
+    sides, have at least ``min_sum`` cells and differ from every earlier one in at least ``distance`` cells (``distance - 1``
+    after the first ``switch_at``). Each accepted code blocks its Hamming ball in a 2²⁵ table: no all-pairs loop. The
+    candidates are drawn :data:`_DRAWS` at a time from the same stream one-at-a-time draws would read, so the codes
+    before ``switch_at`` are those of checking every candidate in turn against every earlier code."""
+    weights = 1 << np.arange(GRID * GRID, dtype=np.int64)
+    blocked = np.zeros(1 << (GRID * GRID), bool)
+    ball = _ball(distance - 1)
+    out: list[int] = []
+    while len(out) < n:
+        c = rng.random((_DRAWS, GRID, GRID)) < 0.5
+        ok = c[:, 0].any(1) & c[:, -1].any(1) & c[:, :, 0].any(1) & c[:, :, -1].any(1) & (c.sum((1, 2)) >= min_sum)
+        codes = (c.reshape(_DRAWS, -1).astype(np.int64) * weights).sum(1)
+        for code in codes[ok & ~blocked[codes]].tolist():  # blocked only grows: those already blocked stay so
+            if blocked[code]:
+                continue
+            out.append(code)
+            blocked[code ^ ball] = True
+            if len(out) == n:
+                break
+            if len(out) == switch_at:  # from here on one cell closer: rebuild the table at the smaller radius
+                ball = _ball(distance - 2)
+                blocked[:] = False
+                for earlier in out:
+                    blocked[earlier ^ ball] = True
+                break  # the rest of these draws were checked at the larger distance: the next ones are drawn afresh
+    return out
+
+
+def _bitmaps(codes: list[int]) -> np.ndarray:
+    bits = (np.array(codes, np.int64)[:, None] >> np.arange(GRID * GRID)) & 1
+    return bits.astype(bool).reshape(len(codes), GRID, GRID)
+
+
 @lru_cache(maxsize=8)
 def glyph_bitmaps(n: int, family_size: int = 1) -> np.ndarray:
     """``[n, 5, 5]`` bool: the first ``n`` glyphs (the same for every ``n``: a prefix of one fixed sequence); with
@@ -60,32 +106,25 @@ def glyph_bitmaps(n: int, family_size: int = 1) -> np.ndarray:
         raise ConfigError(f"glyphs world family_size must be in [1, {len(INTERIOR) + 1}], got {family_size}")
     if family_size > 1:
         return _families(-(-n // family_size), family_size)[:n]
-    rng = np.random.default_rng(BITMAP_SEED)
-    out: list[np.ndarray] = []
-    flat = np.zeros((0, GRID * GRID), bool)
-    while len(out) < n:
-        cand = rng.random((GRID, GRID)) < 0.5
-        if not (cand[0].any() and cand[-1].any() and cand[:, 0].any() and cand[:, -1].any()) or cand.sum() < 8:
-            continue
-        v = cand.reshape(-1)
-        if len(flat) and (flat != v).sum(1).min() < MIN_DISTANCE:
-            continue
-        out.append(cand)
-        flat = np.vstack([flat, v])
-    return np.stack(out)
+    return _bitmaps(_draw_codes(n, np.random.default_rng(BITMAP_SEED), 8, MIN_DISTANCE, DISTANT_GLYPHS))
 
 
 def _families(families: int, size: int) -> np.ndarray:
+    """Family bases drawn one at a time, each followed by its siblings' draws from the same stream (so their order is
+    part of the sequence), distinct bases found through the blocked-ball table as in :func:`_draw_codes`."""
     rng = np.random.default_rng(BITMAP_SEED + size)
-    bases = np.zeros((0, GRID * GRID), bool)
+    weights = 1 << np.arange(GRID * GRID, dtype=np.int64)
+    blocked = np.zeros(1 << (GRID * GRID), bool)
+    ball = _ball(MIN_FAMILY_DISTANCE - 1)
     out: list[np.ndarray] = []
-    while len(bases) < families:
+    while len(out) < families * size:
         cand = rng.random((GRID, GRID)) < 0.5
         if not (cand[0].any() and cand[-1].any() and cand[:, 0].any() and cand[:, -1].any()) or cand.sum() < 9:
             continue
-        if len(bases) and (bases != cand.reshape(-1)).sum(1).min() < MIN_FAMILY_DISTANCE:
+        code = int((cand.reshape(-1).astype(np.int64) * weights).sum())
+        if blocked[code]:
             continue
-        bases = np.vstack([bases, cand.reshape(-1)])
+        blocked[code ^ ball] = True
         out.append(cand)
         for c in rng.choice(len(INTERIOR), size - 1, replace=False):
             sib = cand.copy()
