@@ -127,6 +127,7 @@ class PathSettings:
     runs_dir: str = setting(runtime=True)
     output_dir: str = setting(runtime=True)
     imagenet_root: str = setting(runtime=True)
+    imagenet21k_root: str = setting(runtime=True)
     models_dir: str = setting(runtime=True)
 
 
@@ -306,7 +307,11 @@ def _check_combination(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset={ds.name} draws its inputs from the {world} world, which grammar={grammar.name} "
                           f"does not describe; use grammar={world}")
     classes = ds.get("classes")
-    groups = {c.get("group") for c in classes if isinstance(c, DictConfig)} - {None} if classes else set()
+    if isinstance(classes, str):  # a class-list file
+        from pipeline.clone.dataset import read_class_list
+
+        classes = read_class_list(classes)
+    groups = {c.get("group") for c in classes if isinstance(c, (DictConfig, dict))} - {None} if classes else set()
     if groups and not set(groups) <= set((grammar.get("groups") or {}).keys()):
         known = sorted((grammar.get("groups") or {}).keys())
         missing = sorted(set(groups) - set(known))

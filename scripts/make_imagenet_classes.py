@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Generate conf/dataset/imagenet1k.yaml and imagenet100.yaml from timm's offline ImageNet lists.
+"""Generate conf/dataset/imagenet1k.yaml, imagenet100.yaml and imagenet21k.yaml from timm's offline ImageNet lists.
 
 timm ships the 1000 ImageNet-1k WordNet ids in standard index order (``imagenet_synsets.txt``) with
 their lemmas and glosses, and the 100 mini-ImageNet synsets. Each class gets:
@@ -17,6 +17,14 @@ list against timm's lemmas and reports the agreement. Neither package needs to b
 
     pip download timm torchvision --no-deps -d /tmp/w && cd /tmp/w && unzip -q 'timm-*.whl' && unzip -q 'torchvision-*.whl'
     python scripts/make_imagenet_classes.py --timm-info /tmp/w/timm/data/_info --torchvision-meta /tmp/w/torchvision/models/_meta.py
+
+**ImageNet-21k** (``imagenet21k.yaml``): the 21,841 synsets of the fall-2011 release in timm's order
+(``imagenet22k_synsets.txt``, sorted by WordNet id). A synset of ImageNet-1k keeps its group. WordNet ids follow
+WordNet's lexicographer files and, within animals and plants, its hierarchy, so another living thing or natural
+formation takes the group of the nearer of its two ImageNet-1k neighbours in id order when both were grouped by label
+range; any other synset is grouped by the words of its lemmas and gloss, as ImageNet-1k's artifacts are. Prompts are
+unambiguous among the 21,841: the first lemma no other class shares; else a lemma and its group's noun; else that and
+the gloss's first words.
 """
 
 from __future__ import annotations
@@ -89,6 +97,53 @@ def prompts(lemmas: list[list[str]], groups: list[str]) -> list[str]:
     return out
 
 
+def groups_21k(wnids: list[str], wnids1k: list[str], groups1k: list[str], lemmas: dict[str, str], glosses: dict[str, str]) -> list[str]:
+    """Each 21k synset's group (see the module docstring)."""
+    import bisect
+
+    known = dict(zip(wnids1k, groups1k))
+    ranged = [any(a <= i <= b for a, b, _ in RANGES) for i in range(len(wnids1k))]
+    order = sorted(range(len(wnids1k)), key=lambda i: wnids1k[i])
+    keys = [wnids1k[i] for i in order]
+    out = []
+    for w in wnids:
+        if w in known:
+            out.append(known[w])
+            continue
+        p = bisect.bisect(keys, w)
+        lo, hi = (order[p - 1] if p else None), (order[p] if p < len(order) else None)
+        if lo is not None and hi is not None and ranged[lo] and ranged[hi]:
+            near = lo if int(w[1:]) - int(wnids1k[lo][1:]) <= int(wnids1k[hi][1:]) - int(w[1:]) else hi
+            out.append(groups1k[near])
+        else:
+            text = f"{lemmas[w]} | {glosses.get(w, '')}".lower()
+            out.append(next((group for group, pattern in RULES if re.search(pattern, text)), FALLBACK))
+    return out
+
+
+def prompts_21k(lemmas: list[list[str]], groups: list[str], glosses: list[str]) -> list[str]:
+    """Unambiguous prompts among many classes: :func:`prompts`'s two steps, then the gloss's first words."""
+    owners = Counter(name.lower() for names in lemmas for name in dict.fromkeys(n.lower() for n in names))
+    first = []
+    for names, group in zip(lemmas, groups):
+        unique = next((n for n in names if owners[n.lower()] == 1), None)
+        first.append(unique or f"{names[0]} {GROUP_NOUNS[group]}")
+    taken = Counter(p.lower() for p in first)
+    out = []
+    for text, gloss in zip(first, glosses):
+        if taken[text.lower()] > 1:
+            words = re.sub(r"[^\w\s-]", " ", gloss).split()[:6]
+            text = f"{text}, {' '.join(words)}"
+        out.append(text)
+    seen: Counter = Counter()
+    for i, text in enumerate(out):  # what six words of gloss still leave alike: numbered (rare)
+        seen[text.lower()] += 1
+        if seen[text.lower()] > 1:
+            out[i] = f"{text} {seen[text.lower()]}"
+    assert len({p.lower() for p in out}) == len(out)
+    return out
+
+
 def torchvision_names(meta: Path) -> list[str]:
     tree = ast.parse(meta.read_text())
     for node in ast.walk(tree):
@@ -130,6 +185,7 @@ def main() -> None:
         "root": "${paths.imagenet_root}",
         "only": None,
         "inputs_per_class": 1,
+        "context_inputs": None,
         "input_index": 0,
         "classes": classes,
     }
@@ -142,6 +198,25 @@ def main() -> None:
         text = HEADER.format(title=title, source=source) + yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=200)
         (a.out / f"{name}.yaml").write_text(text)
         print(f"wrote {a.out / f'{name}.yaml'}")
+    wnids21 = (a.timm_info / "imagenet22k_synsets.txt").read_text().split()
+    groups21 = groups_21k(wnids21, wnids, groups, lemmas, glosses)
+    lemma_lists = [[n.strip() for n in lemmas[w].split(",") if n.strip()] for w in wnids21]
+    texts21 = prompts_21k(lemma_lists, groups21, [glosses.get(w, "") for w in wnids21])
+    print("21k groups:", dict(Counter(groups21).most_common()))
+    lists = a.out / "lists"
+    lists.mkdir(exist_ok=True)
+    assert not any("\t" in t for t in texts21)
+    (lists / "imagenet21k.tsv").write_text("wnid\tname\tgroup\n" + "".join(f"{w}\t{t}\t{g}\n" for w, t, g in zip(wnids21, texts21, groups21)),
+                                          encoding="utf-8")
+    body = {**full, "name": "imagenet21k", "root": "${paths.imagenet21k_root}", "classes": "${repo:}/conf/dataset/lists/imagenet21k.tsv"}
+    text = HEADER.format(title="ImageNet-21k (fall 2011 release, 21,841 synsets)", source="timm's imagenet22k synsets, lemmas and "
+                         "glosses").replace("(the usual ILSVRC2012 layout), e.g. dataset.root=/data/imagenet/train",
+                                                                 "(as ImageNet-21k ships), e.g. dataset.root=/data/imagenet21k/train") + \
+        "# The 21,841 classes are in a list of their own (lists/imagenet21k.tsv: wnid, name, group; a config of 21,841 nodes\n" \
+        "# composes in half a minute). Each class's `name` is its prompt, unambiguous among them.\n" + \
+        yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=200)
+    (a.out / "imagenet21k.yaml").write_text(text)
+    print(f"wrote {a.out / 'imagenet21k.yaml'} and {lists / 'imagenet21k.tsv'} ({len(wnids21)} classes)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from pipeline.assembly import build_stack
 from pipeline.compose import CONF_DIR, load_config
@@ -34,7 +35,7 @@ def test_every_grammar_file_loads():
         assert Grammar.from_yaml(path).size >= 1
 
 
-GRAMMAR_OF = {"shapes": "shapes", "glyphs": "glyphs", "imagenet1k": "imagenet", "imagenet100": "imagenet",
+GRAMMAR_OF = {"shapes": "shapes", "glyphs": "glyphs", "imagenet1k": "imagenet", "imagenet100": "imagenet", "imagenet21k": "imagenet",
               "imagefolder": "shapes", "webdataset": "shapes"}
 
 
@@ -45,9 +46,29 @@ REQUIRED = {"imagefolder": ["dataset.root=/data"], "webdataset": ["dataset.urls=
 def test_clone_configs_compose_and_validate(dataset):
     cfg = load([f"dataset={dataset}", f"grammar={GRAMMAR_OF[dataset]}", *REQUIRED.get(dataset, [])])
     assert cfg.dataset.name.startswith(dataset)  # glyphs names itself by its class count (glyphs1000)
-    if dataset.startswith("imagenet"):
+    if dataset.startswith("imagenet") and dataset != "imagenet21k":
         assert len(cfg.dataset.classes) == 1000
         assert len(cfg.dataset.only or cfg.dataset.classes) == (100 if dataset == "imagenet100" else 1000)
+
+
+def test_imagenet_21k_s_classes_are_a_list_of_their_own_with_unambiguous_prompts_and_groups():
+    """21,841 classes from a class-list file (the config stays small), each with a prompt no other shares and a group
+    of the grammar; ImageNet-1k's classes keep their groups; the file's content is part of the run identity."""
+    from pipeline.clone.dataset import _parse_classes
+    from pipeline.clone.identity import run_identity
+
+    cfg = load(["dataset=imagenet21k", "grammar=imagenet"])
+    classes = _parse_classes(cfg.dataset.classes)
+    assert len(classes) == 21841 and len({c.prompt.lower() for c in classes}) == 21841 and len({c.id for c in classes}) == 21841
+    grammar = instantiate(cfg.grammar)
+    assert {c.group for c in classes} == set(grammar.groups)
+    in1k = {c.wnid: c.group for c in _parse_classes(load(["dataset=imagenet1k", "grammar=imagenet"]).dataset.classes)}
+    by_wnid = {c.wnid: c for c in classes}
+    assert set(in1k) - set(by_wnid) == {"n04399382"}  # the teddy bear: the fall-2011 release lacks ImageNet-1k's synset
+    assert all(by_wnid[w].group == g for w, g in in1k.items() if w in by_wnid)
+    assert by_wnid["n02051845"].group == "birds" and by_wnid["n12096089"].group == "plants"  # pelican; a loosestrife
+    ident = run_identity(OmegaConf.to_container(cfg, resolve=True))
+    assert ident["dataset.classes"].startswith("sha256:")
 
 
 EMBEDDED_MODELS = {"tiny_shapes", "procedural", "procedural_glyphs"}  # the rest name checkpoints not shipped here

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import yaml
 from PIL import Image
 
 from pipeline.errors import ConfigError, InputError
@@ -61,9 +62,33 @@ def _key_safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "class"
 
 
-def _parse_classes(spec: Sequence[Any]) -> list[ClassInfo]:
+def read_class_list(path: str | Path) -> list[dict[str, str]]:
+    """A class list kept in a file of its own rather than in the config (``dataset.classes: <path>``): ImageNet-21k's
+    21,841 classes compose in a second this way instead of half a minute of config nodes. A ``.tsv`` whose first line
+    names its columns (of ``wnid``, ``name``, ``prompt``, ``group``), or a ``.yaml`` / ``.json`` list, in label order."""
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"dataset.classes: class list '{p}' does not exist")
+    if p.suffix == ".tsv":
+        header, *rows = [line.rstrip("\n").split("\t") for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+        unknown = sorted(set(header) - {"wnid", "name", "prompt", "group"})
+        if unknown or "name" not in header and "wnid" not in header:
+            raise ConfigError(f"dataset.classes: '{p}' must name its columns on its first line (wnid, name, prompt, group), got {header}")
+        return [{k: v for k, v in zip(header, row) if v} for row in rows]
+    import json
+
+    data = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
+    if not isinstance(data, list):
+        raise ConfigError(f"dataset.classes: '{p}' holds no list of classes")
+    return data
+
+
+def _parse_classes(spec: Sequence[Any] | str) -> list[ClassInfo]:
     """Classes from a list of names or of ``{wnid, name, prompt, group}`` mappings, keyed by WordNet id where
-    there is one. Prompts name the classes in prompts, so no two may be equal (case-insensitively)."""
+    there is one, or a class-list file (:func:`read_class_list`). Prompts name the classes in prompts, so no two may be
+    equal (case-insensitively)."""
+    if isinstance(spec, (str, Path)):
+        spec = read_class_list(spec)
     out = []
     for i, c in enumerate(spec):
         if isinstance(c, Mapping):

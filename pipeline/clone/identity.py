@@ -55,7 +55,8 @@ def run_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     """The resolved settings a clone's samples depend on, flattened to ``dotted.key -> value``.
 
     A string under a weight group that names an existing local path is replaced by its content
-    fingerprint, so moving the models folder is not a change and retraining in place is."""
+    fingerprint, so moving the models folder is not a change and retraining in place is; so is a class-list file
+    (``dataset.classes: <path>``), whose edits change what the labels mean."""
     flat: dict[str, Any] = {}
     for group in OUTPUT_GROUPS:
         if group in cfg:
@@ -65,7 +66,8 @@ def run_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     for key, value in sorted(flat.items()):
         if is_runtime(key, order):
             continue
-        if key.split(".", 1)[0] in WEIGHT_GROUPS and isinstance(value, str) and value and os.path.exists(value):
+        named_file = key.split(".", 1)[0] in WEIGHT_GROUPS or key == "dataset.classes"  # weights; a class-list file
+        if named_file and isinstance(value, str) and value and os.path.exists(value):
             if value not in hashed:
                 hashed[value] = fingerprint_path(value)
             value = hashed[value]
