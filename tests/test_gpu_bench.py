@@ -15,7 +15,7 @@ from pipeline.bench import gpu as gpu_bench
 ROOT = Path(__file__).resolve().parents[1]
 
 
-NO_RAY_STAGES = "device,build_sd21,bare_sd21,clone_search,clone_generation,build_sdxl_turbo,bare_sdxl_turbo"
+NO_RAY_STAGES = "device,build_sd21,bare_sd21,diffusers_sd21,identity_sd21,clone_search,clone_generation,build_sdxl_turbo,bare_sdxl_turbo"
 
 
 def lines(path: Path) -> list[dict]:
@@ -32,13 +32,15 @@ def test_the_gpu_check_runs_its_stages_at_tiny_scale_with_no_ray_in_the_bare_row
     assert "command" in got[0] and [x["stage"] for x in got[1]["plan"]] == NO_RAY_STAGES.split(",")
     stages = {x["stage"]: x for x in got[2:]}
     assert list(stages) == [*NO_RAY_STAGES.split(","), "end"] and all(x["ok"] for x in got[2:-1])
-    for name in ("device", "build_sd21", "bare_sd21"):  # the bare rows import neither Ray nor webdataset
+    for name in ("device", "build_sd21", "bare_sd21", "diffusers_sd21"):  # the bare rows import neither Ray nor webdataset
         assert stages[name]["imports"] == {"ray": False, "webdataset": False}, name
     assert set(stages["bare_sd21"]["batches"]) == {"1", "2", "4"} and all(r["images_per_s"] > 0 for r in stages["bare_sd21"]["batches"].values())
     assert stages["clone_search"]["backend"] == "inline" and stages["clone_search"]["renders"] > 0
     assert stages["clone_search"]["imports"]["ray"] is False  # the clone's phases in this process, no Ray
     assert stages["clone_generation"]["images"] == 2 * 4 and stages["clone_generation"]["calls"]["renders_per_call"] == 4.0
-    assert stages["clone_generation"]["over_bare"] > 0
+    assert stages["clone_generation"]["over_bare"] > 0 and stages["clone_generation"]["over_diffusers"] > 0
+    assert stages["diffusers_sd21"]["images_per_s"] > 0 and stages["clone_search"]["over_diffusers"] > 0
+    assert stages["identity_sd21"]["alone_equals_in_full_call"] is True  # padded calls: an image never depends on its call
     assert "| search | inline |" in p.stdout and "| sd21 | 2 | 4 |" in p.stdout
 
 
@@ -73,7 +75,9 @@ def test_a_failing_stage_is_recorded_and_the_budget_starts_no_stage_that_would_e
     assert "budget" in late["skipped"] and "z" not in check.results
     assert gpu_bench._run_stage(gpu_bench.Stage("w", lambda c: {"v": 1}, {"tiny": 10}), check, 100.0, 80.0)["v"] == 1
     assert [st.name for st in gpu_bench.plan("full", ray=False)] == [
-        "device", "build_sd21", "bare_sd21", "clone_search", "clone_generation", "build_sdxl_turbo", "bare_sdxl_turbo", "compile_sd21"]
+        "device", "build_sd21", "bare_sd21", "diffusers_sd21", "identity_sd21", "clone_search", "clone_generation", "build_sdxl_turbo",
+        "bare_sdxl_turbo"]  # compile is a second call: only when named
+    assert [st.name for st in gpu_bench.plan("full", ["compile_sd21"], ray=False)] == ["compile_sd21"]
     assert sum(st.estimate_s["full"] for st in gpu_bench.plan("full", ray=False)) < 6 * 60  # the target, by the estimate
 
 

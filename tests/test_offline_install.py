@@ -21,7 +21,7 @@ NODE_STACK = ["torch", "transformers", "accelerate", "safetensors", "huggingface
               "pyyaml", "fsspec"]
 #: the check's stages but the compile (a CPU compile of the tiny UNet takes most of a minute; its build is tested
 #: in test_gpu_bench.py); the Ray stages are left out by the check itself, since Ray is not installed
-STAGES = "device,build_sd21,bare_sd21,clone_search,clone_generation,build_sdxl_turbo,bare_sdxl_turbo"
+STAGES = "device,build_sd21,bare_sd21,diffusers_sd21,identity_sd21,clone_search,clone_generation,build_sdxl_turbo,bare_sdxl_turbo"
 
 
 def node_stack(folder: Path) -> Path:

@@ -58,9 +58,10 @@ class Scale:
     clone_images: int      # images per class in the generation phase
 
 
-SCALES = {
+SCALES = {  # full: the generation phase renders 10 x 48 = 480 images, about 80 s at 6 images/s, so its start and end
+    # (workers, the last shard's write, the summary) are a few percent of the window
     "full": Scale(size=512, sd_steps=25, batches=(1, 8, 16, 32), clone_batch=16, calls=2,
-                  clone_classes=10, clone_budget=24, clone_images=16),
+                  clone_classes=10, clone_budget=24, clone_images=48),
     "tiny": Scale(size=32, sd_steps=2, batches=(1, 2, 4), clone_batch=4, calls=1,
                   clone_classes=2, clone_budget=8, clone_images=4),
 }
@@ -173,7 +174,13 @@ class Check:
         return SCALES[self.scale]
 
     def bare_rate(self, arch: str, batch: int) -> float:
+        """The project's own generator (DiffusersGenerator) at ``batch``: its padded calls, cached embeddings, PIL."""
         return self.results[f"bare_{arch}"]["batches"][str(batch)]["images_per_s"]
+
+    @property
+    def diffusers_rate(self) -> float:
+        """diffusers' own StableDiffusionPipeline at the clone's batch, called as a user would: what the ratios divide by."""
+        return self.results["diffusers_sd21"]["images_per_s"]
 
 
 def device_facts(c: Check) -> dict[str, Any]:
@@ -210,6 +217,63 @@ def bare_stage(arch: str) -> Callable[[Check], dict[str, Any]]:
         return {"steps": c.s.sd_steps if arch == "sd21" else 1, "batches": rows}
 
     return run
+
+
+def diffusers_stage(c: Check) -> dict[str, Any]:
+    """diffusers itself: ``StableDiffusionPipeline`` from the same folder, the preset's scheduler, steps, guidance,
+    negative prompt and size, fp16 on a GPU, called with a list of ``clone_batch`` prompts and one CPU generator per
+    image, PIL out: one warm-up call, then ``calls`` timed. Nothing of this project runs in the timed calls."""
+    import diffusers
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "model" / "sd21.yaml")
+    dtype = torch.float16 if c.device.type == "cuda" else torch.float32
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(c.folders["sd21"]), torch_dtype=dtype, safety_checker=None)
+    pipe.scheduler = getattr(diffusers, cfg.scheduler).from_config(pipe.scheduler.config)
+    pipe = pipe.to(c.device)
+    pipe.set_progress_bar_config(disable=True)
+    batch, s = c.s.clone_batch, c.s
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+
+    def call(first_seed: int) -> None:
+        pipe(prompt=prompts, negative_prompt=[cfg.negative_prompt] * batch, num_inference_steps=s.sd_steps,
+             guidance_scale=cfg.guidance_scale, height=s.size, width=s.size, output_type="pil",
+             generator=[torch.Generator("cpu").manual_seed(first_seed + i) for i in range(batch)])
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    call(0)
+    _sync()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for k in range(s.calls):
+        call((k + 1) * batch)
+    _sync()
+    rate = batch * s.calls / (time.perf_counter() - t0)
+    pipe = None  # dropped: its device memory goes back below
+    _free()
+    return {"batch": batch, "steps": s.sd_steps, "scheduler": cfg.scheduler, "images_per_s": round(rate, 3),
+            "first_call_s": round(first, 2), "generator_over_diffusers": round(c.bare_rate("sd21", batch) / rate, 3), **_memory()}
+
+
+def identity_stage(c: Check) -> dict[str, Any]:
+    """What a sample's bytes depend on, on this device: one state and seed rendered alone (a short call padded to the
+    call size), at position 5 of a full call, and in calls padded to half the size (an out-of-memory back-off's)."""
+    import numpy as np
+
+    batch = c.s.clone_batch
+    gen = generator("sd21", c.folders["sd21"], c.s, batch)
+    prompts, seeds = [PROMPTS[i % len(PROMPTS)] for i in range(batch)], list(range(500, 500 + batch))
+    j = min(5, batch - 1)
+    full = np.asarray(gen.generate(prompts, seeds)[j], np.int16)
+    alone = np.asarray(gen.generate([prompts[j]], [seeds[j]])[0], np.int16)
+    gen.max_batch_size = max(1, batch // 2)  # its padding follows, as after a back-off
+    half = np.asarray(gen.generate([prompts[j]], [seeds[j]])[0], np.int16)
+    del gen
+    _free()
+    return {"call_size": batch, "position": j, "alone_equals_in_full_call": bool(np.array_equal(full, alone)),
+            "half_call_size_max_abs_diff": int(np.abs(full - half).max())}
 
 
 def compile_stage(c: Check) -> dict[str, Any]:
@@ -250,9 +314,11 @@ def clone_search_stage(backend: str) -> Callable[[Check], dict[str, Any]]:
     def run(c: Check) -> dict[str, Any]:
         out = c.work / f"search-{backend}"
         s = _clone(out, [*_clone_overrides(c, backend), "clone.images_per_class=1", "clone.shard_size=1"])
-        rate = s["search_renders"] / (s["wall_s"] - s["startup_s"])
+        calls = s["generator_calls"]["search"]  # the search phase's own calls (render and score), no generation in it
+        rate = calls["renders"] / calls["seconds"]
         return {"backend": backend, "classes": s["classes"], "batch": c.s.clone_batch, "renders": s["search_renders"],
-                "renders_per_s": round(rate, 3), "over_bare": round(rate / c.bare_rate("sd21", c.s.clone_batch), 3), **_phase(s, "search")}
+                "renders_per_s": round(rate, 3), "over_diffusers": round(rate / c.diffusers_rate, 3),
+                "over_bare": round(rate / c.bare_rate("sd21", c.s.clone_batch), 3), **_phase(s, "search")}
 
     return run
 
@@ -271,9 +337,10 @@ def clone_generation_stage(backend: str) -> Callable[[Check], dict[str, Any]]:
         s = _clone(out, [*_clone_overrides(c, backend), f"clone.images_per_class={c.s.clone_images}",
                          f"clone.shard_size={c.s.clone_images}", "clone.shard_order=shuffled",
                          "clone.on_config_change=allow"])  # ... as a resume with more images per class
-        rate = s["images_per_s_after_startup"]
+        rate = s["images_per_s_after_startup"]  # the whole phase, encoding and shard writes included
         return {"backend": backend, "images": s["images_written"], "batch": c.s.clone_batch, "images_per_s": rate,
-                "over_bare": round(rate / c.bare_rate("sd21", c.s.clone_batch), 3), **_phase(s, "generation")}
+                "over_diffusers": round(rate / c.diffusers_rate, 3), "over_bare": round(rate / c.bare_rate("sd21", c.s.clone_batch), 3),
+                "window_s": round(s["wall_s"] - s["startup_s"], 1), **_phase(s, "generation")}
 
     return run
 
@@ -285,6 +352,7 @@ class Stage:
     estimate_s: dict[str, float]  # scale -> seconds (full: one H100, from published figures; tiny: 2 CPU cores)
     needs: tuple[str, ...] = ()
     ray: bool = False  # runs only where Ray is installed
+    optional: bool = False  # runs only when named (--gpu-stages): a second call
 
 
 #: in order of value. Full-scale estimates on one H100: SD 2.1 at 512 px, 25 steps, ~6 images/s at batch 16 (twice
@@ -293,23 +361,26 @@ STAGES = (
     Stage("device", device_facts, {"full": 5, "tiny": 1}),
     Stage("build_sd21", build_stage("sd21"), {"full": 30, "tiny": 5}),
     Stage("bare_sd21", bare_stage("sd21"), {"full": 45, "tiny": 10}, needs=("build_sd21",)),
-    Stage("clone_search", clone_search_stage("inline"), {"full": 55, "tiny": 15}, needs=("bare_sd21",)),
-    Stage("clone_generation", clone_generation_stage("inline"), {"full": 45, "tiny": 15}, needs=("clone_search",)),
+    Stage("diffusers_sd21", diffusers_stage, {"full": 20, "tiny": 5}, needs=("bare_sd21",)),
+    Stage("identity_sd21", identity_stage, {"full": 15, "tiny": 5}, needs=("build_sd21",)),
+    Stage("clone_search", clone_search_stage("inline"), {"full": 55, "tiny": 15}, needs=("diffusers_sd21",)),
+    Stage("clone_generation", clone_generation_stage("inline"), {"full": 95, "tiny": 15}, needs=("clone_search",)),
     Stage("build_sdxl_turbo", build_stage("sdxl_turbo"), {"full": 45, "tiny": 5}),
     Stage("bare_sdxl_turbo", bare_stage("sdxl_turbo"), {"full": 25, "tiny": 5}, needs=("build_sdxl_turbo",)),
-    Stage("clone_search_ray", clone_search_stage("ray"), {"full": 65, "tiny": 25}, needs=("bare_sd21",), ray=True),
-    Stage("clone_generation_ray", clone_generation_stage("ray"), {"full": 55, "tiny": 25}, needs=("clone_search_ray",), ray=True),
-    Stage("compile_sd21", compile_stage, {"full": 100, "tiny": 60}, needs=("bare_sd21",)),
+    Stage("clone_search_ray", clone_search_stage("ray"), {"full": 65, "tiny": 25}, needs=("diffusers_sd21",), ray=True),
+    Stage("clone_generation_ray", clone_generation_stage("ray"), {"full": 105, "tiny": 25}, needs=("clone_search_ray",), ray=True),
+    Stage("compile_sd21", compile_stage, {"full": 100, "tiny": 60}, needs=("bare_sd21",), optional=True),
 )
 
 
 def plan(scale: str, only: list[str] | None = None, ray: bool | None = None) -> list[Stage]:
-    """The stages to run: every stage (``only``: those named), the Ray ones only where Ray is installed."""
+    """The stages to run: every stage but the optional ones (``only``: those named), the Ray ones only where Ray is
+    installed."""
     ray = importlib.util.find_spec("ray") is not None if ray is None else ray
     unknown = sorted(set(only or ()) - {st.name for st in STAGES})
     if unknown:
         raise ValueError(f"unknown GPU check stages {unknown}; known: {[st.name for st in STAGES]}")
-    return [st for st in STAGES if (only is None or st.name in only) and (ray or not st.ray)]
+    return [st for st in STAGES if (st.name in only if only is not None else not st.optional) and (ray or not st.ray)]
 
 
 def _imports() -> dict[str, bool]:
@@ -407,14 +478,24 @@ def lines(g: dict[str, Any]) -> list[str]:
     rows = [[arch, g[f"bare_{arch}"]["steps"], b, r["images_per_s"], r["first_call_s"], r["peak_allocated_gib"] or "-",
              r["peak_reserved_gib"] or "-"] for arch in ARCHS if f"bare_{arch}" in g for b, r in g[f"bare_{arch}"]["batches"].items()]
     lines.append(table(["model", "steps", "batch", "images/s", "first call (s)", "peak allocated GiB", "peak reserved GiB"], rows))
+    if "diffusers_sd21" in g:
+        d21 = g["diffusers_sd21"]
+        lines += ["", f"diffusers' own StableDiffusionPipeline (list of {d21['batch']} prompts, {d21['scheduler']}, {d21['steps']} steps, "
+                  f"PIL out): {d21['images_per_s']} images/s; the project's generator at that batch is {d21['generator_over_diffusers']}x it."]
+    if "identity_sd21" in g:
+        i21 = g["identity_sd21"]
+        lines += ["", f"Identity: a state and seed rendered alone equals it at position {i21['position']} of a full call of "
+                  f"{i21['call_size']}: {'yes' if i21['alone_equals_in_full_call'] else 'no'}; in calls padded to half that size the "
+                  f"largest pixel difference is {i21['half_call_size_max_abs_diff']} grey levels."]
     phases = [(name, g[name]) for name in ("clone_search", "clone_generation", "clone_search_ray", "clone_generation_ray") if name in g]
     if phases:
-        lines += ["", "The clone with SD 2.1 on one worker, over the bare generator at the same batch (targets: search >= 0.8, "
-                  "generation >= 0.95):", ""]
-        lines.append(table(["phase", "workers", "batch", "per s", "over bare", "renders/call", "partial calls", "device"],
+        lines += ["", "The clone with SD 2.1 on one worker over diffusers' own pipeline at the same batch (targets: search >= 0.8, "
+                  "generation >= 0.95); search from its own generator calls, generation over the phase's whole window:", ""]
+        lines.append(table(["phase", "workers", "batch", "per s", "over diffusers", "over the bare generator", "renders/call",
+                            "partial calls", "device"],
                            [[name.replace("clone_", "").replace("_ray", ""), p["backend"], p["batch"], p.get("renders_per_s", p.get("images_per_s")),
-                             p["over_bare"], p["calls"].get("renders_per_call"), p["calls"].get("partial_call_share"), p["worker_device"]]
-                            for name, p in phases]))
+                             p.get("over_diffusers", "-"), p["over_bare"], p["calls"].get("renders_per_call"), p["calls"].get("partial_call_share"),
+                             p["worker_device"]] for name, p in phases]))
     if "compile_sd21" in g:
         c = g["compile_sd21"]
         lines += ["", f"model.compile, SD 2.1 at batch {c['batch']}: {c['on']['images_per_s']} images/s, "
