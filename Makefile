@@ -7,12 +7,15 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= runs/demo
-# make wheelhouse: what the offline node already has (skipped), its Python and platform tags (default: this machine's),
-# and RAY=0 to leave Ray out (cluster=inline runs without it). docs/cluster.md, "An offline GPU node".
-HAVE       ?= torch
-PY_VERSION ?=
-PLATFORM   ?=
-RAY        ?= 1
+# make wheelhouse: by default for the lent GPU node (NODE: its packages and versions, left out and checked; its Python
+# and platform; no Ray, which cluster=inline does without; at most 40 MiB). NODE= PY_VERSION= PLATFORM= for this
+# machine's profile; HAVE adds packages the node has. docs/cluster.md, "An offline GPU node".
+NODE       ?= constraints/lent-node.txt
+HAVE       ?=
+PY_VERSION ?= 3.12
+PLATFORM   ?= manylinux_2_28_x86_64
+RAY        ?= 0
+MAX_MB     ?= 40
 # make gpu-check: the venv's Python where there is one, else the node's own (an offline node installs into it)
 CHECK_PY   ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 GPU_OUT    ?= runs/gpu-check.jsonl
@@ -84,7 +87,8 @@ bench: $(STAMP)
 
 # Wheels for an offline node (docs/cluster.md): make wheelhouse HAVE="torch transformers ..." PY_VERSION=3.12 RAY=0
 wheelhouse: $(STAMP)
-	$(PY) scripts/wheelhouse.py --out wheelhouse --have "$(HAVE)" --ray $(RAY) $(if $(PY_VERSION),--python-version $(PY_VERSION)) $(if $(PLATFORM),--platform "$(PLATFORM)")
+	$(PY) scripts/wheelhouse.py --out wheelhouse --have "$(HAVE)" --ray $(RAY) $(if $(NODE),--node $(NODE)) $(if $(MAX_MB),--max-mb $(MAX_MB)) \
+	    $(if $(PY_VERSION),--python-version $(PY_VERSION)) $(if $(PLATFORM),--platform "$(PLATFORM)")
 
 # The staged GPU check (pipeline/bench/gpu.py): one JSON line per stage, appended to $(GPU_OUT) as it ends. Needs no
 # setup here: on an offline node, install the wheelhouse first. ARGS="--gpu-scale tiny" runs it on the CPU.

@@ -54,6 +54,7 @@ class CloneSettings:
     images_per_class: int = setting(ge=1)
     shard_size: int = setting(ge=1)
     shard_order: str = setting(choices=SHARD_ORDERS)
+    shuffle_classes: Optional[int] = setting(ge=1)
     image_format: str = setting(choices=IMAGE_FORMATS)
     image_quality: int = setting(ge=1, le=100)
     reuse_search_renders: bool = setting()

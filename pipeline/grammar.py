@@ -150,14 +150,14 @@ class Grammar:
         vocabulary) takes the same relative position."""
         enc = source.check(encoding)
         out = []
-        for a, src, i in zip(self.axes, source.axes, enc):
+        for j, (a, src, i) in enumerate(zip(self.axes, source.axes, enc)):
             name = src.choices[i].lower()
-            mine = [c.lower() for c in a.choices]
+            mine = self._lookup[j]  # once per sample: a dict, not a scan of 21,841 class names
             if name in mine:
-                out.append(mine.index(name))
+                out.append(mine[name])
                 continue
-            src_pos = {c.lower(): k for k, c in enumerate(src.choices)}
-            ranked = sorted((abs(src_pos[c] - i), src_pos[c], k) for k, c in enumerate(mine) if c in src_pos)
+            src_pos = source._lookup[j]
+            ranked = sorted((abs(src_pos[c] - i), src_pos[c], k) for c, k in mine.items() if c in src_pos)
             out.append(ranked[0][2] if ranked else min(len(a) - 1, i * len(a) // len(src)))
         return tuple(out)
 

@@ -10,8 +10,13 @@ pure Python. On the node::
 
     pip install --no-index --find-links wheelhouse -e .          # add [ray] when the wheelhouse holds Ray
 
-Usage: python scripts/wheelhouse.py [--out wheelhouse] [--have "torch transformers ..."] [--python-version 3.12]
-       [--platform manylinux_2_28_x86_64] [--ray 0|1]
+A node profile (``--node constraints/lent-node.txt``, ``make wheelhouse``'s default) names the node's own packages,
+with their versions where known: they are left out, and every wheel collected must accept those versions (a
+``diffusers`` that needs another ``huggingface-hub`` than the node's stops the build, naming both). ``--max-mb`` fails
+a wheelhouse larger than what travels with the checkout.
+
+Usage: python scripts/wheelhouse.py [--out wheelhouse] [--node constraints/lent-node.txt] [--have "torch transformers ..."]
+       [--python-version 3.12] [--platform manylinux_2_28_x86_64] [--ray 0|1] [--max-mb 40]
 """
 
 from __future__ import annotations
@@ -69,6 +74,38 @@ def closure(have: set[str], extras: set[str], python_version: str) -> dict[str, 
     return wanted
 
 
+def read_node(path: Path) -> dict[str, str | None]:
+    """A node profile (a pip constraints file): package -> its version on the node (None: there, version not listed)."""
+    out: dict[str, str | None] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            pins = [s.version for s in req.specifier if s.operator == "=="]
+            out[canonical(req.name)] = pins[0] if pins else None
+    return out
+
+
+def conflicts(wanted: dict[str, str], node: dict[str, str | None], python_version: str) -> list[str]:
+    """Where a collected package (at the version installed here), or the project, asks for another version of a package
+    the node has than the node's own."""
+    env = {"python_version": python_version, "python_full_version": f"{python_version}.0", "extra": ""}
+    found = []
+    for name in [PROJECT, *sorted(wanted)]:
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        for line in dist.requires or []:
+            req = Requirement(line)
+            have = node.get(canonical(req.name))
+            if have is None or (req.marker is not None and not req.marker.evaluate(env)):
+                continue
+            if not req.specifier.contains(have, prereleases=True):
+                found.append(f"{name} {dist.version} needs {req.name}{req.specifier}, the node has {have}")
+    return found
+
+
 def _installed(name: str) -> bool:
     try:
         md.version(name)
@@ -113,8 +150,12 @@ def main() -> None:
                    "e.g. manylinux_2_28_x86_64")
     p.add_argument("--ray", type=int, default=1, choices=[0, 1], help="1: include Ray (the project's [ray] extra); 0: leave it out "
                    "(cluster=inline runs without it)")
+    p.add_argument("--node", type=Path, default=None, help="the node's packages and versions (a constraints file): left out, and "
+                   "checked against every wheel's requirements")
+    p.add_argument("--max-mb", type=float, default=None, help="fail when the wheels come to more MiB than this")
     a = p.parse_args()
-    have = {canonical(n) for n in re.split(r"[\s,]+", a.have) if n}
+    node = read_node(a.node) if a.node else {}
+    have = {canonical(n) for n in re.split(r"[\s,]+", a.have) if n} | set(node)
     platforms = [t for t in re.split(r"[\s,]+", a.platform) if t] or _this_platform()
     out = Path(a.out)
     if out.exists():
@@ -123,6 +164,9 @@ def main() -> None:
     wanted = closure(have, {"ray"} if a.ray else set(), a.python_version)
     for name in BUILD:
         wanted.setdefault(canonical(name), md.version(name))
+    clash = conflicts(wanted, node, a.python_version)
+    if clash:
+        raise SystemExit("wheelhouse: these would not install beside the node's packages (" + str(a.node) + "):\n  " + "\n  ".join(clash))
     print(f"wheelhouse: {len(wanted)} packages for Python {a.python_version} on {platforms[0]}"
           f"{' and more' if len(platforms) > 1 else ''}; skipped (the node has them): {' '.join(sorted(have)) or 'none'}")
     built = []
@@ -138,6 +182,9 @@ def main() -> None:
     print(f"wheelhouse: {len(wheels)} wheels, {total / 2**20:.1f} MiB in all, in {out}/"
           f"{' (built here from source: ' + ', '.join(built) + ')' if built else ''}")
     print(f"on the node, in the project's checkout: pip install --no-index --find-links {out} -e .{'[ray]' if a.ray else ''}")
+    if a.max_mb is not None and total > a.max_mb * 2**20:
+        raise SystemExit(f"wheelhouse: {total / 2**20:.1f} MiB is more than --max-mb {a.max_mb:g} (what travels with the checkout): "
+                         "leave Ray out (--ray 0) or name more of what the node has (--node, --have)")
 
 
 def _this_platform() -> list[str]:

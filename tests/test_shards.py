@@ -109,6 +109,20 @@ def test_shuffled_plan_mixes_classes_and_places_every_sample_once():
     assert any((a.members != b.members).any() for a, b in zip(units, other))
 
 
+def test_shuffled_blocks_mix_the_classes_of_one_block_and_place_every_sample_once():
+    classes = [ClassInfo(i, f"c{i}", f"c{i}") for i in range(50)]
+    plan = ClonePlan(classes, images_per_class=40, shard_size=100, order="shuffled", seed=3, shuffle_classes=10)
+    units = plan.shard_units()
+    places = [(u.classes[k].id, i) for u in units for k, i in u.members.tolist()]
+    assert sorted(places) == sorted((c.id, i) for c in classes for i in range(40))  # each sample once
+    blocks = [{int(c.id[1:]) // 10 for c in u.classes} for u in units]
+    assert all(len(b) == 1 for b in blocks) and [b.pop() for b in blocks] == [j // 4 for j in range(20)]  # 4 shards a block
+    assert min(len(u.classes) for u in units) >= 9  # a shard mixes its block's classes
+    whole = ClonePlan(classes, 40, 100, order="shuffled", seed=3, shuffle_classes=50).shard_units()  # one block: today's order
+    assert all((a.members == b.members).all() and a.classes == b.classes
+               for a, b in zip(whole, ClonePlan(classes, 40, 100, order="shuffled", seed=3).shard_units()))
+
+
 def test_the_event_log_lives_beside_the_shards_on_an_object_store(tmp_path, monkeypatch):
     from pipeline.clone.events import EventLog
     from pipeline.clone.layout import LAYOUT

@@ -107,7 +107,7 @@ def _prepare(cfg: DictConfig) -> tuple[ClonePlan, Any, Grammar, list[ClassInfo]]
     label order, built (and so checked) before anything is written or started."""
     dataset = instantiate(cfg.dataset)
     c = cfg.clone
-    plan = ClonePlan(dataset.classes(), c.images_per_class, c.shard_size, c.shard_order, cfg.seed)
+    plan = ClonePlan(dataset.classes(), c.images_per_class, c.shard_size, c.shard_order, cfg.seed, c.shuffle_classes)
     search = instantiate(cfg.search)
     grammar = instantiate(cfg.grammar)
     if not grammar.class_axis:  # acceptance and verification read the class axis

@@ -23,11 +23,12 @@ def finish(summary: CloneSummary, plan: ClonePlan, clone: Mapping[str, Any], man
            card: CardFacts, readings: Mapping[str, tuple[str | None, float | None]], event: Callable[..., None]) -> None:
     """Fill ``summary`` from the folder and write the run's outputs (``clone``: the clone settings; ``readings``: class
     id -> the class its search read and how surely)."""
+    records = list(manifest.records().values())  # read once (in parallel): the view, the tally and the card use them
     try:
-        manifest.consolidate({"classes": [c.id for c in plan.classes], "class_labels": {c.id: c.index for c in plan.classes}})
+        manifest.consolidate({"classes": [c.id for c in plan.classes], "class_labels": {c.id: c.index for c in plan.classes}},
+                             records=records)
     except InputError as err:  # manifest.json is an index of manifest/*.json: the next run rebuilds it
         summary.failures.append({"unit": LAYOUT.manifest, "attempts": 1, "error": str(err)})
-    records = list(manifest.records().values())
     tally(summary, records)
     if summary.shortfall:
         event("shortfall", classes=summary.shortfall)

@@ -39,7 +39,7 @@ ADDED_SETTINGS: dict[str, Any] = {"env.class_source": "read", "dataset.inputs_pe
                                   "env.rendered_candidates": 4, "env.rendered_seeds": 8, "env.acceptance": "absolute",
                                   "env.state_seeds": "shared", "clone.propose": "accepted", "clone.fill": "strict",
                                   "clone.context_prior": "empirical", "dataset.context": None, "dataset.context_seed": 0,
-                                  "dataset.context_inputs": None,
+                                  "dataset.context_inputs": None, "clone.shuffle_classes": None,
                                   "reward.semantic_encoder.sharpness": 3.0, "reward.semantic_encoder.threshold": 0.15}
 
 

@@ -8,11 +8,16 @@ and a run killed at any point leaves the manifest consistent: resume is "list wh
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Callable, Iterable
 
 from pipeline.clone.layout import LAYOUT
 from pipeline.clone.shards import ShardRecord, verify_shard
 from pipeline.storage import Storage
+
+READ_THREADS = 16  # records read at once
+
 
 class Manifest:
     def __init__(self, storage: Storage) -> None:
@@ -31,15 +36,23 @@ class Manifest:
         return self.scan()[0]
 
     def scan(self) -> tuple[dict[str, ShardRecord], list[str]]:
-        """(records by shard, shards whose record is unreadable: they count as absent, their shards are redone)."""
+        """(records by shard, shards whose record is unreadable: they count as absent, their shards are redone).
+        Read :data:`READ_THREADS` at a time: on an object store each record is a request (ImageNet-21k: 28,000)."""
         out, unreadable = {}, []
-        for rel in self.storage.list(LAYOUT.records, ".json"):
+
+        def read(rel: str) -> ShardRecord | str:
             try:
-                rec = ShardRecord(**json.loads(self.storage.read_bytes(rel)))
+                return ShardRecord(**json.loads(self.storage.read_bytes(rel)))
             except (ValueError, TypeError):
-                unreadable.append(rel.rsplit("/", 1)[-1][: -len(".json")] + ".tar")
-                continue
-            out[rec.shard] = rec
+                return rel.rsplit("/", 1)[-1][: -len(".json")] + ".tar"
+
+        rels = self.storage.list(LAYOUT.records, ".json")
+        with ThreadPoolExecutor(READ_THREADS) if len(rels) > 1 else nullcontext() as pool:
+            for got in (pool.map(read, rels) if pool is not None else map(read, rels)):
+                if isinstance(got, str):
+                    unreadable.append(got)
+                else:
+                    out[got.shard] = got
         return out, unreadable
 
     def validate(self, mode: str, records: Iterable[ShardRecord] | None = None,
@@ -55,8 +68,10 @@ class Manifest:
                 problems[rec.shard] = why
         return valid, problems
 
-    def consolidate(self, extra: dict | None = None) -> None:
-        """Write ``manifest.json``: every record in shard order (a convenience view; records are the truth)."""
-        recs = sorted(self.records().values(), key=lambda r: r.shard)
+    def consolidate(self, extra: dict | None = None, records: Iterable[ShardRecord] | None = None) -> None:
+        """Write ``manifest.json``: every record in shard order (a convenience view; records are the truth), from
+        ``records`` where the caller has just read them."""
+        recs = sorted(self.records().values() if records is None else records, key=lambda r: r.shard)
         body = {"shards": [r.to_dict() for r in recs], "samples": sum(r.count for r in recs), **(extra or {})}
-        self.storage.write_bytes(LAYOUT.manifest, json.dumps(body, indent=1).encode())
+        # no indent: json's C encoder (at ImageNet-21k's 28,000 records the pure-Python one takes most of a minute)
+        self.storage.write_bytes(LAYOUT.manifest, json.dumps(body, separators=(",", ":")).encode())
