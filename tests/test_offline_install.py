@@ -87,3 +87,54 @@ def test_the_wheelhouse_installs_offline_on_a_node_stack_and_the_gpu_check_runs_
     stages = {x["stage"]: x for x in lines[2:]}
     assert list(stages) == [*STAGES.split(","), "end"] and all(stages[s]["ok"] for s in STAGES.split(","))
     assert stages["device"]["ray_installed"] is False and stages["clone_generation"]["images"] == 8
+
+
+def stub_wheel(folder: Path, name: str, version: str) -> None:
+    """A wheel that holds only the metadata of ``name`` ``version`` (no files, no requirements): what pip's resolver
+    reads of a package the node already has."""
+    import zipfile
+
+    dist = f"{re.sub(r'[-.]+', '_', name)}-{version}"
+    info = f"{dist}.dist-info"
+    files = {f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: rldf-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{p},,\n" for p in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+
+
+def test_make_wheelhouse_s_node_profile_resolves_against_the_node_s_own_versions(tmp_path):
+    """`make wheelhouse`'s default: the lent node's Python 3.12 and platform, its packages left out, at most 40 MiB. pip's
+    resolver (a dry run: the node's CUDA torch cannot be installed here) takes the project's requirements from that
+    wheelhouse and from the node's packages at the node's own versions, with nothing to download, upgrade or replace."""
+    import importlib.util
+
+    import tomllib
+
+    spec = importlib.util.spec_from_file_location("wheelhouse", ROOT / "scripts" / "wheelhouse.py")
+    wheelhouse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheelhouse)
+    node = wheelhouse.read_node(ROOT / "constraints" / "lent-node.txt")
+    wheels, stubs = tmp_path / "wheelhouse", tmp_path / "node"
+    made = run([sys.executable, ROOT / "scripts" / "wheelhouse.py", "--out", wheels, "--node", ROOT / "constraints" / "lent-node.txt",
+                "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64", "--ray", "0", "--max-mb", "40"], cwd=ROOT)
+    assert "MiB in all" in made.stdout and not {w.name.split("-")[0].lower() for w in wheels.glob("*.whl")} & {"torch", "transformers"}
+    stubs.mkdir()
+    for name, version in node.items():  # the node's packages, at its versions where known (else at this machine's)
+        try:
+            stub_wheel(stubs, name, version or md.version(name))
+        except md.PackageNotFoundError:  # unversioned and not here (timm): nothing the project needs
+            pass
+    requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    report = tmp_path / "report.json"
+    run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index", "--find-links", wheels,
+         "--find-links", stubs, "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64", "--implementation", "cp",
+         "--only-binary=:all:", "--report", report, "-c", ROOT / "constraints" / "lent-node.txt", *requirements], env=offline_env())
+    chosen = {wheelhouse.canonical(x["metadata"]["name"]): (x["metadata"]["version"], x["download_info"]["url"])
+              for x in json.loads(report.read_text())["install"]}
+    for name, version in node.items():
+        if name in chosen and version:
+            assert chosen[name][0] == version, (name, chosen[name])  # the node's own version, never another
+    assert all(("/node/" in url) == (name in node) for name, (_, url) in chosen.items())  # the rest from the wheelhouse
+    assert {"diffusers", "hydra-core", "webdataset", "torch", "transformers", "huggingface-hub"} <= set(chosen)
