@@ -15,7 +15,8 @@ from pipeline.bench import gpu as gpu_bench
 ROOT = Path(__file__).resolve().parents[1]
 
 
-NO_RAY_STAGES = "device,build_sd21,bare_sd21,diffusers_sd21,identity_sd21,clone_search,clone_generation,build_sdxl_turbo,bare_sdxl_turbo"
+NO_RAY_STAGES = ("device,build_sd21,bare_sd21,diffusers_sd21,identity_sd21,reward_clip,clone_search,clone_generation,build_sdxl_turbo,"
+                 "bare_sdxl_turbo")
 
 
 def lines(path: Path) -> list[dict]:
@@ -41,6 +42,7 @@ def test_the_gpu_check_runs_its_stages_at_tiny_scale_with_no_ray_in_the_bare_row
     assert stages["clone_generation"]["over_bare"] > 0 and stages["clone_generation"]["over_diffusers"] > 0
     assert stages["diffusers_sd21"]["images_per_s"] > 0 and stages["clone_search"]["over_diffusers"] > 0
     assert stages["identity_sd21"]["alone_equals_in_full_call"] is True  # padded calls: an image never depends on its call
+    assert stages["reward_clip"]["classes"] == 1000 and 0 < stages["reward_clip"]["reward_share"] < 1
     assert "| search | inline |" in p.stdout and "| sd21 | 2 | 4 |" in p.stdout
 
 
@@ -75,8 +77,8 @@ def test_a_failing_stage_is_recorded_and_the_budget_starts_no_stage_that_would_e
     assert "budget" in late["skipped"] and "z" not in check.results
     assert gpu_bench._run_stage(gpu_bench.Stage("w", lambda c: {"v": 1}, {"tiny": 10}), check, 100.0, 80.0)["v"] == 1
     assert [st.name for st in gpu_bench.plan("full", ray=False)] == [
-        "device", "build_sd21", "bare_sd21", "diffusers_sd21", "identity_sd21", "clone_search", "clone_generation", "build_sdxl_turbo",
-        "bare_sdxl_turbo"]  # compile is a second call: only when named
+        "device", "build_sd21", "bare_sd21", "diffusers_sd21", "identity_sd21", "reward_clip", "clone_search", "clone_generation",
+        "build_sdxl_turbo", "bare_sdxl_turbo"]  # compile is a second call: only when named
     assert [st.name for st in gpu_bench.plan("full", ["compile_sd21"], ray=False)] == ["compile_sd21"]
     assert sum(st.estimate_s["full"] for st in gpu_bench.plan("full", ray=False)) < 6 * 60  # the target, by the estimate
 

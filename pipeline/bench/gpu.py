@@ -27,6 +27,7 @@ same architectures (``pipeline/models/tiny_pipelines.py``), so the check is test
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import shutil
 import sys
@@ -276,6 +277,69 @@ def identity_stage(c: Check) -> dict[str, Any]:
             "half_call_size_max_abs_diff": int(np.abs(full - half).max())}
 
 
+def build_clip(c: Check) -> Path:
+    """The ImageNet presets' reader and reward model: CLIP ViT-L/14's architecture (the published
+    openai/clip-vit-large-patch14 sizes) with random weights at full scale, a tiny CLIP at tiny scale, and a tokenizer of
+    the ImageNet grammar's words (no download)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from pipeline.compose import load_config
+    from pipeline.models import tiny
+    from pipeline.models.tokenizer import write_clip_tokenizer
+
+    grammar_words = load_config("clone", ["grammar=imagenet", "dataset=imagenet1k"])
+    texts = [str(t) for t in (*grammar_words.grammar.rules.values(),) for t in t] + \
+        [str(k.prompt) for k in grammar_words.dataset.classes]
+    out = c.work / "clip"
+    if c.scale == "tiny":
+        tok = write_clip_tokenizer(texts, out)
+        model = tiny.clip_model(len(tok), image_size=32, hidden=32, layers=1, projection=16)
+    else:
+        tok = write_clip_tokenizer(texts, out, max_length=77)
+        vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
+                      image_size=224, projection_dim=768)
+        text = dict(vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                    max_position_embeddings=77, projection_dim=768, bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1,
+                    pad_token_id=len(tok) - 1)
+        with torch.device(c.device):
+            model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
+    model.save_pretrained(out)
+    return out
+
+
+def reward_stage(c: Check) -> dict[str, Any]:
+    """The ImageNet presets' reward on the device (``reward=clip_imagenet``: CLIP reads each render over ImageNet-1k's
+    1000 class prompts and the grammar's axes) scoring calls of ``clone_batch`` SD 2.1 renders, device tensors as the
+    clone's renderer hands them over, against a prepared input: seconds per image, beside SD 2.1's own."""
+    from pipeline.assembly import build_stack, prepare, read
+    from pipeline.compose import load_config
+
+    folder, batch, s = build_clip(c), c.s.clone_batch, c.s
+    cfg = load_config("clone", [*model_overrides("sd21", c.folders["sd21"], s, batch), "grammar=imagenet", "dataset=imagenet1k",
+                                     "reward=clip_imagenet", f"reward.image_encoder.pretrained={folder}",
+                                     f"reward.image_encoder.batch_size={batch}",
+                                     "reward.semantic_encoder.prompts_per_choice=4"])  # one-time text side only: a quarter
+    t0 = time.perf_counter()
+    stack = build_stack(cfg, [str(k.prompt) for k in cfg.dataset.classes])
+    build_s = time.perf_counter() - t0
+    prompts = [stack.full_grammar.decode(e) for e in itertools.islice(stack.full_grammar.grid(), batch)]
+    images = list(stack.generator.render(prompts, list(range(batch))))
+    target = prepare(stack, read(stack, stack.generator.generate(prompts[:1], [0])))
+    stack.reward.score_many(images, [target] * batch)  # warm-up
+    _sync()
+    t0 = time.perf_counter()
+    for _ in range(s.calls):
+        stack.reward.score_many(images, [target] * batch)
+    _sync()
+    per_image = (time.perf_counter() - t0) / (batch * s.calls)
+    sd_per_image = 1 / c.bare_rate("sd21", batch)
+    del stack
+    _free()
+    return {"batch": batch, "classes": 1000, "reward_s_per_image": round(per_image, 5), "sd21_s_per_image": round(sd_per_image, 5),
+            "reward_share": round(per_image / (per_image + sd_per_image), 3), "build_s": round(build_s, 1),
+            "device": str(c.device), **_memory()}
+
+
 def compile_stage(c: Check) -> dict[str, Any]:
     batch = c.s.clone_batch
     gen = generator("sd21", c.folders["sd21"], c.s, batch, compile=True)
@@ -363,6 +427,7 @@ STAGES = (
     Stage("bare_sd21", bare_stage("sd21"), {"full": 45, "tiny": 10}, needs=("build_sd21",)),
     Stage("diffusers_sd21", diffusers_stage, {"full": 20, "tiny": 5}, needs=("bare_sd21",)),
     Stage("identity_sd21", identity_stage, {"full": 15, "tiny": 5}, needs=("build_sd21",)),
+    Stage("reward_clip", reward_stage, {"full": 20, "tiny": 20}, needs=("bare_sd21",)),
     Stage("clone_search", clone_search_stage("inline"), {"full": 55, "tiny": 15}, needs=("diffusers_sd21",)),
     Stage("clone_generation", clone_generation_stage("inline"), {"full": 95, "tiny": 15}, needs=("clone_search",)),
     Stage("build_sdxl_turbo", build_stage("sdxl_turbo"), {"full": 45, "tiny": 5}),
@@ -496,6 +561,11 @@ def lines(g: dict[str, Any]) -> list[str]:
                            [[name.replace("clone_", "").replace("_ray", ""), p["backend"], p["batch"], p.get("renders_per_s", p.get("images_per_s")),
                              p.get("over_diffusers", "-"), p["over_bare"], p["calls"].get("renders_per_call"), p["calls"].get("partial_call_share"),
                              p["worker_device"]] for name, p in phases]))
+    if "reward_clip" in g:
+        r = g["reward_clip"]
+        lines += ["", f"The ImageNet presets' reward on the device (`reward=clip_imagenet`: CLIP ViT-L/14's architecture, random weights, "
+                  f"reading renders over {r['classes']} classes and the grammar's axes) in calls of {r['batch']}: {r['reward_s_per_image']} s "
+                  f"per image against SD 2.1's {r['sd21_s_per_image']} s ({r['reward_share']:.1%} of a render's time)."]
     if "compile_sd21" in g:
         c = g["compile_sd21"]
         lines += ["", f"model.compile, SD 2.1 at batch {c['batch']}: {c['on']['images_per_s']} images/s, "
