@@ -77,9 +77,10 @@ test: $(STAMP)
 test-full: $(STAMP)
 	$(PYTEST) tests
 
-# The GPU tier alone (tests/test_gpu.py), on a machine with CUDA.
-test-gpu: $(STAMP)
-	$(PY) -m pytest -q -m gpu tests
+# The GPU tier alone (tests/test_gpu.py), on a machine with CUDA: with the venv's Python where there is one, else the
+# node's own (an offline node has installed the wheelhouse into it; no venv is made)
+test-gpu:
+	$(CHECK_PY) -m pytest -q -p no:cacheprovider -m gpu tests
 
 # Benchmarks (ratios measured side by side; several minutes on 2 cores).
 bench: $(STAMP)

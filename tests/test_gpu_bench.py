@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from pipeline.bench import gpu as gpu_bench
@@ -63,7 +64,7 @@ def test_each_stage_is_on_disk_as_it_ends_so_a_killed_check_keeps_what_it_measur
     assert done[:3] == ["device", "build_sd21", "bare_sd21"] and "end" not in done
 
 
-def test_a_failing_stage_is_recorded_and_the_budget_starts_no_stage_that_would_end_past_it(tmp_path):
+def test_a_failing_stage_is_recorded_and_the_budget_starts_no_stage_that_would_end_past_it(tmp_path, capsys):
     check = gpu_bench.Check("tiny", torch.device("cpu"), tmp_path)
 
     def boom(c):
@@ -71,6 +72,7 @@ def test_a_failing_stage_is_recorded_and_the_budget_starts_no_stage_that_would_e
 
     failed = gpu_bench._run_stage(gpu_bench.Stage("x", boom, {"tiny": 1}), check, None, 0.0)
     assert failed["ok"] is False and failed["error"].startswith("RuntimeError: CUDA error") and "x" not in check.results
+    assert "Traceback (most recent call last)" in capsys.readouterr().err  # the whole traceback, to the log
     after = gpu_bench._run_stage(gpu_bench.Stage("y", lambda c: {"v": 1}, {"tiny": 1}, needs=("x",)), check, None, 0.0)
     assert "needs x" in after["skipped"]
     late = gpu_bench._run_stage(gpu_bench.Stage("z", lambda c: {"v": 1}, {"tiny": 30}), check, 100.0, 80.0)
@@ -122,3 +124,20 @@ def test_the_compile_rows_build_a_compiled_generator(tmp_path):
     assert "model.compile=true" in gpu_bench.model_overrides("sd21", folder, s, 4, compile=True)
     on, off = (gpu_bench.generator("sd21", folder, s, s.clone_batch, compile=c) for c in (True, False))
     assert type(on.pipe.unet).__name__ == "OptimizedModule" and type(off.pipe.unet).__name__ == "UNet2DConditionModel"
+
+
+@pytest.mark.slow  # a process that runs the check
+def test_the_one_call_script_writes_preflight_install_and_check_under_its_folder(tmp_path):
+    """scripts/device_check.sh, as a lent node runs it (here on tiny models, the project already installed): everything
+    under OUT, a failing stage's whole traceback in the log beside the JSON lines."""
+    import os
+
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_SCALE": "tiny", "STAGES": "device,build_sd21,reward_clip", "SKIP_TESTS": "1"}
+    p = subprocess.run(["bash", "scripts/device_check.sh", str(tmp_path / "out"), "120"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    out = tmp_path / "out"
+    assert {f.name for f in out.iterdir()} >= {"preflight.txt", "install.txt", "gpu-check.jsonl", "gpu-check.log", "gpu-check.md"}
+    assert "torch" in (out / "preflight.txt").read_text() and "imports already" in (out / "install.txt").read_text()
+    ended = {x["stage"]: x for x in lines(out / "gpu-check.jsonl")[2:]}
+    assert ended["device"]["ok"] and ended["reward_clip"]["skipped"].startswith("needs bare_sd21")

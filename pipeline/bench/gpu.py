@@ -505,6 +505,7 @@ def _run_stage(st: Stage, check: Check, budget_s: float | None, elapsed: float) 
     try:
         result = st.run(check)
     except Exception as e:  # noqa: BLE001 - recorded, and the next stage runs
+        print(f"gpu check: stage {st.name} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)  # the whole traceback
         _free()
         return {**line, "ok": False, "seconds": round(time.perf_counter() - t0, 1),
                 "error": f"{type(e).__name__}: {e}".splitlines()[0][:500], "where": traceback.format_exc().splitlines()[-3:]}
