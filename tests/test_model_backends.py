@@ -167,3 +167,20 @@ def test_shapes_cnn_round_trip(tmp_path, grammar, world):
     assert [m.shape[-1] for m in cnn.feature_maps(images)] == [32, 16, 8, 4]
     sem = ShapesCnnSemanticEncoder(grammar, str(tmp_path))
     assert all(grammar.check(e) == e for e in sem.encode(images))
+
+
+def test_the_fp16_path_builds_and_renders_as_far_as_the_cpu_allows(sd_folder):
+    """model.dtype=float16, the GPU presets' setting, on the CPU (torch runs these half-precision kernels here; diffusers
+    warns): the pipeline loads in fp16, renders finite images on the 8-bit grid, and hands float32 tensors to the rewards."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = DiffusersGenerator(str(sd_folder), pipeline_class="StableDiffusionPipeline", device="cpu", dtype="float16",
+                               num_inference_steps=2, guidance_scale=2.0, height=32, width=32, max_batch_size=2)
+        assert g.pipe.unet.dtype == torch.float16 and g.pipe.vae.dtype == torch.float16
+        t = g.render(PROMPTS, [1, 2])
+        images = g.generate(PROMPTS, [1, 2])
+    assert t.dtype == torch.float32 and t.shape == (2, 3, 32, 32) and torch.isfinite(t).all()
+    assert torch.equal(t, torch.round(t * 255) / 255)  # the 8-bit grid the dataset stores
+    assert np.array_equal(pixels(images), np.round(t.permute(0, 2, 3, 1).numpy() * 255).astype(np.int16))
