@@ -269,7 +269,8 @@ class ImageFolderDataset(_Catalogue):
 
     def _input(self, cls: ClassInfo, j: int) -> InputImage:
         """The class's ``j``-th readable image from ``input_index`` on (sorted by name): a file that cannot be read (truncated,
-        empty, not an image) is passed over with one warning naming it, and the next one is read instead."""
+        empty, not an image) is passed over for the next one and listed (:meth:`skipped`; the search result, the summary
+        and the card list it, the CLI names it once)."""
         folder = next((self.root / n for n in (cls.wnid, cls.name) if n and (self.root / n).is_dir()), None)
         if folder is None:
             raise InputError(f"dataset.root '{self.root}' has no folder for class '{cls.name}'")
