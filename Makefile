@@ -1,7 +1,8 @@
 # rldf-pipeline: every target installs what it needs into a local virtualenv first.
 PYTHON ?= python3
 VENV   ?= .venv
-# CPU build by default (already on disk on our CI machines). On a CUDA cluster, e.g.:
+# torch==2.13.0 from the configured index (PyPI's Linux wheel is the CUDA build; our CI machines have a CPU build on
+# disk). CPU only: TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu". On a CUDA cluster, e.g.:
 #   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
