@@ -108,7 +108,7 @@ def test_missing_folder_and_unreachable_hub_id(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="folder '/no/such/model' does not exist"):
         DiffusersGenerator("/no/such/model")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(InputError, match=r"could not load diffusion pipeline \(model.pretrained\) 'nobody/no-such-model'.*huggingface-cli download"):
+    with pytest.raises(InputError, match=r"could not load diffusion pipeline \(model.pretrained\) 'nobody/no-such-model'.*hf download"):
         DiffusersGenerator("nobody/no-such-model", pipeline_class="StableDiffusionPipeline")
 
 

@@ -3,7 +3,7 @@
 ``datasets.load_dataset(folder)`` reads the card's YAML header: ``configs`` points the builder at the shards
 (the folder's other files are bookkeeping), ``dataset_info.features`` types the columns, ``cls`` as a
 ``ClassLabel`` whose names are the dataset's classes in label order. The Hub reads the same card, so
-``huggingface-cli upload`` of the folder should load the same way (untried here: no network). The body says how the clone was generated and what it holds, and
+``hf upload`` of the folder should load the same way (untried here: no network). The body says how the clone was generated and what it holds, and
 how to read it with ``webdataset``, ``datasets`` and Ray Data.
 
 The shards are not changed for the card: their columns are WebDataset's, named by file extension (the image,

@@ -34,7 +34,7 @@ def load_pretrained(loader: Callable[..., Any], ref: str, what: str, **kwargs: A
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(
             f"could not load {what} '{ref}' ({first[:160]}): without network access, download it elsewhere "
-            f"(`huggingface-cli download {ref} --local-dir /models/{ref.split('/')[-1]}`) and set the path in the config"
+            f"(`hf download {ref} --local-dir /models/{ref.split('/')[-1]}`) and set the path in the config"
         ) from None
 
 
