@@ -234,28 +234,19 @@ def diffusers_stage(c: Check) -> dict[str, Any]:
     pipe = pipe.to(c.device)
     pipe.set_progress_bar_config(disable=True)
     batch, s = c.s.clone_batch, c.s
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
 
-    def call(first_seed: int) -> None:
-        pipe(prompt=prompts, negative_prompt=[cfg.negative_prompt] * batch, num_inference_steps=s.sd_steps,
-             guidance_scale=cfg.guidance_scale, height=s.size, width=s.size, output_type="pil",
-             generator=[torch.Generator("cpu").manual_seed(first_seed + i) for i in range(batch)])
+    class Bare:  # what timed_calls calls: diffusers' own pipeline, a CPU generator per image
+        @staticmethod
+        def generate(prompts: list[str], seeds: list[int]) -> None:
+            pipe(prompt=prompts, negative_prompt=[cfg.negative_prompt] * len(prompts), num_inference_steps=s.sd_steps,
+                 guidance_scale=cfg.guidance_scale, height=s.size, width=s.size, output_type="pil",
+                 generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds])
 
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    call(0)
-    _sync()
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for k in range(s.calls):
-        call((k + 1) * batch)
-    _sync()
-    rate = batch * s.calls / (time.perf_counter() - t0)
+    row = timed_calls(Bare, batch, s.calls)
     pipe = None  # dropped: its device memory goes back below
     _free()
-    return {"batch": batch, "steps": s.sd_steps, "scheduler": cfg.scheduler, "images_per_s": round(rate, 3),
-            "first_call_s": round(first, 2), "generator_over_diffusers": round(c.bare_rate("sd21", batch) / rate, 3), **_memory()}
+    return {"batch": batch, "steps": s.sd_steps, "scheduler": cfg.scheduler, **row,
+            "generator_over_diffusers": round(c.bare_rate("sd21", batch) / row["images_per_s"], 3)}
 
 
 def identity_stage(c: Check) -> dict[str, Any]:

@@ -134,7 +134,21 @@ class CloneImages(IterableDataset):
                     yield _decode(data, where, self.size), int(sample["cls"]) if "cls" in sample else -1
 
 
-class FolderImages(Dataset):
+class _ImageFiles(Dataset):
+    """Image files with their labels (``files``: ``(path, label)``), each decoded and resized to ``size``."""
+
+    files: list[tuple[Path, int]]
+    size: int
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.files[i]
+        return _decode(path.read_bytes(), f"'{path}'", self.size), label
+
+
+class FolderImages(_ImageFiles):
     """``root/<class>/<image>``; labels from ``labels`` (folder name -> label, e.g. a clone's classes: only
     those folders are read), else by sorted folder name (:func:`pipeline.image_sets.class_folders`)."""
 
@@ -149,15 +163,8 @@ class FolderImages(Dataset):
         which = ", labelled as the clone's classes" if labels is not None else ""
         self.description = f"ImageFolder {root} ({len(folders)} classes{which})"
 
-    def __len__(self) -> int:
-        return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, label = self.files[i]
-        return _decode(path.read_bytes(), f"'{path}'", self.size), label
-
-
-class LabelledFiles(Dataset):
+class LabelledFiles(_ImageFiles):
     """A flat folder of images and a label file, as ImageNet's validation set ships (:func:`read_label_file`);
     class ids become labels through ``labels`` (e.g. a clone's ``class_labels``: only those classes are read), else
     by sorted id."""
@@ -181,13 +188,6 @@ class LabelledFiles(Dataset):
         digest = _file_fingerprint([f for f, _ in self.files] + [Path(label_file)])
         self.fingerprint = hashlib.sha256(json.dumps([digest, [label for _, label in self.files]]).encode()).hexdigest()[:16]
         self.description = f"{root} labelled by {label_file} ({len(self.files)} images, {len(self.classes)} classes)"
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, label = self.files[i]
-        return _decode(path.read_bytes(), f"'{path}'", self.size), label
 
 
 def read_label_file(path: str, files: list[Path]) -> dict[str, str]:
